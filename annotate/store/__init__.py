@@ -1,0 +1,18 @@
+"""The store: the only code in prefstudio that speaks SQL.
+
+    from annotate import store
+    db = store.Store("workspace/prefstudio.duckdb")
+    store.pairs(db, source="human", min_agreement=0.5)
+"""
+from .db import Store, StoreBusy, StoreError, canonical_json, content_id
+from .items import (add_prompts, add_responses, add_tasks, check_messages, counts, get_task,
+                    prompt_id, prompt_row, response_id, response_row, set_required_labels,
+                    task_id, task_row)
+from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_row,
+                     margin_levels, retract_label, supersede_label)
+from .pairs import label_pairs, pairs, pairs_sql
+from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_runs, metrics,
+                   update_run)
+from .schema import LATEST as SCHEMA_VERSION
+from .users import (add_user, ensure_first_admin, list_users, role_of, set_password, set_role,
+                    verify_user)

@@ -1,0 +1,147 @@
+"""The connection: one DuckDB file, one owning process, a cursor per thread, one lock for writes.
+
+DuckDB lets exactly one process open a file for writing. The process that opens a ``Store``
+owns the file until it closes it: the server while it runs, otherwise the CLI command. Other
+processes get ``StoreBusy`` with the owner named, never a half-written file.
+
+Inside the owning process every thread gets its own cursor (DuckDB connections are not safe
+to share between threads; cursors are). Writes are serialised by one lock and each runs in a
+single transaction, so a failed import or label leaves the database exactly as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+
+from .schema import LATEST, MIGRATIONS
+
+
+class StoreError(ValueError):
+    """Bad input to the store (unknown id, invalid ranking, duplicate label...). Nothing changed."""
+
+
+class StoreBusy(RuntimeError):
+    """Another process has the database file open for writing."""
+
+
+def one(cur: duckdb.DuckDBPyConnection, sql: str, params: list | tuple | None = None) -> tuple | None:
+    """The first row of a query, or None. (DuckDB 2 wants every result read to the end before
+    the cursor runs the next statement, so this reads them all.)"""
+    rows = cur.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def content_id(*parts: str) -> str:
+    """A 16-hex-digit id derived from content, so importing the same row twice adds nothing."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:16]
+
+
+class Store:
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" in str(err).lower():
+                raise StoreBusy(
+                    f"{self.path} is open in another process ({_lock_holder(err)}); "
+                    "stop it (e.g. the prefstudio server) or work through its web UI") from None
+            raise
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._migrate()
+
+    # -- connection plumbing -------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._local.cursor = self._con.cursor()
+        return cur
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction under the write lock; rolled back entirely if anything raises."""
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only")
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def query(self, sql: str, params: list | tuple | dict | None = None) -> list[dict]:
+        cur = self.cursor().execute(sql, params or [])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: list | tuple | None = None) -> Any:
+        row = one(self.cursor(), sql, params)
+        return None if row is None else row[0]
+
+    def df(self, sql: str, params: list | tuple | None = None):
+        return self.cursor().execute(sql, params or []).df()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema ----------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self.scalar("SELECT max(version) FROM schema_version") or 0
+
+    def _migrate(self) -> None:
+        cur = self.cursor()
+        has_version_table = one(
+            cur, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        )[0]
+        if not has_version_table:
+            if self.read_only:
+                raise StoreError(f"{self.path} is not a prefstudio database")
+            cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, "
+                        "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+        current = self.version
+        if current > LATEST:
+            raise StoreError(f"{self.path} has schema version {current}; this prefstudio knows "
+                             f"up to {LATEST}: upgrade prefstudio")
+        if current < LATEST and self.read_only:
+            raise StoreError(f"{self.path} needs a schema upgrade: open it once read-write")
+        for version in range(current + 1, LATEST + 1):
+            with self.write() as w:
+                w.execute(MIGRATIONS[version - 1])
+                w.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+
+
+def _lock_holder(err: Exception) -> str:
+    text = str(err)
+    marker = "(PID "
+    if marker in text:
+        return "PID " + text.split(marker, 1)[1].split(")", 1)[0]
+    return "lock held"

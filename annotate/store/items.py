@@ -1,0 +1,182 @@
+"""Prompts, responses and tasks: validated in Python, written in bulk, ids derived from content."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+
+from .db import one, Store, StoreError, canonical_json, content_id
+
+ROLES = ("system", "user", "assistant")
+KINDS = ("pairwise", "ranking")
+MAX_K = 9
+
+
+def check_messages(messages: Any) -> list[dict]:
+    """A prompt is a chat that ends with the user's turn; return it normalised or raise."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, list) or not messages:
+        raise StoreError("messages must be a non-empty list of {role, content}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or set(m) - {"role", "content"} or "role" not in m or "content" not in m:
+            raise StoreError(f"messages[{i}] must be an object with exactly 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise StoreError(f"messages[{i}].role must be one of {', '.join(ROLES)}, not {m['role']!r}")
+        if not isinstance(m["content"], str) or not m["content"].strip():
+            raise StoreError(f"messages[{i}].content must be a non-empty string")
+        out.append({"role": m["role"], "content": m["content"]})
+    if out[-1]["role"] != "user":
+        raise StoreError("messages must end with a 'user' turn (the turn being answered)")
+    return out
+
+
+def prompt_id(messages: list[dict]) -> str:
+    return content_id("prompt", canonical_json(messages))
+
+
+def response_id(pid: str, text: str) -> str:
+    return content_id("response", pid, text)
+
+
+def task_id(kind: str, pid: str, response_ids: Sequence[str]) -> str:
+    return content_id("task", kind, pid, *sorted(response_ids))
+
+
+def insert_rows(cur, table: str, rows: list[dict]) -> int:
+    """Bulk ``INSERT OR IGNORE`` through Arrow; returns how many rows were new.
+
+    Rows whose primary key already exists are skipped, which is what makes re-importing a
+    file a no-op. Rows must all have the same keys.
+    """
+    if not rows:
+        return 0
+    before = one(cur, f"SELECT count(*) FROM {table}")[0]
+    columns = list(rows[0])
+    arrow = pa.table({c: [r[c] for r in rows] for c in columns})
+    cur.register("_incoming", arrow)
+    try:
+        cur.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+                    f"SELECT {', '.join(columns)} FROM _incoming")
+    finally:
+        cur.unregister("_incoming")
+    return one(cur, f"SELECT count(*) FROM {table}")[0] - before
+
+
+def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:
+    messages = check_messages(messages)
+    return {"id": prompt_id(messages), "messages": canonical_json(messages),
+            "source": source, "tags": [str(t) for t in tags]}
+
+
+def response_row(pid: str, text: Any, model: str | None = None, adapter: str | None = None,
+                 run_id: str | None = None, gen_params: dict | None = None) -> dict:
+    if not isinstance(text, str) or not text.strip():
+        raise StoreError("response text must be a non-empty string")
+    return {"id": response_id(pid, text), "prompt_id": pid, "text": text, "model": model,
+            "adapter": adapter, "run_id": run_id,
+            "gen_params": None if gen_params is None else canonical_json(gen_params)}
+
+
+def task_row(pid: str, response_ids: Sequence[str], kind: str | None = None,
+             round: int = 0, required_labels: int = 1) -> dict:
+    ids = list(response_ids)
+    if len(set(ids)) != len(ids):
+        raise StoreError("a task lists the same response twice")
+    if not 2 <= len(ids) <= MAX_K:
+        raise StoreError(f"a task compares 2 to {MAX_K} responses, not {len(ids)}")
+    kind = kind or ("pairwise" if len(ids) == 2 else "ranking")
+    if kind not in KINDS:
+        raise StoreError(f"task kind must be pairwise or ranking, not {kind!r}")
+    if kind == "pairwise" and len(ids) != 2:
+        raise StoreError("a pairwise task has exactly 2 responses")
+    if not isinstance(round, int) or round < 0:
+        raise StoreError("round must be a non-negative integer")
+    if not isinstance(required_labels, int) or required_labels < 1:
+        raise StoreError("required_labels must be a positive integer")
+    return {"id": task_id(kind, pid, ids), "prompt_id": pid, "response_ids": ids, "kind": kind,
+            "round": round, "required_labels": required_labels}
+
+
+def add_prompts(db: Store, rows: list[dict]) -> int:
+    with db.write() as cur:
+        return insert_rows(cur, "prompts", rows)
+
+
+def add_responses(db: Store, rows: list[dict]) -> int:
+    with db.write() as cur:
+        _check_known(cur, "prompts", {r["prompt_id"] for r in rows}, "prompt")
+        return insert_rows(cur, "responses", rows)
+
+
+def add_tasks(db: Store, rows: list[dict]) -> int:
+    with db.write() as cur:
+        _check_tasks(cur, rows)
+        return insert_rows(cur, "tasks", rows)
+
+
+def _check_known(cur, table: str, ids: set[str], what: str) -> None:
+    if not ids:
+        return
+    arrow = pa.table({"id": sorted(ids)})
+    cur.register("_ids", arrow)
+    try:
+        missing = one(cur, f"SELECT id FROM _ids ANTI JOIN {table} USING (id) LIMIT 1")
+    finally:
+        cur.unregister("_ids")
+    if missing:
+        raise StoreError(f"unknown {what} id {missing[0]!r}")
+
+
+def _check_tasks(cur, rows: list[dict]) -> None:
+    """Every response of a task exists and answers the task's prompt."""
+    _check_known(cur, "prompts", {r["prompt_id"] for r in rows}, "prompt")
+    pairs = [(r["prompt_id"], rid) for r in rows for rid in r["response_ids"]]
+    if not pairs:
+        return
+    cur.register("_tr", pa.table({"prompt_id": [p for p, _ in pairs], "id": [i for _, i in pairs]}))
+    try:
+        bad = one(cur, "SELECT t.id, t.prompt_id, r.prompt_id FROM _tr t LEFT JOIN responses r "
+                          "USING (id) WHERE r.prompt_id IS DISTINCT FROM t.prompt_id LIMIT 1")
+    finally:
+        cur.unregister("_tr")
+    if bad:
+        if bad[2] is None:
+            raise StoreError(f"unknown response id {bad[0]!r}")
+        raise StoreError(f"response {bad[0]!r} answers prompt {bad[2]!r}, not {bad[1]!r}")
+
+
+def get_task(db: Store, tid: str) -> dict:
+    rows = db.query("SELECT t.*, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
+                    "WHERE t.id = ?", [tid])
+    if not rows:
+        raise StoreError(f"unknown task id {tid!r}")
+    task = rows[0]
+    task["messages"] = json.loads(task["messages"])
+    texts = {r["id"]: r for r in db.query(
+        "SELECT id, text, model FROM responses WHERE list_contains(?, id)", [task["response_ids"]])}
+    task["responses"] = [texts[rid] for rid in task["response_ids"]]
+    return task
+
+
+def set_required_labels(db: Store, required: int, task_ids: Sequence[str] | None = None) -> int:
+    """The overlap: how many annotators must label each task (all tasks, or the given ones)."""
+    if not isinstance(required, int) or required < 1:
+        raise StoreError("required labels per task must be a positive integer")
+    with db.write() as cur:
+        if task_ids is None:
+            cur.execute("UPDATE tasks SET required_labels = ?", [required])
+            return one(cur, "SELECT count(*) FROM tasks")[0]
+        _check_known(cur, "tasks", set(task_ids), "task")
+        cur.execute("UPDATE tasks SET required_labels = ? WHERE list_contains(?, id)",
+                    [required, list(task_ids)])
+        return len(set(task_ids))
+
+
+def counts(db: Store) -> dict[str, int]:
+    return db.query("""SELECT (SELECT count(*) FROM prompts) AS prompts,
+                              (SELECT count(*) FROM responses) AS responses,
+                              (SELECT count(*) FROM tasks) AS tasks,
+                              (SELECT count(*) FROM labels WHERE superseded_by IS NULL) AS labels""")[0]

@@ -1,0 +1,147 @@
+"""Rankings become training pairs, in SQL.
+
+A current label ranks K responses as tie groups, best first. Each label expands to every
+ordered pair (x, y) with x in an earlier group than y: C(K,2) pairs when there are no ties,
+fewer with ties (two responses in one group give no pair). Per task and unordered pair the
+labels of all annotators are then aggregated:
+
+    votes_chosen   labels that put the majority's winner first
+    votes_rejected labels that put it second
+    n_labels       current labels of the task (labels that tied the two count against agreement)
+    agreement      votes_chosen / n_labels
+    margin         mean numeric margin of the majority's votes (margin_levels.value, 0 if none)
+    soft_prob      mean p(chosen preferred) over the votes that carry one (AI judges)
+
+A pair whose votes split evenly has no majority and is left out.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .db import Store, StoreError
+
+_LABEL_PAIRS = """
+WITH cur AS (
+    SELECT l.id AS label_id, l.task_id, l.annotator, l.source, l.judge, l.principle,
+           l.ranking, l.margin_level, l.soft_prob, l.shown_order, t.prompt_id, t.round
+    FROM labels l JOIN tasks t ON t.id = l.task_id
+    WHERE l.superseded_by IS NULL {where}
+),
+groups AS (
+    SELECT * EXCLUDE (ranking), unnest(ranking) AS grp, generate_subscripts(ranking, 1) AS gi
+    FROM cur
+),
+flat AS (SELECT * EXCLUDE (grp), unnest(grp) AS rid FROM groups),
+label_pairs AS (
+    SELECT a.label_id, a.task_id, a.prompt_id, a.round, a.annotator, a.source, a.judge,
+           a.principle, a.rid AS chosen_id, b.rid AS rejected_id, b.gi - a.gi AS rank_gap,
+           a.margin_level, coalesce(m.value, 0.0) AS margin, a.soft_prob,
+           list_position(a.shown_order, a.rid) AS chosen_shown_at,
+           list_position(a.shown_order, b.rid) AS rejected_shown_at
+    FROM flat a
+    JOIN flat b ON a.label_id = b.label_id AND a.gi < b.gi
+    LEFT JOIN margin_levels m ON m.level = a.margin_level
+)
+"""
+
+_AGGREGATE = """,
+oriented AS (
+    SELECT *, least(chosen_id, rejected_id) AS lo, greatest(chosen_id, rejected_id) AS hi,
+           chosen_id < rejected_id AS lo_wins,
+           CASE WHEN chosen_id < rejected_id THEN soft_prob ELSE 1 - soft_prob END AS p_lo
+    FROM label_pairs
+),
+agg AS (
+    SELECT task_id, lo, hi, any_value(prompt_id) AS prompt_id, any_value(round) AS round,
+           count(*) FILTER (WHERE lo_wins) AS v_lo,
+           count(*) FILTER (WHERE NOT lo_wins) AS v_hi,
+           avg(margin) FILTER (WHERE lo_wins) AS m_lo,
+           avg(margin) FILTER (WHERE NOT lo_wins) AS m_hi,
+           mode(margin_level) FILTER (WHERE lo_wins) AS l_lo,
+           mode(margin_level) FILTER (WHERE NOT lo_wins) AS l_hi,
+           avg(p_lo) AS p_lo,
+           avg(rank_gap) AS rank_gap,
+           list(DISTINCT label_id) AS label_ids
+    FROM oriented GROUP BY task_id, lo, hi
+),
+n AS (
+    SELECT task_id, count(*) AS n_labels, string_agg(DISTINCT source, '+' ORDER BY source) AS source
+    FROM cur GROUP BY task_id
+),
+pairs AS (
+    SELECT agg.task_id, agg.prompt_id, agg.round,
+           CASE WHEN v_lo > v_hi THEN lo ELSE hi END AS chosen_id,
+           CASE WHEN v_lo > v_hi THEN hi ELSE lo END AS rejected_id,
+           greatest(v_lo, v_hi) AS votes_chosen, least(v_lo, v_hi) AS votes_rejected,
+           n.n_labels, greatest(v_lo, v_hi) / n.n_labels AS agreement,
+           CASE WHEN v_lo > v_hi THEN m_lo ELSE m_hi END AS margin,
+           CASE WHEN v_lo > v_hi THEN l_lo ELSE l_hi END AS margin_level,
+           CASE WHEN v_lo > v_hi THEN p_lo ELSE 1 - p_lo END AS soft_prob,
+           rank_gap, n.source, label_ids
+    FROM agg JOIN n USING (task_id)
+    WHERE v_lo <> v_hi
+)
+"""
+
+_WITH_TEXT = """
+SELECT p.task_id, p.prompt_id, pr.messages AS prompt, c.text AS chosen, r.text AS rejected,
+       p.margin, p.margin_level, p.soft_prob, p.source, p.votes_chosen, p.votes_rejected,
+       p.n_labels, p.agreement, p.round, p.rank_gap, p.chosen_id, p.rejected_id, p.label_ids
+FROM pairs p
+JOIN prompts pr ON pr.id = p.prompt_id
+JOIN responses c ON c.id = p.chosen_id
+JOIN responses r ON r.id = p.rejected_id
+{having}
+ORDER BY p.task_id, p.chosen_id, p.rejected_id
+"""
+
+
+def _filters(source: str, rounds: Sequence[int] | None, judge: str | None,
+             principle: str | None, annotator: str | None) -> tuple[str, list]:
+    where, params = [], []
+    if source not in ("human", "ai", "both"):
+        raise StoreError(f"source must be human, ai or both, not {source!r}")
+    if source != "both":
+        where.append("l.source = ?")
+        params.append(source)
+    if rounds is not None:
+        where.append("list_contains(?, t.round)")
+        params.append(list(rounds))
+    if judge is not None:
+        where.append("l.judge = ?")
+        params.append(judge)
+    if principle is not None:
+        where.append("l.principle = ?")
+        params.append(principle)
+    if annotator is not None:
+        where.append("l.annotator = ?")
+        params.append(annotator)
+    return "".join(" AND " + w for w in where), params
+
+
+def label_pairs(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
+                judge: str | None = None, principle: str | None = None,
+                annotator: str | None = None) -> list[dict]:
+    """Every ordered pair of every current label, before aggregation (with shown positions)."""
+    where, params = _filters(source, rounds, judge, principle, annotator)
+    sql = _LABEL_PAIRS.format(where=where) + "SELECT * FROM label_pairs ORDER BY label_id, chosen_id, rejected_id"
+    return db.query(sql, params)
+
+
+def pairs_sql(source: str = "both", rounds: Sequence[int] | None = None,
+              judge: str | None = None, principle: str | None = None,
+              min_agreement: float | None = None) -> tuple[str, list]:
+    where, params = _filters(source, rounds, judge, principle, None)
+    having = ""
+    if min_agreement is not None:
+        having = "WHERE p.agreement >= ?"
+        params = params + [float(min_agreement)]
+    return _LABEL_PAIRS.format(where=where) + _AGGREGATE + _WITH_TEXT.format(having=having), params
+
+
+def pairs(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
+          judge: str | None = None, principle: str | None = None,
+          min_agreement: float | None = None) -> list[dict]:
+    """Aggregated training pairs with texts: prompt (messages JSON), chosen, rejected, margin…"""
+    sql, params = pairs_sql(source, rounds, judge, principle, min_agreement)
+    return db.query(sql, params)

@@ -1,0 +1,1 @@
+"""What scores text: backbones with a scalar head, the reward losses, training, evaluation, scoring."""
