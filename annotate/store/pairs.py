@@ -145,3 +145,28 @@ def pairs(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
     """Aggregated training pairs with texts: prompt (messages JSON), chosen, rejected, margin…"""
     sql, params = pairs_sql(source, rounds, judge, principle, min_agreement)
     return db.query(sql, params)
+
+
+def rankings(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
+             judge: str | None = None, principle: str | None = None,
+             kind: str | None = "ranking") -> list[dict]:
+    """Current labels of K-way tasks, one row each: prompt, response_ids, texts, ranking.
+
+    ``kind="ranking"`` (default) keeps only K-way tasks, whose labels a ranking loss uses
+    whole; ``kind=None`` returns every label (the ``rankings`` export).
+    """
+    where, params = _filters(source, rounds, judge, principle, None)
+    if kind is not None:
+        where += " AND t.kind = ?"
+        params.append(kind)
+    sql = f"""
+        SELECT l.id AS label_id, l.task_id, t.kind, t.round, p.messages AS prompt,
+               t.response_ids,
+               (SELECT list(r.text ORDER BY list_position(t.response_ids, r.id))
+                  FROM responses r WHERE list_contains(t.response_ids, r.id)) AS texts,
+               l.ranking, l.annotator, l.source, l.judge, l.margin_level, l.soft_prob,
+               l.rationale, l.principle, l.created_at
+        FROM labels l JOIN tasks t ON t.id = l.task_id JOIN prompts p ON p.id = t.prompt_id
+        WHERE l.superseded_by IS NULL {where}
+        ORDER BY l.task_id, l.annotator"""
+    return db.query(sql, params)

@@ -1,0 +1,45 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+SHARED_DATA = ROOT.parent / "shared" / "data"
+HH_FILE = SHARED_DATA / "hh-harmless-1500.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """Folder of a 2-layer Llama + word-level tokenizer with a ChatML template."""
+    from tiny_models import tiny_causal_lm
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    from tiny_models import tiny_encoder
+    return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def db(tmp_path):
+    """A fresh, empty store in a real DuckDB file."""
+    from annotate import store
+    s = store.Store(tmp_path / "test.duckdb")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def hh_file() -> Path:
+    if not HH_FILE.exists():
+        pytest.skip("../shared/data/hh-harmless-1500.jsonl is not present")
+    return HH_FILE
