@@ -152,7 +152,9 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    acc = Accelerator()
+    # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) must be
+    # told to use CPU DDP (gloo); otherwise each would silently train alone.
+    acc = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(config.seed)  # the same fresh head on every process
     out = Path(config.out)
     if model is None:
