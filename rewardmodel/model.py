@@ -97,6 +97,7 @@ class RewardModel(nn.Module):
         self.adapter = adapter
         self._owner = [backbone_owner] if backbone_owner is not None else []  # not a submodule
         self.pad_id = _pad_id(tokenizer)
+        self._shared = False  # True when the backbone belongs to another model (on_backbone)
 
     # --- construction -----------------------------------------------------------------------
 
@@ -127,7 +128,8 @@ class RewardModel(nn.Module):
 
     @classmethod
     def on_backbone(cls, backbone: nn.Module, tokenizer, *, max_length: int = 512,
-                    kind: str | None = None, adapter: str | None = None) -> "RewardModel":
+                    kind: str | None = None, adapter: str | None = None,
+                    spec: str | None = None) -> "RewardModel":
         """A scalar head on a backbone that is already loaded, sharing its weights (no copy).
 
         ``backbone`` is a transformers model (e.g. the policy's ``*ForCausalLM``) or a peft
@@ -136,6 +138,9 @@ class RewardModel(nn.Module):
         caller with ``backbone.add_adapter(name, LoraConfig(...))``) is switched on during this
         reward model's forward passes and switched back afterwards: the policy and its reward
         model then share one copy of the base weights, each with its own LoRA adapter.
+        Training it (``train(config, data, model=rm)``) updates only that adapter and the head;
+        without ``adapter`` only the head trains. ``spec`` names the base for ``save``/``load``
+        (default: the folder the backbone was loaded from).
         """
         from transformers import AutoModelForSequenceClassification
 
@@ -153,8 +158,12 @@ class RewardModel(nn.Module):
                 _init_linear(child, config)
         kind = kind or detect_kind(base.config)
         owner = backbone if adapter is not None else None
-        return cls(model, tokenizer, kind=kind, max_length=max_length, adapter=adapter,
-                   backbone_owner=owner)
+        rm = cls(model, tokenizer, kind=kind, max_length=max_length, adapter=adapter,
+                 backbone_owner=owner, spec=spec or getattr(base.config, "_name_or_path", None))
+        rm._shared = True
+        for _, p in rm.trainable_parameters():
+            p.requires_grad_(True)
+        return rm
 
     @classmethod
     def load(cls, run_dir: str | Path, *, dtype: torch.dtype = torch.float32) -> "RewardModel":
@@ -174,11 +183,14 @@ class RewardModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model = _quiet_load(AutoModelForSequenceClassification, folder, num_labels=1,
                                 pad_token_id=info["pad_token_id"], dtype=dtype)
-            if (run_dir / ADAPTER_DIR).exists():
-                from peft import PeftModel
-                model = PeftModel.from_pretrained(model, run_dir / ADAPTER_DIR)
-            if (run_dir / HEAD_FILE).exists():
+            if (run_dir / HEAD_FILE).exists():  # a head trained on a shared backbone
                 _head(model).load_state_dict(torch.load(run_dir / HEAD_FILE, weights_only=True))
+            if (run_dir / ADAPTER_DIR).exists():
+                from peft import PeftConfig, PeftModel
+                adapter_config = PeftConfig.from_pretrained(run_dir / ADAPTER_DIR)
+                if info.get("shared_backbone"):  # a causal-LM adapter; the head came from head.pt
+                    adapter_config.task_type, adapter_config.modules_to_save = None, None
+                model = PeftModel.from_pretrained(model, run_dir / ADAPTER_DIR, config=adapter_config)
         model.config.pad_token_id = info["pad_token_id"]
         disable_dropout(model)
         model.eval()
@@ -195,9 +207,9 @@ class RewardModel(nn.Module):
                 "head": {"module": _head_name(self.model), "reads": "last non-padding token"
                          if self.kind == "decoder" else "pooled [CLS]"},
                 "lora": vars(self.lora) if self.lora else None, **extra}
-        if self._owner:  # shared backbone: the owner's named adapter + our head
-            self._owner[0].save_pretrained(run_dir, selected_adapters=[self.adapter])
-            _move_adapter(run_dir, self.adapter, run_dir / ADAPTER_DIR)
+        if self._shared:  # the owner's named adapter (if any) + our head
+            if self._owner:
+                _save_named_adapter(self._owner[0], self.adapter, run_dir / ADAPTER_DIR)
             torch.save(_head(self.model).state_dict(), run_dir / HEAD_FILE)
             info["shared_backbone"] = True
         elif self.lora is not None:
@@ -299,7 +311,13 @@ class RewardModel(nn.Module):
         return next(self.model.parameters()).device
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        """What the reward trainer optimises. On a shared backbone: the head and our own
+        adapter only, whatever the owner has switched on for its own training."""
+        if not self._shared:
+            return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        prefix = f"model.{self.model.base_model_prefix}."
+        return [(n, p) for n, p in self.named_parameters()
+                if not n.startswith(prefix) or (self.adapter and f".{self.adapter}." in n)]
 
     @contextlib.contextmanager
     def _own_adapter(self):
@@ -383,19 +401,16 @@ def _init_linear(module: nn.Module, config) -> None:
                 nn.init.zeros_(sub.bias)
 
 
-def _move_adapter(run_dir: Path, name: str, target: Path) -> None:
-    """peft saves a non-default adapter into ``<dir>/<name>/``: give it the standard place."""
+def _save_named_adapter(owner: nn.Module, name: str, target: Path) -> None:
+    """Save one adapter of a multi-adapter peft model as a plain adapter folder ``target``."""
     import shutil
-    source = run_dir / name if name != "default" else run_dir
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for f in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-        if (source / f).exists():
-            shutil.move(str(source / f), target / f)
-    if source != run_dir:
-        shutil.rmtree(source, ignore_errors=True)
-    (run_dir / "README.md").unlink(missing_ok=True)
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        owner.save_pretrained(tmp, selected_adapters=[name])
+        source = Path(tmp) / name if name != "default" else Path(tmp)  # peft's layout
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(source), target)
 
 
 def disable_dropout(model: nn.Module) -> None:

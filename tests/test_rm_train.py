@@ -154,3 +154,36 @@ def test_export_loads_in_plain_transformers_and_peft(backbone, request, tmp_path
                           for p, r in zip(prompts, responses)])
     assert torch.allclose(ours, plain, atol=1e-4), (ours, plain)
     assert ours.std() > 1e-3  # a trained head, not a constant
+
+
+def test_reward_head_on_the_policy_backbone_shares_weights_and_trains_its_own_adapter(
+        tiny_lm, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    policy = get_peft_model(lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    policy.add_adapter("reward", LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    rm = RewardModel.on_backbone(policy, tok, max_length=48, adapter="reward", spec=str(tiny_lm))
+    assert rm.model.model is lm.model  # one copy of the base weights
+
+    names = [n for n, _ in rm.trainable_parameters()]
+    assert names and all(".reward." in n or n.startswith("model.score") for n in names)
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if ".reward." not in n}
+    mine = {n: p.detach().clone() for n, p in rm.trainable_parameters()}
+    train(RMConfig(out=str(tmp_path / "run"), base=str(tiny_lm), max_length=48, lr=1e-2,
+                   batch_size=8, max_steps=40, eval_fraction=0), marker_data(300, seed=8), model=rm)
+
+    assert policy.active_adapter == "default"  # the policy's own adapter is back on
+    for n, p in policy.named_parameters():
+        if ".reward." not in n:  # base and policy adapter untouched
+            assert torch.equal(p, frozen[n]), n
+    assert all(not torch.equal(p, mine[n]) for n, p in rm.trainable_parameters())
+    result = evaluate(rm, marker_data(100, seed=98))
+    assert result["accuracy"] >= 0.9, result
+
+    loaded = RewardModel.load(tmp_path / "run")  # standalone: base + adapter + head.pt
+    data = marker_data(5, seed=9)
+    prompts, responses = [p.prompt for p in data.pairs], [p.chosen for p in data.pairs]
+    assert torch.allclose(loaded.score(prompts, responses), rm.score(prompts, responses), atol=1e-5)
