@@ -161,6 +161,39 @@ def get_task(db: Store, tid: str) -> dict:
     return task
 
 
+def get_tasks(db: Store, ids: Sequence[str]) -> dict[str, dict]:
+    """The known tasks among ``ids``: id → {id, prompt_id, response_ids, kind, round}."""
+    rows = db.query("SELECT id, prompt_id, response_ids, kind, round FROM tasks "
+                    "WHERE list_contains(?, id)", [list(dict.fromkeys(ids))])
+    return {r["id"]: {**r, "response_ids": list(r["response_ids"])} for r in rows}
+
+
+def list_prompts(db: Store) -> list[dict]:
+    """Every prompt (messages parsed), oldest first."""
+    rows = db.query("SELECT id, messages, source, tags FROM prompts ORDER BY created_at, id")
+    for r in rows:
+        r["messages"] = json.loads(r["messages"])
+        r["tags"] = list(r["tags"] or [])
+    return rows
+
+
+def list_responses(db: Store) -> list[dict]:
+    """Every response (gen_params parsed), oldest first."""
+    rows = db.query("SELECT id, prompt_id, text, model, adapter, run_id, gen_params FROM responses "
+                    "ORDER BY created_at, id")
+    for r in rows:
+        r["gen_params"] = None if r["gen_params"] is None else json.loads(r["gen_params"])
+    return rows
+
+
+def list_tasks(db: Store) -> list[dict]:
+    rows = db.query("SELECT id, prompt_id, response_ids, kind, round, required_labels FROM tasks "
+                    "ORDER BY created_at, id")
+    for r in rows:
+        r["response_ids"] = list(r["response_ids"])
+    return rows
+
+
 def set_required_labels(db: Store, required: int, task_ids: Sequence[str] | None = None) -> int:
     """The overlap: how many annotators must label each task (all tasks, or the given ones)."""
     if not isinstance(required, int) or required < 1:
