@@ -128,15 +128,17 @@ def _insert_labels(cur, labels: list[dict], supersede: bool) -> int:
                 raise RowError(f"a second label for task {task!r} by {annotator!r} in one batch",
                                "labels", rows[1][0], "annotator")
     current = _current_labels(cur, list(chains))
+    if not supersede:
+        for key, rows in chains.items():
+            if key in current:
+                raise RowError(f"task {key[0]!r} already has a different label by {key[1]!r}",
+                               "labels", rows[0][0], "annotator")
+        return insert_rows(cur, "labels", [r for _, r in new])
     rows_out = []
     for key, rows in chains.items():
-        old = current.get(key)
-        if old is not None and not supersede:
-            i = rows[0][0]
-            raise RowError(f"task {key[0]!r} already has a different label by {key[1]!r}",
-                           "labels", i, "annotator")
-        if old is not None:
-            cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", [rows[0][1]["id"], old])
+        if key in current:  # the newest label of an annotator replaces the current one
+            cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?",
+                        [rows[0][1]["id"], current[key]])
         for (_, r), nxt in zip(rows, rows[1:] + [None]):
             rows_out.append({**r, "superseded_by": None if nxt is None else nxt[1]["id"]})
     return insert_rows(cur, "labels", rows_out)

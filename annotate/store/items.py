@@ -66,8 +66,8 @@ def insert_rows(cur, table: str, rows: list[dict]) -> int:
 
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:
-    messages = check_messages(messages)
-    return {"id": prompt_id(messages), "messages": canonical_json(messages),
+    text = canonical_json(check_messages(messages))
+    return {"id": content_id("prompt", text), "messages": text,
             "source": source, "tags": [str(t) for t in tags]}
 
 
