@@ -463,6 +463,10 @@ class _Batch:
         soft_prob = rec.get("soft_prob")
         if soft_prob is not None:
             soft_prob = _number(soft_prob, "soft_prob", self.ctx)
+            if not 0 <= soft_prob <= 1:
+                raise _Bad("soft_prob", f"must be a probability in [0, 1], not {soft_prob}")
+            if len(task["response_ids"]) != 2:
+                raise _Bad("soft_prob", "is for pairwise tasks only")
         fields = dict(source=_label_source(rec), margin_level=margin, levels=self.ctx.levels,
                       soft_prob=soft_prob, judge=_opt_str(rec, "judge"),
                       rationale=_opt_str(rec, "rationale"), principle=_opt_str(rec, "principle"))
