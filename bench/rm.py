@@ -40,12 +40,8 @@ DATA = next((p for p in (ROOT.parent / "shared" / "data" / "hh-harmless-1500.jso
 
 
 def load_pairs(path: Path):
-    try:
-        from annotate.trainingdata import from_file
-        return from_file(path)
-    except ImportError:  # annotate.formats not merged yet
-        from bench._hh import read_hh
-        return read_hh(path)
+    from annotate.trainingdata import from_file
+    return from_file(path)
 
 
 def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[int], str, int]:
