@@ -175,11 +175,8 @@ def _train_rm(args) -> None:
         raise CliError(str(err)) from None
     if not args.data and _is_main_rank():
         from annotate import store
-        # LEAD: store.ingest_run_dir comes from branch `formats`; drop this guard once merged
-        ingest = getattr(store, "ingest_run_dir", None)
-        if ingest is not None:
-            with open_store(args.db) as db:
-                summary["ingested"] = ingest(db, args.out)
+        with open_store(args.db) as db:  # runs + metrics + lineage into the database
+            summary["ingested"] = store.ingest_run_dir(db, args.out)
     if _is_main_rank():
         emit(args, summary, (f"reward model in {args.out}: {summary['steps']} steps, final loss "
                              f"{summary['final_loss']:.4f}, held-out accuracy "

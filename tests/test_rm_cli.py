@@ -92,10 +92,10 @@ def test_train_rm_from_store_then_eval_rm_prints_json_and_plot(tiny_lm, db, tmp_
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "done" and run["data_hash"] and run["config"]["lr"] == 0.01
     assert len(json.loads((out / "inputs.json").read_text())) == 170  # lineage: every label
-    if hasattr(store, "ingest_run_dir"):  # arrives with branch formats
-        with store.Store(db.path) as s:
-            assert store.get_run(s, run["id"])["status"] == "done"
-            assert any(m["name"] == "eval_accuracy" for m in store.metrics(s, run["id"]))
+    with store.Store(db.path) as s:  # the CLI ingested the run folder
+        assert store.get_run(s, run["id"])["status"] == "done"
+        assert any(m["name"] == "eval_accuracy" for m in store.metrics(s, run["id"]))
+        assert store.lineage(s, run["id"])["labels"] == 170
 
     plot = tmp_path / "chosen-vs-rejected.png"
     done = prefstudio("eval", "rm", "--db", db.path, "--model", out, "--plot", plot)
@@ -110,7 +110,6 @@ def test_train_rm_from_store_then_eval_rm_prints_json_and_plot(tiny_lm, db, tmp_
 
 
 def test_eval_rm_on_a_file(tiny_lm, tmp_path):
-    pytest.importorskip("annotate.formats")  # the file importers live on branch formats
     rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
             for p in marker_data(40, seed=6).pairs]
     data_file = tmp_path / "pairs.jsonl"
