@@ -59,9 +59,9 @@ def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[in
                      for p in data.pairs for r in (p.chosen, p.rejected)]
         theirs = [len(ids) for ids in tok(trl_texts)["input_ids"]]
     else:
-        theirs = [len(ids) for ids, _ in ours]  # the same chat template on both sides
+        theirs = [len(e.ids) for e in ours]  # the same chat template on both sides
     keep = [i for i in range(len(data.pairs))
-            if max(len(ours[2 * i][0]), len(ours[2 * i + 1][0]), theirs[2 * i], theirs[2 * i + 1])
+            if max(len(ours[2 * i].ids), len(ours[2 * i + 1].ids), theirs[2 * i], theirs[2 * i + 1])
             <= max_length]
     return keep[:limit], rm.kind, len(data.pairs) - len(keep)
 

@@ -32,7 +32,7 @@ class Comparison:
     soft_prob: float | None = None      # pairs only: p(responses[ranking[0][0]] preferred)
     weight: float = 1.0                 # annotator agreement
     margin_level: str | None = None
-    tokens: list[tuple[list[int], list[int] | None]] = field(default_factory=list, repr=False)
+    tokens: list = field(default_factory=list, repr=False)  # model.Encoded per response
 
     @property
     def is_pair(self) -> bool:
@@ -40,7 +40,7 @@ class Comparison:
 
     @property
     def length(self) -> int:
-        return max(len(ids) for ids, _ in self.tokens)
+        return max(len(e.ids) for e in self.tokens)
 
 
 def comparisons_from(data: TrainingData, *, use_margin: bool = True,
@@ -132,9 +132,16 @@ class Batch:
         return len(self.comparisons)
 
 
-def collate(model, comparisons: list[Comparison]) -> Batch:
-    encoded, offsets = [], []
+def collate(model, comparisons: list[Comparison], share_prompt: bool = True) -> Batch:
+    """One forward pass for every response of the batch. Decoders (with ``share_prompt``) pack
+    the responses of a comparison behind one copy of their prompt (see
+    ``RewardModel.collate_shared_prompt``); encoders see the prompt with each response."""
+    offsets, n = [], 0
     for c in comparisons:
-        offsets.append(len(encoded))
-        encoded.extend(c.tokens)
-    return Batch(inputs=model.collate(encoded), comparisons=comparisons, offsets=offsets)
+        offsets.append(n)
+        n += len(c.responses)
+    if share_prompt and model.kind == "decoder":
+        inputs = model.collate_shared_prompt([c.tokens for c in comparisons])
+    else:
+        inputs = model.collate([e for c in comparisons for e in c.tokens])
+    return Batch(inputs=inputs, comparisons=comparisons, offsets=offsets)

@@ -23,7 +23,7 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -60,6 +60,14 @@ def detect_kind(config) -> str:
 def render_plain(messages: Sequence[dict]) -> str:
     """A chat as "role: content" lines, for tokenizers without a chat template."""
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+class Encoded(NamedTuple):
+    """One (prompt, response) as model input: token ids, token types (encoders only) and how
+    many of the ids are the prompt (decoders: lets responses of one prompt share it)."""
+    ids: list[int]
+    token_types: list[int] | None
+    prompt_len: int
 
 
 def fit_lengths(n_prompt: int, n_response: int, budget: int) -> tuple[int, int]:
@@ -223,8 +231,7 @@ class RewardModel(nn.Module):
 
     # --- text -> token ids ------------------------------------------------------------------
 
-    def encode(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str]
-               ) -> list[tuple[list[int], list[int] | None]]:
+    def encode(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str]) -> list[Encoded]:
         """Token ids (and token types for encoders) of each (prompt, response), truncated."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -246,7 +253,7 @@ class RewardModel(nn.Module):
             # when the tokenizer merges across the boundary
             n_prompt = sum(1 for start, _ in offsets if start < n_chars)
             keep_p, keep_r = fit_lengths(n_prompt, len(ids) - n_prompt, self.max_length)
-            out.append((ids[n_prompt - keep_p:n_prompt + keep_r], None))
+            out.append(Encoded(ids[n_prompt - keep_p:n_prompt + keep_r], None, keep_p))
         return out
 
     def _encode_encoder(self, prompts, responses):
@@ -259,16 +266,16 @@ class RewardModel(nn.Module):
             keep_p, keep_r = fit_lengths(len(p), len(r), self.max_length - 3)
             first = [cls_id] + p[len(p) - keep_p:] + [sep_id]
             second = r[:keep_r] + [sep_id]
-            out.append((first + second, [0] * len(first) + [1] * len(second)))
+            out.append(Encoded(first + second, [0] * len(first) + [1] * len(second), len(first)))
         return out
 
-    def collate(self, encoded: Sequence[tuple[list[int], list[int] | None]]) -> dict[str, torch.Tensor]:
+    def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         """Right-pad to the longest sequence of this batch (dynamic padding)."""
-        width = max(len(ids) for ids, _ in encoded)
+        width = max(len(e.ids) for e in encoded)
         input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)  # [B, T]
         mask = torch.zeros((len(encoded), width), dtype=torch.long)                    # [B, T]
         types = torch.zeros((len(encoded), width), dtype=torch.long) if self.kind == "encoder" else None
-        for i, (ids, tt) in enumerate(encoded):
+        for i, (ids, tt, _) in enumerate(encoded):
             input_ids[i, :len(ids)] = torch.tensor(ids)
             mask[i, :len(ids)] = 1
             if types is not None:
@@ -278,13 +285,68 @@ class RewardModel(nn.Module):
             batch["token_type_ids"] = types
         return batch
 
+    def collate_shared_prompt(self, groups: Sequence[Sequence[Encoded]]) -> dict[str, torch.Tensor]:
+        """Decoders: each group's responses packed behind ONE copy of their common prompt.
+
+        A row is ``prompt, response_1, ..., response_K``; response i sees the prompt and itself
+        (causal), never the other responses, and its positions continue from the prompt's, so
+        its reward is exactly the one it gets as ``prompt + response_i`` alone. The prompt is
+        encoded once instead of K times. Responses whose (truncated) prompts differ get rows of
+        their own. Rewards come out in input order (``read_index`` into the flattened rows).
+        """
+        rows, reads = [], []  # rows: (ids, positions, segment ids); reads: (row, position)
+        for group in groups:
+            by_prompt: dict[tuple, list[int]] = {}
+            for i, e in enumerate(group):
+                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
+            first_read = len(reads)
+            reads += [None] * len(group)
+            for prompt, members in by_prompt.items():
+                ids, pos, seg = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+                for k, i in enumerate(members, start=1):
+                    response = group[i].ids[len(prompt):]
+                    start = len(ids)
+                    ids += response
+                    pos += range(len(prompt), len(prompt) + len(response))
+                    seg += [k] * len(response)
+                    # read where HF's *ForSequenceClassification would: the last non-pad token
+                    last = max((j for j in range(start, len(ids)) if ids[j] != self.pad_id),
+                               default=len(ids) - 1)
+                    reads[first_read + i] = (len(rows), last)
+                rows.append((ids, pos, seg))
+        width = max(len(ids) for ids, _, _ in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)   # [R, T]
+        positions = torch.zeros((len(rows), width), dtype=torch.long)                # [R, T]
+        segments = torch.full((len(rows), width), -1, dtype=torch.long)              # [R, T]
+        for r, (ids, pos, seg) in enumerate(rows):
+            input_ids[r, :len(ids)] = torch.tensor(ids)
+            positions[r, :len(ids)] = torch.tensor(pos)
+            segments[r, :len(ids)] = torch.tensor(seg)
+        q, k = segments[:, :, None], segments[:, None, :]                             # [R, T, 1], [R, 1, T]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()                    # [T, T]
+        allowed = causal & (k >= 0) & ((k == 0) | (k == q))                           # [R, T, T]
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty rows
+        mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        read_index = torch.tensor([r * width + j for r, j in reads])                  # [N]
+        return {"input_ids": input_ids, "attention_mask": mask[:, None], "position_ids": positions,
+                "read_index": read_index}
+
     # --- scoring ----------------------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Rewards [B] for a padded batch [B, T]."""
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {"use_cache": False}
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                read_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Rewards [B] for a padded batch [B, T] (``collate``), or rewards [N] for packed rows
+        (``collate_shared_prompt``: 4-D mask, position ids and where to read each reward)."""
         with self._own_adapter():
+            if read_index is not None:
+                seq_cls = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                backbone = getattr(seq_cls, seq_cls.base_model_prefix)  # LoRA layers live inside
+                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids, use_cache=False).last_hidden_state  # [R, T, H]
+                picked = hidden.reshape(-1, hidden.shape[-1])[read_index]                     # [N, H]
+                return _head(self.model)(picked)[:, 0].float()                               # [N]
+            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {"use_cache": False}
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         return logits[:, 0].float()  # [B, 1] -> [B]
 

@@ -67,6 +67,7 @@ class RMConfig:
     use_rankings: bool = True           # K-way tasks train as rankings (InstructGPT loss)
     center_coef: float = 0.0            # reward-centering penalty coefficient (0.01 is typical)
     bucket: bool = True                 # length-bucketed batches
+    share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
     seed: int = 0
     log_every: int = 10
     resume: bool = True                 # continue from <out>/checkpoint when it exists
@@ -118,15 +119,16 @@ def batch_loss(rewards: torch.Tensor, batch: B.Batch, center_coef: float = 0.0
 
 
 @torch.inference_mode()
-def evaluate_comparisons(model: RewardModel, comparisons: list[B.Comparison], batch_size: int
-                         ) -> torch.Tensor:
+def evaluate_comparisons(model: RewardModel, comparisons: list[B.Comparison], batch_size: int,
+                         share_prompt: bool = True) -> torch.Tensor:
     """Sums over every pair of the comparisons: [pairs, correct, -log σ(r_w − r_l)]."""
     totals = torch.zeros(3, dtype=torch.float64)
     order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].length)
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
-        batch = B.collate(model, [comparisons[i] for i in order[start:start + batch_size]])
+        batch = B.collate(model, [comparisons[i] for i in order[start:start + batch_size]],
+                          share_prompt)
         rewards = model(**{k: v.to(model.device) for k, v in batch.inputs.items()}).cpu()
         for c, off in zip(batch.comparisons, batch.offsets):
             w, l = ranking_pairs(c.ranking)
@@ -200,7 +202,7 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
         if epoch not in epochs:
             epochs.clear()
             epochs[epoch] = B.epoch_batches(lengths, config.batch_size, epoch, config.seed, config.bucket)
-        return B.collate(model, [train_set[j] for j in epochs[epoch][i]])
+        return B.collate(model, [train_set[j] for j in epochs[epoch][i]], config.share_prompt)
 
     bar = tqdm(total=total_steps, initial=step, desc="train rm", disable=not acc.is_main_process,
                dynamic_ncols=True)
@@ -234,7 +236,8 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
                 bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{float(mean[1]):.3f}")
                 running.zero_()
             if eval_set and (step % config.eval_every == 0 or step == total_steps):
-                acc_eval, loss_eval = _evaluate(acc, model, eval_set, config.batch_size * 2)
+                acc_eval, loss_eval = _evaluate(acc, model, eval_set, config.batch_size * 2,
+                                                config.share_prompt)
                 log.metric(step, eval_accuracy=acc_eval, eval_loss=loss_eval)
                 if best is None or (acc_eval, -loss_eval) > tuple(best):
                     best, bad_evals = (acc_eval, -loss_eval), 0
@@ -274,10 +277,10 @@ def _comparisons(config: RMConfig, data: TrainingData) -> list[B.Comparison]:
                               soft_labels=config.soft_labels, use_rankings=config.use_rankings)
 
 
-def _evaluate(acc, model: RewardModel, eval_set: list[B.Comparison], batch_size: int
-              ) -> tuple[float, float]:
+def _evaluate(acc, model: RewardModel, eval_set: list[B.Comparison], batch_size: int,
+              share_prompt: bool) -> tuple[float, float]:
     shard = eval_set[acc.process_index::acc.num_processes]
-    totals = evaluate_comparisons(model, shard, batch_size).float().to(acc.device)
+    totals = evaluate_comparisons(model, shard, batch_size, share_prompt).float().to(acc.device)
     totals = acc.reduce(totals, "sum")
     n = max(float(totals[0]), 1.0)
     return float(totals[1]) / n, float(totals[2]) / n
