@@ -353,18 +353,35 @@ class RewardModel(nn.Module):
     @torch.inference_mode()
     def score(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str], *,
               batch_size: int = 16, tags: Sequence[Iterable[str]] | None = None) -> torch.Tensor:
-        """Rewards [N] of N (prompt, response) pairs; batches are formed by length. ``tags`` is
+        """Rewards [N] of N (prompt, response) pairs, ``batch_size`` responses per forward pass,
+        batched by length. A decoder scores the responses to one prompt behind one copy of it
+        (K samples per prompt in rejection sampling cost one prompt pass, not K). ``tags`` is
         accepted for the ensemble interface (a single model ignores it)."""
         was_training = self.training
         self.eval()
         encoded = self.encode(prompts, responses)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        if self.kind == "decoder":
+            by_prompt: dict[tuple, list[int]] = {}
+            for i, e in enumerate(encoded):
+                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
+            groups = []
+            for members in by_prompt.values():  # at most batch_size responses per group
+                groups += [members[j:j + batch_size] for j in range(0, len(members), batch_size)]
+        else:
+            groups = [[i] for i in range(len(encoded))]
+        groups.sort(key=lambda g: sum(len(encoded[i].ids) for i in g))
         rewards = torch.empty(len(encoded))
-        device = self.device
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in self.collate([encoded[i] for i in idx]).items()}
-            rewards[idx] = self(**batch).cpu()
+        batch: list[list[int]] = []
+        for g in groups + [None]:  # None flushes the last batch
+            if batch and (g is None or sum(map(len, batch)) + len(g) > batch_size):
+                items = [[encoded[i] for i in members] for members in batch]
+                inputs = (self.collate_shared_prompt(items) if self.kind == "decoder"
+                          else self.collate([members[0] for members in items]))
+                rewards[[i for members in batch for i in members]] = \
+                    self(**{k: v.to(self.device) for k, v in inputs.items()}).cpu()
+                batch = []
+            if g is not None:
+                batch.append(g)
         self.train(was_training)
         return rewards
 

@@ -48,3 +48,16 @@ def test_shared_prompt_packing_gives_the_rewards_of_separate_sequences(tiny_lm):
     # packing saves tokens: the prompt is there once per comparison, not once per response
     packed_ids = B.collate(rm, comparisons, share_prompt=True).inputs["input_ids"]
     assert packed_ids.shape[0] == len(comparisons) + 1  # one row each, two for the cut pair
+
+
+def test_score_groups_responses_by_prompt_without_changing_rewards(tiny_lm):
+    rm = RewardModel.from_spec(str(tiny_lm), max_length=40, lora=LoraSettings(r=4))
+    with torch.no_grad():
+        for _, p in rm.trainable_parameters():
+            p.normal_(0, 0.3)
+    data = marker_data(5, seed=4)
+    prompts = [p.prompt for p in data.pairs for _ in range(3)]          # 3 samples per prompt
+    responses = [r for p in data.pairs for r in (p.chosen, p.rejected, "ok sure")]
+    grouped = rm.score(prompts, responses, batch_size=4)
+    one_by_one = torch.cat([rm.score([p], [r]) for p, r in zip(prompts, responses)])
+    assert torch.allclose(grouped, one_by_one, atol=1e-5)
