@@ -140,7 +140,7 @@ def _plain_score(kind: str, base: Path, run_dir: Path, prompt: list[dict], respo
 def test_export_loads_in_plain_transformers_and_peft(backbone, request, tmp_path):
     base = request.getfixturevalue(backbone)
     config = RMConfig(out=str(tmp_path / "run"), base=str(base), max_length=64, lora_r=8,
-                      lr=3e-3, batch_size=8, max_steps=15, eval_fraction=0)
+                      lr=1e-2, batch_size=8, max_steps=15, eval_fraction=0)
     train(config, marker_data(120, seed=2))
     rm = RewardModel.load(tmp_path / "run")
     info = json.loads((tmp_path / "run" / "rm.json").read_text())

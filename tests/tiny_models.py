@@ -69,8 +69,17 @@ def tiny_encoder(folder: str | Path, hidden: int = 32, layers: int = 2, seed: in
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
+    from tokenizers import processors
+
     folder = Path(folder)
     tok = _tokenizer()
+    # like a real BERT tokenizer: [CLS] a [SEP] b [SEP] with token types 0 / 1
+    cls_id, sep_id = tok.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tok.model_input_names = tok.init_kwargs["model_input_names"] = [
+        "input_ids", "token_type_ids", "attention_mask"]
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
                         num_hidden_layers=layers, num_attention_heads=4,
