@@ -441,12 +441,15 @@ def _pad_id(tokenizer) -> int:
 def _quiet_load(auto_cls, folder, **kwargs):
     """from_pretrained without the expected 'score.weight newly initialised' report."""
     from transformers.utils import logging as hf_logging
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         return auto_cls.from_pretrained(folder, **kwargs)
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _wrap_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
