@@ -3,7 +3,7 @@
 Imported by tests/test_rm_*.py, and run as a script for the tests that need a real separate
 process (kill-and-resume, ``accelerate launch``):
 
-    python tests/rm_synthetic.py --base FOLDER --out DIR [--steps N] [--eval-every K]
+    python tests/rm_synthetic.py --base FOLDER --out DIR [--steps N] [--eval-every K] [--grad-accum A]
 
 The script trains on ``marker_data(240)`` and, on every rank, writes ``rank<R>.json`` into the
 run folder with a checksum of the trainable weights, so a test can tell whether all ranks
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--grad-accum", type=int, default=1)
     args = ap.parse_args()
 
     from accelerate import PartialState
@@ -78,7 +79,8 @@ def main() -> None:
     from rewardmodel.train import RMConfig, train
 
     config = RMConfig(out=args.out, base=args.base, max_length=48, lora_r=8, lr=args.lr,
-                      batch_size=args.batch_size, max_steps=args.steps, eval_every=args.eval_every,
+                      batch_size=args.batch_size, grad_accum=args.grad_accum,
+                      max_steps=args.steps, eval_every=args.eval_every,
                       log_every=5, eval_fraction=0.1)
     model = RewardModel.from_spec(args.base, max_length=48, lora=config.lora())
     summary = train(config, marker_data(240), model=model)

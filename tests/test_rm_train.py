@@ -97,7 +97,7 @@ def test_two_processes_train_one_model(tiny_lm, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", "29517",
            str(SCRIPT), "--base", str(tiny_lm), "--out", str(out), "--steps", "12",
-           "--eval-every", "6", "--batch-size", "4"]
+           "--eval-every", "6", "--batch-size", "4", "--grad-accum", "2"]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -187,3 +187,21 @@ def test_reward_head_on_the_policy_backbone_shares_weights_and_trains_its_own_ad
     data = marker_data(5, seed=9)
     prompts, responses = [p.prompt for p in data.pairs], [p.chosen for p in data.pairs]
     assert torch.allclose(loaded.score(prompts, responses), rm.score(prompts, responses), atol=1e-5)
+
+
+def test_early_stopping_and_full_finetuning(tiny_lm, tmp_path):
+    # lr 0: the held-out accuracy can never improve, so patience 2 stops at the 3rd evaluation
+    summary = train(RMConfig(out=str(tmp_path / "stuck"), base=str(tiny_lm), max_length=48,
+                             lr=0.0, batch_size=8, max_steps=50, eval_every=5, patience=2,
+                             warmup_ratio=0), marker_data(120, seed=10))
+    assert summary["stopped_early"] and summary["steps"] == 15
+    assert "early stop at step 15" in (tmp_path / "stuck" / "log.txt").read_text()
+
+    # lora_r 0: every weight trains, the run folder holds a full model
+    out = tmp_path / "full"
+    train(RMConfig(out=str(out), base=str(tiny_lm), max_length=48, lora_r=0, lr=1e-3,
+                   batch_size=8, max_steps=30, eval_fraction=0), marker_data(200, seed=11))
+    assert (out / "model" / "config.json").exists() and not (out / "adapter").exists()
+    rm = RewardModel.load(out)
+    assert rm.lora is None
+    assert evaluate(rm, marker_data(100, seed=97))["accuracy"] >= 0.9
