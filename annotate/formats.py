@@ -129,7 +129,7 @@ def read_records(path: str | Path) -> tuple[list[Any], list[int], bool]:
         try:
             records.append(orjson.loads(raw))
         except orjson.JSONDecodeError as err:
-            raise FormatError(f"{path}:{n}: (row): not valid JSON ({err})") from None
+            raise FormatError(f"{path}:{n}: (row): not valid JSON ({err.msg} at column {err.colno})") from None
         lines.append(n)
     return records, lines, False
 
