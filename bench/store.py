@@ -13,9 +13,10 @@
    Reports the time ratio, and for reference the SQL producing all 16 label-pair columns
    (annotator, source, margin, shown positions...).
 
-2. Import throughput. A --import-rows line JSONL file in TRL's pairs format (prompt,
-   chosen, rejected, margin) imported with ``formats.import_file`` into a fresh database
-   (read, validate every row, content ids, one transaction). For scale, the peer is DuckDB
+2. Import throughput. A --import-rows line JSONL file imported with ``formats.import_file``
+   into a fresh database (read, validate every row, content ids, one transaction, close).
+   Formats: pairs (TRL prompt/chosen/rejected/margin: 5 database rows a line), prompts
+   (1 row a line), responses (4 candidates: 6 rows a line). For scale, the peer is DuckDB
    loading the same file with ``read_json`` into one raw table with no validation or ids.
 
 3. Batched generation (tokens/s vs one prompt at a time) lives in bench/generate.py, next
@@ -124,40 +125,50 @@ WORDS = ("the a cat dog sun moon tea coffee code python list sort number write s
          "explain why how because answer question good bad kind short long simple").split()
 
 
-def write_pairs_file(path: Path, n: int, seed: int = 0) -> None:
+def write_import_file(path: Path, fmt: str, n: int, seed: int = 0) -> int:
+    """n lines of the format; returns how many database rows one line makes."""
     rng = random.Random(seed)
     text = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"prompt": f"q{i}: {text(12)}?", "chosen": text(40), "rejected": text(40),
-                                "margin": rng.choice([0, 1 / 3, 2 / 3, 1])}) + "\n")
+            prompt = f"q{i}: {text(12)}?"
+            if fmt == "pairs":
+                row = {"prompt": prompt, "chosen": text(40), "rejected": text(40),
+                       "margin": rng.choice([0, 1 / 3, 2 / 3, 1])}
+            elif fmt == "prompts":
+                row = {"prompt": prompt, "tags": ["bench"]}
+            else:  # responses: four candidates → one ranking task
+                row = {"prompt": prompt, "responses": [text(40) for _ in range(4)], "model": "bench"}
+            f.write(json.dumps(row) + "\n")
+    return {"pairs": 5, "prompts": 1, "responses": 6}[fmt]
 
 
-def bench_import(n: int, repeat: int, tmp: Path) -> dict:
-    path = tmp / "pairs.jsonl"
-    write_pairs_file(path, n)
+def bench_import(fmt: str, n: int, repeat: int, tmp: Path) -> dict:
+    path = tmp / f"{fmt}.jsonl"
+    rows_per_line = write_import_file(path, fmt, n)
     runs = iter(range(repeat))
 
     def prefstudio_import():
-        with store.Store(tmp / f"import-{next(runs)}.duckdb") as db:
+        with store.Store(tmp / f"import-{fmt}-{next(runs)}.duckdb") as db:   # closing = checkpoint
             return formats.import_file(db, path)
 
     ours_s, result = timed(prefstudio_import, repeat)
-    assert (result["labels"], result["responses"]) == (n, 2 * n), result
+    written = {k: result[k] for k in ("prompts", "responses", "tasks", "labels")}
+    assert sum(written.values()) == rows_per_line * n, written
     raw = iter(range(repeat))
 
     def duckdb_raw():
-        con = duckdb.connect(str(tmp / f"raw-{next(raw)}.duckdb"))
+        con = duckdb.connect(str(tmp / f"raw-{fmt}-{next(raw)}.duckdb"))
         con.execute("CREATE TABLE raw AS SELECT * FROM read_json(?, format = 'newline_delimited')", [str(path)])
         rows = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
         con.close()
         return rows
 
     raw_s, raw_rows = timed(duckdb_raw, repeat)
-    return {"lines": n, "file_mb": round(path.stat().st_size / 1e6, 1), "prefstudio_s": round(ours_s, 2),
-            "rows_per_s": round(n / ours_s), "duckdb_read_json_s": round(raw_s, 2),
-            "slowdown_vs_raw_load": round(ours_s / raw_s, 1), "raw_rows": raw_rows,
-            "written": {k: result[k] for k in ("prompts", "responses", "tasks", "labels")}}
+    return {"format": fmt, "lines": n, "file_mb": round(path.stat().st_size / 1e6, 1),
+            "prefstudio_s": round(ours_s, 2), "lines_per_s": round(n / ours_s),
+            "db_rows_per_s": round(rows_per_line * n / ours_s), "written": written,
+            "duckdb_read_json_s": round(raw_s, 2), "slowdown_vs_raw_load": round(ours_s / raw_s, 1)}
 
 
 def main() -> None:
@@ -165,6 +176,7 @@ def main() -> None:
     ap.add_argument("--rankings", type=int, default=200_000)
     ap.add_argument("--tie", type=float, default=0.3, help="probability of a tie between neighbours")
     ap.add_argument("--import-rows", type=int, default=100_000)
+    ap.add_argument("--import-formats", default="pairs,prompts,responses")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", choices=["pairs", "import"])
     args = ap.parse_args()
@@ -177,10 +189,12 @@ def main() -> None:
             print(f"rankings→pairs: DuckDB SQL {r['duckdb_s']} s, pandas {r['pandas_s']} s, "
                   f"ratio {r['ratio']}×, identical={r['identical']}", flush=True)
         if args.only in (None, "import"):
-            r = bench_import(args.import_rows, args.repeat, Path(tmp))
-            print(json.dumps({"bench": "import_jsonl", **r}), flush=True)
-            print(f"import: {r['lines']} lines in {r['prefstudio_s']} s = {r['rows_per_s']} rows/s "
-                  f"({r['slowdown_vs_raw_load']}× a raw DuckDB read_json load)", flush=True)
+            for fmt in args.import_formats.split(","):
+                r = bench_import(fmt, args.import_rows, args.repeat, Path(tmp))
+                print(json.dumps({"bench": "import_jsonl", **r}), flush=True)
+                print(f"import {fmt}: {r['lines']} lines in {r['prefstudio_s']} s = {r['lines_per_s']} "
+                      f"lines/s, {r['db_rows_per_s']} database rows/s "
+                      f"({r['slowdown_vs_raw_load']}× a raw DuckDB read_json load)", flush=True)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 
