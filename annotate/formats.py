@@ -164,7 +164,7 @@ def detect_format(record: Any) -> str:
     keys = {k for k, v in record.items() if v is not None}
     if "ranking" in keys:
         return "rankings"
-    if {"chosen", "rejected"} <= keys:
+    if keys & {"chosen", "rejected"}:   # a half pair is a bad pairs row, not a prompt
         return "pairs" if "prompt" in keys else "hh"
     if keys & {"response", "responses"}:
         return "responses"
@@ -687,19 +687,23 @@ def _stem(path: Path) -> str:
     return name or "import"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def describe_import(result: dict) -> str:
     """One line for people: what an import added and what it passed over."""
     new = ", ".join(f"{result[k]} {k}" for k in ("prompts", "responses", "tasks", "labels"))
-    text = (f"imported {Path(result['file']).name} as {result['format']} ({result['rows']} rows): "
+    text = (f"imported {Path(result['file']).name} as {result['format']} ({_n(result['rows'], 'row')}): "
             f"{new} new")
     if result["duplicate_rows"]:
-        text += f"; {result['duplicate_rows']} duplicate rows"
+        text += f"; {_n(result['duplicate_rows'], 'duplicate row')}"
     if result["contradicting_rows"]:
-        text += (f"; {result['contradicting_rows']} rows contradict an earlier row "
+        text += (f"; {_n(result['contradicting_rows'], 'row')} contradicting an earlier row "
                  f"(kept as extra votes by {result['source']}#2...)")
     if result["skipped"]:
         first = result["skipped_rows"][0]
-        text += (f"; skipped {result['skipped']} rows without a usable preference "
+        text += (f"; skipped {_n(result['skipped'], 'row')} without a usable preference "
                  f"(first: line {first['line']}: {first['reason']})")
     if result["ignored_fields"]:
         text += f"; ignored fields: {', '.join(result['ignored_fields'])}"

@@ -35,6 +35,8 @@ CASES = [
     ("row is not an object", "bad.jsonl", jsonl(GOOD, '["a", "b"]'), "auto",
      r":2: \(row\): expected an object, got list"),
     ("missing field", "bad.jsonl", jsonl(GOOD, pair(rejected=None)), "auto", r":2: rejected: missing"),
+    ("half a pair on the first row", "bad.jsonl", jsonl(pair(rejected=None), GOOD), "auto",
+     r":1: rejected: missing"),
     ("wrong type", "bad.jsonl", jsonl(GOOD, pair(chosen=42)), "auto",
      r":2: chosen: must be text or a list of messages, not int"),
     ("unknown role", "bad.jsonl", jsonl(pair(prompt=[{"role": "bot", "content": "hi"}])), "auto",

@@ -239,7 +239,7 @@ def test_duplicate_and_contradicting_rows(db, tmp_path):
     flipped = {"prompt": "Q", "chosen": "B", "rejected": "A"}
     result = formats.import_file(db, write_jsonl(tmp_path / "d.jsonl", [row, row, flipped, row]))
     assert (result["labels"], result["duplicate_rows"], result["contradicting_rows"]) == (2, 2, 1)
-    assert "1 rows contradict" in formats.describe_import(result)
+    assert "1 row contradicting an earlier row" in formats.describe_import(result)
     assert {lab["annotator"] for lab in store.label_history(db)} == {"d", "d#2"}
     assert store.pairs(db) == []     # one vote each way: no majority, no pair
     # a third vote tips it
