@@ -179,12 +179,12 @@ def _train_rm(args) -> None:
             summary["ingested"] = store.ingest_run_dir(db, args.out)
     if _is_main_rank():
         emit(args, summary, (f"reward model in {args.out}: {summary['steps']} steps, final loss "
-                             f"{summary['final_loss']:.4f}, held-out accuracy "
+                             f"{_fmt(summary['final_loss'])}, held-out accuracy "
                              f"{_fmt(summary['best_eval_accuracy'])} ({summary['seconds']:.0f} s)"))
 
 
 def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _rm_config(args):

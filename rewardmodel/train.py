@@ -207,7 +207,7 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
     bar = tqdm(total=total_steps, initial=step, desc="train rm", disable=not acc.is_main_process,
                dynamic_ncols=True)
     running = torch.zeros(3)  # loss, accuracy, micro-batches since the last log line
-    samples, t0, stopped_early, last_loss = 0, time.perf_counter(), False, float("nan")
+    samples, t0, stopped_early, last_loss = 0, time.perf_counter(), False, None
     ddp_model.train()
     try:
         while step < total_steps:
@@ -247,7 +247,7 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
                     bad_evals += 1
                 if config.patience and bad_evals >= config.patience:
                     stopped_early = True
-            if step % config.eval_every == 0 or stopped_early:
+            if step % config.eval_every == 0 or stopped_early or step == total_steps:
                 _save_checkpoint(acc, out, config, data.data_hash, model, optimizer, scheduler,
                                  step, best, bad_evals)
             if stopped_early:
