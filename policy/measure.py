@@ -11,7 +11,7 @@ import torch
 
 from .generate import Rollout, SamplingParams, sample
 from .lm import reference, response_logprobs
-from .rewards import RewardFn
+from .rewards import RewardFn, score_in_batches
 
 
 @torch.no_grad()
@@ -29,23 +29,35 @@ def rollout_kl(model, roll: Rollout) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure_policy(model, tok, prompts: Sequence[Sequence[dict]], reward_fn: RewardFn,
-                   params: SamplingParams, batch_size: int = 16) -> dict:
-    """Mean reward, KL to the reference, response tokens and finished fraction over one
-    sampled response per prompt."""
+def sample_responses(model, tok, prompts: Sequence[Sequence[dict]], params: SamplingParams,
+                     k: int = 1, batch_size: int = 16) -> list[dict]:
+    """K sampled responses per prompt with their KL to the reference, in prompt order:
+    ``[{"prompt_index", "text", "finished", "tokens", "kl"}]`` (k rows per prompt)."""
     was_training = model.training
     model.eval()
     if params.seed is not None:
         torch.manual_seed(params.seed)
-    rewards, kls, lengths, finished = [], [], [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [list(p) for p in prompts[start:start + batch_size]]
-        roll = sample(model, tok, chunk, params)
-        rewards.append(reward_fn(chunk, roll.texts).float().cpu())
-        kls.append(rollout_kl(model, roll).cpu())
-        lengths.append(roll.response_mask.sum(-1).float().cpu())
-        finished += roll.finished
+    jobs = [i for i in range(len(prompts)) for _ in range(k)]
+    rows = []
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        roll = sample(model, tok, [list(prompts[i]) for i in chunk], params)
+        kl = rollout_kl(model, roll).tolist()
+        tokens = roll.response_mask.sum(-1).tolist()
+        rows += [{"prompt_index": i, "text": text, "finished": done, "tokens": int(n), "kl": d}
+                 for i, text, done, n, d in zip(chunk, roll.texts, roll.finished, tokens, kl)]
     model.train(was_training)
-    return {"reward": torch.cat(rewards).mean().item(), "kl": torch.cat(kls).mean().item(),
-            "length": torch.cat(lengths).mean().item(),
-            "finished": sum(finished) / max(len(finished), 1)}
+    return rows
+
+
+def measure_policy(model, tok, prompts: Sequence[Sequence[dict]], reward_fn: RewardFn,
+                   params: SamplingParams, batch_size: int = 16) -> dict:
+    """Mean reward, KL to the reference, response tokens and finished fraction over one
+    sampled response per prompt."""
+    rows = sample_responses(model, tok, prompts, params, k=1, batch_size=batch_size)
+    rewards = score_in_batches(reward_fn, [prompts[r["prompt_index"]] for r in rows],
+                               [r["text"] for r in rows], batch_size)
+    n = max(len(rows), 1)
+    return {"reward": rewards.mean().item(), "kl": sum(r["kl"] for r in rows) / n,
+            "length": sum(r["tokens"] for r in rows) / n,
+            "finished": sum(r["finished"] for r in rows) / n}

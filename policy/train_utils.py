@@ -154,7 +154,7 @@ class TrainingRun:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0                 # optimizer steps done
         self.state: dict[str, Any] = {}   # trainer-specific, JSON, saved with every checkpoint
-        self._data_pos = {"epoch": 0, "batch": 0}
+        self._data_pos: dict[str, Any] = {}    # {"key", "epoch", "batch"} of the current data
         self.resumed = self._load_checkpoint()
         self.bar = tqdm(total=config.max_steps, initial=min(self.step, config.max_steps),
                         desc=kind, unit="step", disable=not self.is_main, dynamic_ncols=True)
@@ -184,25 +184,27 @@ class TrainingRun:
         return self.accelerator.unwrap_model(self.model)
 
     # --- data -------------------------------------------------------------------------------
-    def batches(self, dataset: Sequence, collate: Callable[[list], Any],
-                shuffle: bool = True) -> Iterator[Any]:
+    def batches(self, dataset: Sequence, collate: Callable[[list], Any], shuffle: bool = True,
+                key: str = "train") -> Iterator[Any]:
         """Endless micro-batches over ``dataset`` for this process, epoch after epoch.
 
-        The position (epoch, batch) is checkpointed, so a resumed run continues with the next
-        unseen batch instead of starting the epoch again.
+        The position (dataset key, epoch, batch) is checkpointed, so a resumed run continues
+        with the next unseen batch instead of starting the epoch again. A new ``key`` (RS: one
+        dataset per round) starts from the beginning.
         """
         if len(dataset) == 0:
             raise ValueError("no training examples")
-        acc = self.accelerator
+        if self._data_pos.get("key") != key:
+            self._data_pos = {"key": key, "epoch": 0, "batch": 0}
+        acc, pos = self.accelerator, self._data_pos
         while True:
-            epoch = self._data_pos["epoch"]
-            plan = shard_batches(len(dataset), self.config.batch_size, epoch, self.config.seed,
-                                 acc.process_index, acc.num_processes, shuffle)
-            while self._data_pos["batch"] < len(plan):
-                indices = plan[self._data_pos["batch"]]
-                self._data_pos["batch"] += 1
+            plan = shard_batches(len(dataset), self.config.batch_size, pos["epoch"],
+                                 self.config.seed, acc.process_index, acc.num_processes, shuffle)
+            while pos["batch"] < len(plan):
+                indices = plan[pos["batch"]]
+                pos["batch"] += 1
                 yield _to_device(collate([dataset[i] for i in indices]), self.device)
-            self._data_pos = {"epoch": epoch + 1, "batch": 0}
+            pos["epoch"], pos["batch"] = pos["epoch"] + 1, 0
 
     def accumulate(self, batches: Iterator[Any]) -> Iterator[Any]:
         """``grad_accum`` micro-batches; gradients sync across processes on the last one only."""
