@@ -73,6 +73,39 @@ class TrainSettings:
         return cls(**values)
 
 
+# Command-line options that set a field of a nested settings object in the config.
+NESTED_OPTIONS = {"lora_r": ("lora", "r"), "lora_alpha": ("lora", "alpha"),
+                  "max_new_tokens": ("sampling", "max_new_tokens"),
+                  "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p")}
+
+
+def build_config(cls: type[TrainSettings], options: dict[str, Any],
+                 config_file: str | Path | None = None) -> TrainSettings:
+    """A stage config from an optional JSON file, then command-line options on top.
+
+    ``options`` maps field names to values; None means "not given". An option that the
+    stage does not have is an error (``--packing`` means nothing to DPO).
+    """
+    values = {}
+    if config_file:
+        try:
+            values = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{config_file}: cannot read the config ({err})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{config_file}: a config is a JSON object of fields")
+    config = cls.from_dict(values)
+    for key, value in options.items():
+        if value is None:
+            continue
+        owner, attr = (getattr(config, NESTED_OPTIONS[key][0], None), NESTED_OPTIONS[key][1]) \
+            if key in NESTED_OPTIONS else (config, key)
+        if owner is None or not hasattr(owner, attr):
+            raise ValueError(f"--{key.replace('_', '-')} is not an option of this trainer")
+        setattr(owner, attr, value)
+    return config
+
+
 def seed_everything(seed: int) -> None:
     """Python, NumPy and torch RNGs (every process gets the same seed; data is sharded)."""
     from accelerate.utils import set_seed
