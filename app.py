@@ -204,8 +204,6 @@ def _ingest_run(args, out) -> None:
     if not args.db and (args.data or args.prompts):
         return   # trained from files: the store is not involved unless --db is given
     from annotate import store
-    if not hasattr(store, "ingest_run_dir"):   # arrives with annotate/store/ingest.py
-        return
     with open_store(args.db) as db:
         store.ingest_run_dir(db, out)
 

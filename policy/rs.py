@@ -97,7 +97,7 @@ def sample_records(samples: list[dict], prompts: Sequence[Sequence[dict]], score
     for s in samples:
         if not s["text"].strip():
             continue                              # the store holds no empty responses
-        messages = list(prompts[s["prompt_index"]])
+        messages = store.check_messages(list(prompts[s["prompt_index"]]))
         pid = store.prompt_id(messages)
         rid = store.response_id(pid, s["text"])
         responses[rid] = {"id": rid, "prompt_id": pid, "prompt": messages, "text": s["text"],

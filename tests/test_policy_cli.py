@@ -48,3 +48,36 @@ def test_a_bad_chat_file_names_line_and_field(tmp_path, capsys):
     assert main(["train", "sft", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"prefstudio train: train sft: {data}:2: messages: no assistant turn to train on"
+
+
+def test_train_dpo_from_a_pairs_file(tiny_policy, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"tell me about the {w}", "chosen": f"the {w} is great zebra",
+             "rejected": f"the {w} is bad"} for w in ["sun", "moon", "cat", "dog"]]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "dpo"
+    assert main(["train", "dpo", "--data", str(data), "--model", str(tiny_policy),
+                 "--max-steps", "4", "--batch-size", "2", "--lr", "5e-3", "--loss", "ipo",
+                 "--beta", "0.5", "--out", str(out), "--json"]) == 0
+    run = read_run(out)
+    assert run["status"] == "done" and run["config"]["loss"] == "ipo"
+    assert run["data_hash"] and run["summary"]["pairs"] == 4
+
+
+def test_train_rs_from_prompts_ingests_into_the_store(tiny_policy, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": p}) for p in
+                                 ["hello", "tell me a story", "write a poem"]) + "\n")
+    db_path, out = tmp_path / "ws.duckdb", tmp_path / "rs"
+    assert main(["train", "rs", "--prompts", str(prompts), "--reward", "keyword:zebra",
+                 "--model", str(tiny_policy), "--k", "3", "--rounds", "2", "--max-steps", "2",
+                 "--max-new-tokens", "6", "--db", str(db_path), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    from annotate import store
+    with store.Store(db_path) as db:
+        assert store.get_run(db, result["run"])["status"] == "done"
+        n = db.scalar("SELECT count(*) FROM scores WHERE run_id = ? AND scorer = 'reward:keyword:zebra'",
+                      [result["run"]])
+        assert n >= 3   # at least one distinct response per prompt in each round
+        assert db.scalar("SELECT count(*) FROM metrics WHERE run_id = ? AND name = 'reward'",
+                         [result["run"]]) == 2

@@ -58,7 +58,7 @@ def _prompts(n, seed):
 
 
 @pytest.mark.parametrize("selection", ["best", "top"])
-def test_rejection_sampling_raises_the_reward_with_bounded_kl(tiny_policy, tmp_path, selection):
+def test_rejection_sampling_raises_the_reward_with_bounded_kl(tiny_policy, tmp_path, db, selection):
     prompts = _prompts(16, seed=5)
     config = RSConfig(model=str(tiny_policy), k=8, rounds=3, max_steps=36, select=selection,
                       top_fraction=0.1, min_reward=1.0, lr=1e-2, batch_size=8, save_every=0,
@@ -82,3 +82,9 @@ def test_rejection_sampling_raises_the_reward_with_bounded_kl(tiny_policy, tmp_p
     assert sum(m["value"] for m in metrics if m["name"] == "kept") >= len(kept)
     run = read_run(out)
     assert run["status"] == "done" and run["summary"]["final_reward"] == pytest.approx(final)
+    # the database owner ingests the folder: the store knows which samples were kept
+    store.ingest_run_dir(db, out)
+    stored = db.query("SELECT s.kept, s.value FROM scores s JOIN responses r ON r.id = s.response_id "
+                      "WHERE r.run_id = ?", [run["id"]])
+    assert len(stored) == len(scores) and sum(r["kept"] for r in stored) == len(kept)
+    assert store.get_run(db, run["id"])["kind"] == "rs"
