@@ -28,7 +28,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-HH = ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl"
+# ../shared/data beside the checkout (or beside the worktrees folder, for a git worktree)
+from annotate.trainingdata import PairExample  # noqa: E402  (after the sys.path line)
+
+HH = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.exists()),
+          ROOT.parent / "shared") / "data" / "hh-harmless-1500.jsonl"
 
 
 # --- DPO ------------------------------------------------------------------------------------
@@ -107,14 +111,17 @@ SIDES = {
         "trl+gc": lambda args, pairs, out: dpo_trl(args, pairs, out, gradient_checkpointing=True),
     },
 }
-DATA = {"dpo": dpo_pairs}
+# The parent selects the data once (reading HH goes through a DuckDB import, which would
+# otherwise count in each side's peak RSS) and hands the children a plain JSON file.
+DATA = {"dpo": lambda args: [vars(p) for p in dpo_pairs(args)]}
+LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows]}
 
 
 def child(part: str, side: str, args) -> None:
     """One side in this process: prints one JSON line with its time and peak RSS."""
     import torch
     torch.manual_seed(0)
-    data = DATA[part](args)
+    data = LOAD[part](json.loads(Path(args.data_file).read_text()))
     with tempfile.TemporaryDirectory(prefix=f"bench-{part}-{side}-") as tmp:
         start = time.perf_counter()
         extra = SIDES[part][side](args, data, Path(tmp) / "run")
@@ -128,10 +135,13 @@ def child(part: str, side: str, args) -> None:
 
 def parent(part: str, args, argv: list[str]) -> None:
     results = []
+    data_file = Path(tempfile.mkdtemp(prefix="bench-data-")) / f"{part}.json"
+    data_file.write_text(json.dumps(DATA[part](args), default=list))
     for side in args.sides.split(","):
         if side not in SIDES[part]:
             raise SystemExit(f"unknown side {side!r} for {part}; known: {', '.join(SIDES[part])}")
-        proc = subprocess.run([sys.executable, __file__, part, "--child", side, *argv],
+        proc = subprocess.run([sys.executable, __file__, part, "--child", side,
+                               "--data-file", str(data_file), *argv],
                               capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-4000:])
@@ -148,13 +158,15 @@ def parent(part: str, args, argv: list[str]) -> None:
               f"{r['first_loss']:>11.3f} → {r['last_loss']:.3f}")
     print("(speed × = prefstudio samples/s ÷ this side's; memory × = prefstudio peak RSS ÷ this side's)")
     print(json.dumps({"part": part, "config": {k: v for k, v in vars(args).items()
-                                               if k not in ("child",)}, "results": results}))
+                                               if k not in ("child", "data_file")},
+                      "results": results}))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=sorted(SIDES))
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--data-file", help=argparse.SUPPRESS)
     p.add_argument("--sides", default="prefstudio,trl,trl+gc")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--data", default=str(HH))
