@@ -131,7 +131,8 @@ def cmd_train(args) -> None:
 
 
 # Options of `train sft|rs|dpo|ppo|rloo` that map onto the stage's config fields.
-POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r", "max_len",
+POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r",
+                  "gradient_checkpointing", "max_len",
                   "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
                   "select", "top_fraction", "min_reward", "max_new_tokens", "temperature")
 
@@ -163,6 +164,9 @@ def _train_policy_offline(args) -> None:
             out = train(config, data, args.out, parents=run_parents(config.model), **lineage)
     except (ValueError, FileNotFoundError) as err:
         raise CliError(f"train {args.kind}: {err}") from None
+    from accelerate import PartialState
+    if not PartialState().is_main_process:
+        return   # under `accelerate launch`, rank 0 ingests and reports
     _ingest_run(args, out)
     run = read_run(out)
     summary = run.get("summary") or {}
@@ -280,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int)
     sp.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only at the end)")
     sp.add_argument("--lora-r", type=int, help="LoRA rank of a new adapter")
+    sp.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                    help="recompute activations in the backward pass (less memory, slower)")
     sp.add_argument("--max-len", type=int, help="sft/rs: tokens per chat")
     sp.add_argument("--packing", action="store_true", default=None, help="sft: pack chats into rows")
     sp.add_argument("--beta", type=float, help="dpo: β (ipo: τ); ppo/rloo: KL coefficient")

@@ -52,6 +52,7 @@ class TrainSettings:
     grad_accum: int = 1                     # micro-batches per optimizer step
     max_steps: int = 100                    # optimizer steps
     max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False    # recompute activations in backward: less memory, slower
     seed: int = 0
     log_every: int = 1
     save_every: int = 50                    # checkpoint every N steps (and always at the end)
@@ -116,7 +117,11 @@ def load_for_training(config: TrainSettings):
     """(model, tokenizer): the policy with a fresh LoRA adapter (or the run folder's adapter, to
     continue training it), seeded first so the adapter's random init is reproducible."""
     seed_everything(config.seed)
-    return load_policy(config.model, lora=config.lora, trainable=True)
+    model, tok = load_policy(config.model, lora=config.lora, trainable=True)
+    if config.gradient_checkpointing:
+        # non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tok
 
 
 def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
