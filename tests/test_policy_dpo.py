@@ -43,11 +43,14 @@ def _pairs(n, seed=0):
     return pairs
 
 
-def test_concatenated_pass_equals_separate_passes(tiny_policy):
+def test_prefix_shared_pass_equals_separate_passes(tiny_policy):
+    """Chosen and rejected share one pass after their prompt; each is scored as if alone."""
     model, tok = load_policy(str(tiny_policy))
     config = DPOConfig()
     pairs = _pairs(3)
     pairs[0].prompt = [{"role": "user", "content": "a much longer prompt about the sun and the moon"}]
+    pairs[1].chosen = "a much longer chosen reply that pads the others in the chosen block"
+    pairs[2].rejected = "no"       # padding inside the rejected block, too
     examples = [dict(tokenize_pair(tok, p, config), index=i) for i, p in enumerate(pairs)]
     assert tok.convert_ids_to_tokens(examples[0]["chosen"])[-1] == "<|im_end|>"
     with torch.no_grad():
