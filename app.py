@@ -127,7 +127,91 @@ def cmd_judge(args) -> None:
 def cmd_train(args) -> None:
     if args.kind == "rm":
         return _train_rm(args)
+    if args.kind in ("sft", "rs", "dpo"):
+        return _train_policy_offline(args)
     raise CliError(f"train {args.kind}: not implemented yet")
+
+
+# Options of `train sft|rs|dpo|ppo|rloo` that map onto the stage's config fields.
+POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r",
+                  "gradient_checkpointing", "max_len",
+                  "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
+                  "select", "top_fraction", "min_reward", "max_new_tokens", "temperature")
+
+
+def _train_policy_offline(args) -> None:
+    """train sft | rs | dpo: build the config, read the data, run the trainer, ingest the run."""
+    from annotate.runlog import read_run
+    from policy import dpo, rs, sft
+    from policy.rewards import load_reward
+    from policy.train_utils import build_config, run_parents
+
+    stage = {"sft": (sft.SFTConfig, sft.train_sft), "rs": (rs.RSConfig, rs.train_rs),
+             "dpo": (dpo.DPOConfig, dpo.train_dpo)}
+    config_cls, train = stage[args.kind]
+    options = {k: getattr(args, k) for k in POLICY_OPTIONS}
+    options.update(model=args.model, max_steps=args.max_steps, max_len=args.max_length)
+    try:
+        config = build_config(config_cls, options, args.config)
+        if args.kind == "rs":
+            if not args.prompts:
+                raise CliError("train rs needs --prompts FILE (JSONL of {\"prompt\": ...})")
+            from annotate.trainingdata import load_prompts
+            prompts = load_prompts(args.prompts)
+            reward_fn, scorer = load_reward(args.rm, args.reward)
+            out = train(config, prompts, reward_fn, args.out, scorer=scorer,
+                        parents=run_parents(config.model, args.rm))
+        else:
+            data, lineage = _policy_training_data(args)
+            out = train(config, data, args.out, parents=run_parents(config.model), **lineage)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(f"train {args.kind}: {err}") from None
+    from accelerate import PartialState
+    if not PartialState().is_main_process:
+        return   # under `accelerate launch`, rank 0 ingests and reports
+    _ingest_run(args, out)
+    run = read_run(out)
+    summary = run.get("summary") or {}
+    emit(args, {"kind": args.kind, "run": run["id"], "out": str(out), "summary": summary},
+         f"{args.kind} run {run['id']}: {summary.get('steps', 0)} steps, policy saved in {out}")
+
+
+def _policy_training_data(args) -> tuple[list, dict]:
+    """Pairs (dpo) or chats (sft) from --data FILE or the store, with their lineage."""
+    from annotate import trainingdata
+    from policy.sft import chats_from_pairs, read_chats
+
+    if args.kind == "sft" and args.data and _is_chat_file(args.data):
+        return read_chats(args.data), {}
+    if args.data:
+        data = trainingdata.from_file(args.data)
+    else:
+        with open_store(args.db) as db:
+            data = trainingdata.from_store(db)
+    if not data.pairs:
+        raise CliError(f"train {args.kind}: no preference pairs in "
+                       f"{args.data or args.db or default_db()}")
+    lineage = {"data_hash": data.data_hash, "label_ids": data.label_ids}
+    return (chats_from_pairs(data.pairs) if args.kind == "sft" else data.pairs), lineage
+
+
+def _is_chat_file(path: str) -> bool:
+    """A JSONL file whose first record has "messages" is a chat file for SFT."""
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        return isinstance(row := json.loads(first), dict) and "messages" in row
+    except json.JSONDecodeError:
+        return False
+
+
+def _ingest_run(args, out) -> None:
+    """The CLI owns the database while its job runs in-process: ingest the run folder."""
+    if not args.db and (args.data or args.prompts):
+        return   # trained from files: the store is not involved unless --db is given
+    from annotate import store
+    with open_store(args.db) as db:
+        store.ingest_run_dir(db, out)
 
 
 def cmd_eval(args) -> None:
@@ -145,7 +229,7 @@ def _is_main_rank() -> bool:
 def _rm_training_data(args, path: str | None, create_db: bool = True):
     """TrainingData from a file (any import format) or, without one, from the store."""
     from annotate import trainingdata
-    rounds = [int(r) for r in args.rounds.split(",")] if getattr(args, "rounds", None) else None
+    rounds = [int(r) for r in args.label_rounds.split(",")] if getattr(args, "label_rounds", None) else None
     filters = dict(source=args.source, rounds=rounds, min_agreement=args.min_agreement,
                    principle=args.principle)
     if path:
@@ -307,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rm", help="trained reward model (run folder or ensemble config)")
     sp.add_argument("--max-steps", type=int)
     sp.add_argument("--out", required=True, help="run folder for checkpoints, logs and the model")
+    _add_training_options(sp)
     _add_rm_train_options(sp)
+    _add_policy_train_options(sp)
 
     sp = command("eval", cmd_eval, "evaluate a reward model or a policy (prints one JSON line)")
     sp.add_argument("what", choices=["rm", "policy"])
@@ -322,33 +408,62 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_policy_train_options(sp) -> None:
+    """Options of `train sft|rs|dpo|ppo|rloo`; unset options keep the stage's defaults."""
+    g = sp.add_argument_group("policy (train sft, rs, dpo, ppo, rloo)")
+    g.add_argument("--reward", help="programmatic reward instead of --rm: keyword:W1,W2 | "
+                                    "length | length:N")
+    g.add_argument("--packing", action="store_true", default=None, help="sft: pack chats into rows")
+    g.add_argument("--beta", type=float, help="dpo: β (ipo: τ); ppo/rloo: KL coefficient")
+    g.add_argument("--loss", choices=["sigmoid", "ipo"], help="dpo: the loss")
+    g.add_argument("--margin-scale", type=float, help="dpo: offset = scale × label margin")
+    g.add_argument("--reference", choices=["initial", "base"],
+                   help="dpo: reference = the starting policy (default) or the bare base")
+    g.add_argument("--k", type=int, help="rs/rloo: samples per prompt")
+    g.add_argument("--rounds", type=int, help="rs: sample-select-train rounds")
+    g.add_argument("--select", choices=["best", "top"],
+                   help="rs: best of K per prompt, or the top fraction overall (RAFT)")
+    g.add_argument("--top-fraction", type=float, help="rs: fraction kept with --select top")
+    g.add_argument("--min-reward", type=float, help="rs: never keep a sample below this reward")
+    g.add_argument("--max-new-tokens", type=int, help="rs/ppo/rloo: response length limit")
+    g.add_argument("--temperature", type=float, help="rs/ppo/rloo: sampling temperature")
+
+
 def _add_data_filters(sp) -> None:
     """Which labels become pairs (train rm / eval rm, from the store or a file)."""
     g = sp.add_argument_group("preference data filters")
     g.add_argument("--source", default="both", choices=["human", "ai", "both"],
                    help="labels by people, by AI judges, or both")
     g.add_argument("--min-agreement", type=float, help="drop pairs with lower annotator agreement")
-    g.add_argument("--rounds", help="annotation rounds, comma-separated (default: all)")
+    g.add_argument("--label-rounds", help="annotation rounds, comma-separated (default: all)")
     g.add_argument("--principle", help="only AI labels judged under this principle")
+
+
+def _add_training_options(sp) -> None:
+    """Options every `train` stage shares (config fields of the same name)."""
+    g = sp.add_argument_group("training (every stage)")
+    g.add_argument("--config", help="JSON file of config fields; options below override it")
+    g.add_argument("--batch-size", type=int,
+                   help="examples per micro-batch per process (rm, dpo: pairs; sft, rs: chats)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-length", type=int, help="tokens per sequence; prompts are cut from "
+                                                  "the left so the response survives")
+    g.add_argument("--lora-r", type=int, help="LoRA rank of a new adapter (rm: 0 = full fine-tuning)")
+    g.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only at the end)")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in the backward pass (less memory, slower)")
 
 
 def _add_rm_train_options(sp) -> None:
     """Options of `train rm` (RMConfig fields; --config FILE sets any of them from JSON)."""
     _add_data_filters(sp)
-    g = sp.add_argument_group("training (rm; shared names where the policy trainers agree)")
-    g.add_argument("--config", help="JSON file of config fields; options below override it")
-    g.add_argument("--batch-size", type=int, help="comparisons per micro-batch per process")
-    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    g.add_argument("--lr", type=float, help="peak learning rate")
+    g = sp.add_argument_group("reward model (train rm)")
     g.add_argument("--epochs", type=float, help="passes over the data (when --max-steps is unset)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--max-length", type=int, help="tokens per (prompt, response); "
-                                                  "prompts are cut from the left")
-    g.add_argument("--lora-r", type=int, help="LoRA rank (0 = full fine-tuning)")
     g.add_argument("--full-finetune", action="store_true", help="train every weight, no LoRA")
     g.add_argument("--no-resume", action="store_true",
                    help="ignore a checkpoint left in --out by an interrupted run")
-    g = sp.add_argument_group("reward model (train rm)")
     g.add_argument("--rm-kind", choices=["decoder", "encoder"],
                    help="override the backbone kind detected from its config")
     g.add_argument("--lora-targets", help="module names, comma-separated, or all-linear "
