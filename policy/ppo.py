@@ -17,24 +17,20 @@ Each step:
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from annotate.runlog import RunLog
 from rewardmodel.hub import DEFAULT_POLICY
 
 from .actor_critic import ActorCritic
-from .advantages import (AdaptiveKLController, FixedKLController, ScoreShaper, ScoreShaping, gae,
-                         kl_penalized_rewards, whiten)
+from .advantages import ScoreShaper, ScoreShaping, gae, kl_penalized_rewards, whiten
 from .generate import SamplingParams, sample
-from .lm import LoraSettings, load_policy, save_policy
+from .lm import LoraSettings
 from .losses import PolicyLoss, ValueLoss, masked_mean
 from .rewards import RewardFn
-from .rl_common import accelerator_for, load_checkpoint, prompt_batch, save_checkpoint
+from .rl_common import OnlineRun
 
 
 def rl_sampling() -> SamplingParams:
@@ -168,88 +164,16 @@ def ppo_update(model, exp: Experience, optimizer, accelerator, cfg: PPOConfig,
     return {k: v / n for k, v in totals.items()}
 
 
-def _optimizer(ac: ActorCritic, cfg: PPOConfig) -> torch.optim.Optimizer:
-    head = [p for p in (ac.value_head.parameters() if ac.value_head is not None else [])]
-    head_ids = {id(p) for p in head}
-    lora = [p for p in ac.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": lora, "lr": cfg.lr}]
-    if head:
-        groups.append({"params": head, "lr": cfg.value_head_lr})
-    return torch.optim.AdamW(groups, weight_decay=0.0)
-
-
 def train_ppo(cfg: PPOConfig, prompts: list[list[dict]], reward_fn: RewardFn,
-              out_dir: str | Path, *, parents: list[str] = (), progress: bool = True) -> dict:
+              out_dir: str | Path, *, parents=(), progress: bool = True) -> dict:
     """Optimise a LoRA policy with PPO; writes a run folder (RunLog, checkpoint, adapter)."""
     cfg.check()
-    if not prompts:
-        raise ValueError("no prompts to train on")
-    out = Path(out_dir)
-    acc = accelerator_for(cfg.seed)
-    model, tok = load_policy(cfg.model, lora=cfg.lora, trainable=True)
-    ac = ActorCritic(model, value_head=True, critic_adapter=cfg.critic == "adapter",
-                     temperature=cfg.sampling.temperature).to(acc.device)
-    ac.eval()  # no dropout anywhere: the first epoch on a batch starts at ratio 1 exactly
-    optimizer = _optimizer(ac, cfg)
-    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-              if cfg.kl_target else FixedKLController(cfg.kl_coef))
-    shaper = ScoreShaper(cfg.shaping)
-    log = RunLog(out, "ppo", asdict(cfg), parents=parents, is_main=acc.is_main_process)
-    start = 0
-    state = load_checkpoint(out, ac, optimizer)
-    if state:
-        start = state["step"]
-        kl_ctl.load_state_dict(state["kl"])
-        shaper.moments.load_state_dict(state["moments"])
-        log.log(f"resumed from step {start}")
-    wrapped, optimizer = acc.prepare(ac, optimizer)
+    run = OnlineRun("ppo", cfg, prompts, out_dir, value_head=True, parents=parents)
     policy_loss, value_loss = PolicyLoss(cfg.clip_eps), ValueLoss(cfg.value_clip_eps)
-    reward_spec = getattr(reward_fn, "spec", type(reward_fn).__name__)
-    log.log(f"ppo: {len(prompts)} prompts, reward {reward_spec}, {cfg.max_steps} steps")
+    run.log.log(f"ppo: {len(prompts)} prompts, reward {getattr(reward_fn, 'spec', reward_fn)}")
 
-    def checkpoint(step: int) -> None:
-        if acc.is_main_process:
-            save_checkpoint(out, ac, optimizer, {"step": step, "kl": kl_ctl.state_dict(),
-                                                 "moments": shaper.moments.state_dict()})
-
-    history: list[dict] = []
-    bar = tqdm(range(start, cfg.max_steps), desc="ppo", unit="step",
-               disable=not progress or not acc.is_local_main_process)
-    try:
-        for step in bar:
-            idx = prompt_batch(len(prompts), step, cfg.batch_size, cfg.seed,
-                               acc.process_index, acc.num_processes)
-            batch = [prompts[i] for i in idx]
-            exp, _ = make_experience(ac, tok, batch, reward_fn, shaper, kl_ctl.beta, cfg)
-            stats = {**exp.stats, "beta": kl_ctl.beta,
-                     **ppo_update(wrapped, exp, optimizer, acc, cfg, policy_loss, value_loss)}
-            kl_ctl.update(exp.stats["kl"], len(batch) * acc.num_processes)
-            log.metric(step + 1, **stats)
-            history.append(stats)
-            bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.3f}")
-            if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.max_steps:
-                checkpoint(step + 1)
-        checkpoint(cfg.max_steps)
-        summary = _summary(history, start)
-        if acc.is_main_process:
-            save_policy(ac.policy, tok, out, model.base_spec, extra={"trained_by": "ppo"})
-            torch.save(ac.value_head_state(), out / "value_head.pt")
-        log.finish(**summary)
-        return summary
-    except BaseException as exc:
-        log.fail(exc)
-        raise
-
-
-def _summary(history: list[dict], start: int) -> dict:
-    """First and last reward/KL of this invocation (means over up to 5 steps at each end)."""
-    if not history:
-        return {"steps": start}
-    k = max(1, min(5, len(history) // 2))
-
-    def mean(rows, key):
-        vals = [r[key] for r in rows if not math.isnan(r[key])]
-        return sum(vals) / len(vals) if vals else float("nan")
-    return {"steps": start + len(history),
-            "reward_first": mean(history[:k], "reward"), "reward_last": mean(history[-k:], "reward"),
-            "kl_last": mean(history[-k:], "kl"), "response_len_last": mean(history[-k:], "response_len")}
+    def step(batch: list[list[dict]]) -> dict:
+        exp, _ = make_experience(run.ac, run.tok, batch, reward_fn, run.shaper, run.kl_ctl.beta, cfg)
+        update = ppo_update(run.wrapped, exp, run.optimizer, run.acc, cfg, policy_loss, value_loss)
+        return {**exp.stats, **update, "n_samples": len(batch)}
+    return run.run(step, progress=progress)

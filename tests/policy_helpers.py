@@ -1,0 +1,26 @@
+"""Shared set-up for the PPO / RLOO / policy-evaluation tests (tiny models, marker reward)."""
+import random
+
+from policy.lm import LoraSettings
+from tiny_models import MARKERS, WORDS
+
+# The tiny LM's tied embeddings are ~0.02 in size, so a LoRA on the attention/MLP weights alone
+# can move a token's logit by well under one nat: the policy could not express "say zebra"
+# whatever the algorithm. A LoRA on the LM head as well gives it the capacity to.
+TINY_LORA = LoraSettings(r=8, alpha=16, target_modules=[
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"])
+
+
+def tiny_prompts(n: int = 16, seed: int = 0) -> list[list[dict]]:
+    rng = random.Random(seed)
+    plain = [w for w in WORDS if w not in MARKERS]
+    return [[{"role": "user", "content": " ".join(rng.sample(plain, 5))}] for _ in range(n)]
+
+
+def metric_series(rows: list[dict], name: str) -> list[float]:
+    return [r["value"] for r in sorted(rows, key=lambda r: r["step"]) if r["name"] == name]
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
