@@ -1,77 +1,93 @@
-"""What RS, PPO, RLOO and policy evaluation optimise: a reward function.
-
-Every trainer takes one callable
+"""Reward callables for RS / PPO / RLOO / evaluation: one signature for every kind of reward.
 
     reward_fn(prompts: list[list[dict]], responses: list[str]) -> Tensor[B]
 
-so a trained reward model, an ensemble and a programmatic reward all plug in the same way.
-``reward_function(rm=..., reward=...)`` builds it from the CLI's ``--rm DIR`` or ``--reward NAME``.
-
-Programmatic rewards (for tests and demos; they need no model):
-    markers:WORD[,WORD...]   +1 for each occurrence of one of the words in the response
-    length[:N]               −|words − N| / N: prefers responses of about N words (default 20)
+A trained reward model (``--rm DIR``), an ensemble, or a named programmatic reward
+(``--reward keyword:zebra``) all fit it, so the trainers never care which one they got.
+Programmatic rewards exist for tests and demos: they make "did the policy learn?" checkable
+without training a reward model first.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
-RewardFn = Callable[[list[list[dict]], list[str]], torch.Tensor]
+RewardFn = Callable[[Sequence[Sequence[dict]], Sequence[str]], torch.Tensor]
+
+PROGRAMMATIC = {
+    "keyword:W1,W2": "+1 per occurrence of any listed word (case-insensitive, whole words)",
+    "length": "the number of words in the response",
+    "length:N": "minus the distance to N words, divided by N (a target length)",
+}
 
 
-def marker_reward(words: list[str]) -> RewardFn:
-    """+1 per occurrence of a marker word (whole words, case-insensitive)."""
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+def keyword_reward(words: Sequence[str]) -> RewardFn:
+    """+1 for every whole-word occurrence of any of ``words``."""
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
 
-    def reward(prompts: list[list[dict]], responses: list[str]) -> torch.Tensor:
+    def reward(prompts, responses) -> torch.Tensor:
         return torch.tensor([float(len(pattern.findall(r))) for r in responses])
-    reward.spec = "markers:" + ",".join(words)
     return reward
 
 
-def length_reward(target: int = 20) -> RewardFn:
-    """−|words − target| / target: 0 at the target length, −1 for an empty response."""
-    def reward(prompts: list[list[dict]], responses: list[str]) -> torch.Tensor:
-        return torch.tensor([-abs(len(r.split()) - target) / target for r in responses])
-    reward.spec = f"length:{target}"
+def length_reward(target: int | None = None) -> RewardFn:
+    """Words in the response, or −|words − target| / target when a target is given."""
+    def reward(prompts, responses) -> torch.Tensor:
+        n = torch.tensor([float(len(r.split())) for r in responses])
+        return n if target is None else -(n - target).abs() / target
     return reward
 
 
-def programmatic_reward(name: str) -> RewardFn:
-    kind, _, arg = name.partition(":")
-    if kind == "markers":
+def named_reward(spec: str) -> RewardFn:
+    """A programmatic reward by name: ``keyword:zebra,quokka``, ``length``, ``length:40``."""
+    name, _, arg = spec.partition(":")
+    if name == "keyword":
         words = [w.strip() for w in arg.split(",") if w.strip()]
         if not words:
-            raise ValueError("--reward markers:WORD[,WORD...] needs at least one word")
-        return marker_reward(words)
-    if kind == "length":
-        if arg and not arg.isdigit():
-            raise ValueError(f"--reward length:N needs a whole number of words, got {arg!r}")
-        return length_reward(int(arg) if arg else 20)
-    raise ValueError(f"unknown reward {name!r}: use markers:WORD,... or length[:N]")
+            raise ValueError("--reward keyword:W1,W2 needs at least one word")
+        return keyword_reward(words)
+    if name == "length":
+        if not arg:
+            return length_reward()
+        if not arg.isdigit() or int(arg) <= 0:
+            raise ValueError(f"--reward length:N needs a positive whole number, not {arg!r}")
+        return length_reward(int(arg))
+    raise ValueError(f"unknown reward {spec!r}; choose one of: {', '.join(PROGRAMMATIC)}")
 
 
-def reward_function(rm: str | None = None, reward: str | None = None) -> RewardFn:
-    """The reward of a run: a trained reward model (``rm``) or a programmatic one (``reward``)."""
-    if bool(rm) == bool(reward):
-        raise ValueError("give exactly one of --rm DIR (a reward model) or --reward NAME")
-    if reward:
-        return programmatic_reward(reward)
-    return reward_model_function(rm)
+def reward_model(run_dir: str | Path, batch_size: int = 16) -> RewardFn:
+    """A trained reward model's ``score`` as a reward callable (the model stays loaded)."""
+    from rewardmodel.model import RewardModel
 
+    rm = RewardModel.load(run_dir)
 
-def reward_model_function(rm_dir: str) -> RewardFn:
-    """Scores from a trained reward model or ensemble (``rewardmodel``), as a reward function."""
-    try:
-        from rewardmodel.score import load_scorer
-    except ImportError as err:  # the reward-model layer has not landed yet
-        raise ValueError(f"--rm {rm_dir}: reward models are not available in this build "
-                         f"({err}); use --reward NAME") from err
-    scorer = load_scorer(rm_dir)
-
-    def reward(prompts: list[list[dict]], responses: list[str]) -> torch.Tensor:
-        return torch.as_tensor(scorer.score(prompts, responses), dtype=torch.float32)
-    reward.spec = f"rm:{rm_dir}"
+    def reward(prompts, responses) -> torch.Tensor:
+        return rm.score(prompts, responses, batch_size=batch_size).float()
+    reward.model = rm  # type: ignore[attr-defined]
     return reward
+
+
+def load_reward(rm: str | None = None, reward: str | None = None) -> tuple[RewardFn, str]:
+    """The reward for a CLI call: ``--rm DIR`` or ``--reward NAME`` (exactly one).
+
+    Returns (callable, scorer name); the name goes into scores.jsonl rows.
+    """
+    if bool(rm) == bool(reward):
+        raise ValueError("give exactly one of --rm DIR (a trained reward model) or --reward NAME "
+                         f"({', '.join(PROGRAMMATIC)})")
+    if reward:
+        return named_reward(reward), f"reward:{reward}"
+    if not Path(rm).exists():
+        raise ValueError(f"--rm {rm}: no such folder")
+    return reward_model(rm), f"rm:{Path(rm).resolve()}"
+
+
+def score_in_batches(reward_fn: RewardFn, prompts: Sequence[Sequence[dict]],
+                     responses: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """Call ``reward_fn`` on slices so a large set of samples never forms one huge batch."""
+    parts = [reward_fn(prompts[i:i + batch_size], responses[i:i + batch_size]).float().cpu()
+             for i in range(0, len(responses), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0)
