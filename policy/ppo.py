@@ -12,64 +12,46 @@ Each step:
   4. β         optionally adapted towards a target KL (Ziegler et al. 2019).
 
     from policy.ppo import PPOConfig, train_ppo
-    summary = train_ppo(PPOConfig(model="smollm2-135m-instruct", max_steps=50), prompts,
+    run_dir = train_ppo(PPOConfig(model="smollm2-135m-instruct", max_steps=50), prompts,
                         reward_fn, "runs/ppo-1")
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from rewardmodel.hub import DEFAULT_POLICY
-
 from .actor_critic import ActorCritic
-from .advantages import ScoreShaper, ScoreShaping, gae, kl_penalized_rewards, whiten
-from .generate import SamplingParams, sample
-from .lm import LoraSettings
+from .advantages import ScoreShaper, gae, kl_penalized_rewards, whiten
+from .generate import sample
 from .losses import PolicyLoss, ValueLoss, masked_mean
 from .rewards import RewardFn
-from .rl_common import OnlineRun
-
-
-def rl_sampling() -> SamplingParams:
-    # temperature 1 and no nucleus cut: the rollout distribution is the policy itself, so the
-    # stored log-probs are those of the distribution the tokens were drawn from
-    return SamplingParams(max_new_tokens=64, temperature=1.0, top_p=1.0, max_prompt_tokens=256)
+from .rl_common import OnlineRun, OnlineSettings, trim
 
 
 @dataclass
-class PPOConfig:
-    model: str = DEFAULT_POLICY       # base model spec, or a policy run folder to continue from
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    sampling: SamplingParams = field(default_factory=rl_sampling)
-    max_steps: int = 100              # rollout batches
+class PPOConfig(OnlineSettings):
     batch_size: int = 8               # prompts (one response each) per step and process
-    minibatch_size: int = 4           # rollouts per optimiser step
+    minibatch_size: int = 4           # rollouts per optimiser update
     ppo_epochs: int = 4               # passes over each rollout batch (seed 000: four)
-    lr: float = 5e-5                  # LoRA weights
-    value_head_lr: float = 1e-3       # the fresh value head learns from zero
-    max_grad_norm: float = 1.0
-    kl_coef: float = 0.05             # β
-    kl_target: float | None = None    # set → adaptive β steering the KL per response here
-    kl_horizon: int = 10_000
     gamma: float = 1.0
     lam: float = 0.95
     clip_eps: float = 0.2
     value_clip_eps: float | None = 0.2
     vf_coef: float = 0.1              # seed 000: loss = actor + 0.1 · critic
     whiten_advantages: bool = True
-    shaping: ScoreShaping = field(default_factory=ScoreShaping)
     critic: str = "shared"            # "shared": head on the policy's hidden states; "adapter"
-    seed: int = 0
-    save_every: int = 20              # checkpoint every N steps (and at the end)
-    forward_batch_size: int = 16      # rollouts per no-grad forward when scoring a batch
+    forward_batch_size: int = 16      # rollouts per no-grad pass when scoring a batch
 
     def check(self) -> None:
+        super().check()
         if self.critic not in ("shared", "adapter"):
             raise ValueError(f"critic must be 'shared' or 'adapter', not {self.critic!r}")
-        for name in ("max_steps", "batch_size", "minibatch_size", "ppo_epochs"):
+        if self.grad_accum != 1:
+            raise ValueError("PPO splits a rollout batch with minibatch_size, not grad_accum")
+        for name in ("minibatch_size", "ppo_epochs", "forward_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -86,20 +68,6 @@ class Experience:
     advantages: torch.Tensor          # [B, R]
     returns: torch.Tensor             # [B, R]
     stats: dict
-
-
-def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
-         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, slice]:
-    """Drop the columns that are padding in every row of this (mini)batch.
-
-    Returns the trimmed ids and attention mask, the new prompt length, and the slice of the
-    response columns that survived (to cut [B, R] tensors the same way).
-    """
-    P = prompt_len
-    first = int((attention_mask[:, :P].sum(0) > 0).float().argmax()) if P else 0
-    R = int(mask.sum(-1).max())
-    keep = slice(first, P + R)
-    return input_ids[:, keep], attention_mask[:, keep], P - first, slice(0, R)
 
 
 @torch.no_grad()
@@ -135,45 +103,46 @@ def make_experience(ac: ActorCritic, tok, prompts: list[list[dict]], reward_fn: 
                       returns, stats), roll
 
 
-def ppo_update(model, exp: Experience, optimizer, accelerator, cfg: PPOConfig,
-               policy_loss: PolicyLoss, value_loss: ValueLoss) -> dict:
+def ppo_update(run, exp: Experience, cfg: PPOConfig, policy_loss: PolicyLoss,
+               value_loss: ValueLoss) -> dict:
     """ppo_epochs passes over shuffled minibatches of one experience batch; mean stats."""
     totals: dict[str, float] = {}
     n = 0
-    B = exp.input_ids.shape[0]
     for _ in range(cfg.ppo_epochs):
-        for mb in torch.randperm(B).split(cfg.minibatch_size):
+        for mb in torch.randperm(exp.input_ids.shape[0]).split(cfg.minibatch_size):
             ids, att, P, cols = trim(exp.input_ids[mb], exp.attention_mask[mb], exp.prompt_len,
                                      exp.mask[mb])
             mask = exp.mask[mb][:, cols]
-            logprobs, values = model(ids, att, P)                                # [b, r] each
+            logprobs, values = run.model(ids, att, P)                            # [b, r] each
             pg, pg_stats = policy_loss(logprobs, exp.logprobs[mb][:, cols],
                                        exp.advantages[mb][:, cols], mask)
             vf, vf_stats = value_loss(values, exp.values[mb][:, cols], exp.returns[mb][:, cols],
                                       mask)
             loss = pg + cfg.vf_coef * vf
-            accelerator.backward(loss)
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            run.backward(loss)
+            grad_norm = run.optimizer_step(advance=False)
             for k, v in {"loss": loss.item(), "pg_loss": pg.item(), "vf_loss": vf.item(),
-                         **pg_stats, **vf_stats}.items():
+                         "grad_norm": grad_norm, **pg_stats, **vf_stats}.items():
                 totals[k] = totals.get(k, 0.0) + v
             n += 1
+    run.advance()
     return {k: v / n for k, v in totals.items()}
 
 
-def train_ppo(cfg: PPOConfig, prompts: list[list[dict]], reward_fn: RewardFn,
-              out_dir: str | Path, *, parents=(), progress: bool = True) -> dict:
+def train_ppo(cfg: PPOConfig, prompts: Sequence[list[dict]], reward_fn: RewardFn,
+              out_dir: str | Path, *, parents: Sequence[str] = ()) -> Path:
     """Optimise a LoRA policy with PPO; writes a run folder (RunLog, checkpoint, adapter)."""
-    cfg.check()
-    run = OnlineRun("ppo", cfg, prompts, out_dir, value_head=True, parents=parents)
+    if not prompts:
+        raise ValueError("no prompts to train on")
+    online = OnlineRun("ppo", cfg, out_dir, value_head=True, critic_adapter=cfg.critic == "adapter",
+                       parents=parents)
     policy_loss, value_loss = PolicyLoss(cfg.clip_eps), ValueLoss(cfg.value_clip_eps)
-    run.log.log(f"ppo: {len(prompts)} prompts, reward {getattr(reward_fn, 'spec', reward_fn)}")
+    online.run.log.log(f"ppo: {len(prompts)} prompts")
 
-    def step(batch: list[list[dict]]) -> dict:
-        exp, _ = make_experience(run.ac, run.tok, batch, reward_fn, run.shaper, run.kl_ctl.beta, cfg)
-        update = ppo_update(run.wrapped, exp, run.optimizer, run.acc, cfg, policy_loss, value_loss)
-        return {**exp.stats, **update, "n_samples": len(batch)}
-    return run.run(step, progress=progress)
+    def step(batches) -> dict:
+        batch = next(batches)
+        exp, _ = make_experience(online.ac, online.tok, batch, reward_fn, online.shaper,
+                                 online.kl_ctl.beta, cfg)
+        return {**exp.stats, **ppo_update(online.run, exp, cfg, policy_loss, value_loss),
+                "n_samples": len(batch)}
+    return online.loop(prompts, step)

@@ -14,91 +14,70 @@ come from the one forward pass that also carries the gradient (the update is on-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from rewardmodel.hub import DEFAULT_POLICY
-
-from .advantages import ScoreShaping, rloo_advantages
-from .generate import SamplingParams, sample
-from .lm import LoraSettings
+from .advantages import rloo_advantages
+from .generate import sample
 from .losses import ReinforceLoss
-from .ppo import rl_sampling, trim
 from .rewards import RewardFn
-from .rl_common import OnlineRun
+from .rl_common import OnlineRun, OnlineSettings, trim
 
 
 @dataclass
-class RLOOConfig:
-    model: str = DEFAULT_POLICY       # base model spec, or a policy run folder to continue from
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    sampling: SamplingParams = field(default_factory=rl_sampling)
-    max_steps: int = 100              # rollout batches = optimiser steps
-    batch_size: int = 4               # prompts per step and process
+class RLOOConfig(OnlineSettings):
+    batch_size: int = 4               # prompts per micro-batch (× k responses) and process
     k: int = 4                        # samples per prompt (the paper's best: k = 4)
-    micro_batch_prompts: int = 4      # prompts (× k responses) per forward/backward pass
-    lr: float = 5e-5
-    max_grad_norm: float = 1.0
-    kl_coef: float = 0.05             # β of the sequence-level KL penalty
-    kl_target: float | None = None    # set → adaptive β (Ziegler et al. 2019)
-    kl_horizon: int = 10_000
-    shaping: ScoreShaping = field(default_factory=ScoreShaping)
-    seed: int = 0
-    save_every: int = 20
+    # grad_accum: micro-batches per optimiser step (each sampled, scored and back-propagated)
 
     def check(self) -> None:
+        super().check()
         if self.k < 2:
             raise ValueError("RLOO needs k >= 2 samples per prompt")
-        for name in ("max_steps", "batch_size", "micro_batch_prompts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
 
 
-def rloo_step(run: OnlineRun, prompts: list[list[dict]], reward_fn: RewardFn,
-              loss_fn: ReinforceLoss, cfg: RLOOConfig) -> dict:
-    """Sample k per prompt, score, and take one REINFORCE step with the leave-one-out baseline."""
-    k, B = cfg.k, len(prompts)
+def rloo_loss(online: OnlineRun, prompts: list[list[dict]], reward_fn: RewardFn,
+              loss_fn: ReinforceLoss, k: int) -> tuple[torch.Tensor, dict]:
+    """Sample k per prompt, score, and return the REINFORCE loss with the leave-one-out
+    baseline for this micro-batch (to back-propagate) and its stats."""
     repeated = [p for p in prompts for _ in range(k)]            # rows i·k … i·k+k−1: prompt i
-    roll = sample(run.ac.policy, run.tok, repeated, cfg.sampling)
+    roll = sample(online.ac.policy, online.tok, repeated, online.cfg.sampling)
     raw = reward_fn(repeated, roll.texts).float().cpu()                          # [B·k]
-    scores = run.shaper(raw, torch.tensor(roll.finished))
-    P, beta = roll.prompt_len, run.kl_ctl.beta
-    mask_all = roll.response_mask[:, P:].float()                                 # [B·k, R]
-    kls, advantages, loss_total = [], [], 0.0
-    for start in range(0, B, cfg.micro_batch_prompts):
-        rows = slice(start * k, min(B, start + cfg.micro_batch_prompts) * k)
-        ids, att, p, cols = trim(roll.input_ids[rows], roll.attention_mask[rows], P, mask_all[rows])
-        mask = mask_all[rows][:, cols]
-        logprobs, _ = run.wrapped(ids, att, p)                                   # [m·k, r]
-        ref = run.ac.reference_logprobs(ids, att, p)
-        kl = ((logprobs.detach() - ref) * mask).sum(-1)                          # [m·k]
-        reward = scores[rows].to(kl.device) - beta * kl
-        adv = rloo_advantages(reward.view(-1, k)).view(-1)                       # [m·k]
-        # a micro-batch of m prompts carries m/B of the batch's loss
-        loss = loss_fn(logprobs, adv, mask) * (reward.numel() / (B * k))
-        run.acc.backward(loss)
-        kls.append(kl)
-        advantages.append(adv)
-        loss_total += loss.item()
-    if cfg.max_grad_norm:
-        run.acc.clip_grad_norm_(run.wrapped.parameters(), cfg.max_grad_norm)
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    kl, adv = torch.cat(kls), torch.cat(advantages)
-    return {"reward": raw.mean().item(), "score": scores.mean().item(), "kl": kl.mean().item(),
-            "loss": loss_total, "advantage_abs": adv.abs().mean().item(),
-            "response_len": mask_all.sum(-1).mean().item(),
-            "finished": torch.tensor(roll.finished).float().mean().item(), "n_samples": B * k}
+    finished = torch.tensor(roll.finished)
+    ids, att, P, cols = trim(roll.input_ids, roll.attention_mask, roll.prompt_len,
+                             roll.response_mask[:, roll.prompt_len:])
+    mask = roll.response_mask[:, roll.prompt_len:][:, cols].float()              # [B·k, R]
+    logprobs, _ = online.run.model(ids, att, P)                                  # [B·k, R]
+    ref = online.ac.reference_logprobs(ids, att, P)
+    kl = ((logprobs.detach() - ref) * mask).sum(-1)                              # [B·k]
+    reward = online.shaper(raw, finished).to(kl.device) - online.kl_ctl.beta * kl
+    advantages = rloo_advantages(reward.view(-1, k)).view(-1)                    # [B·k]
+    loss = loss_fn(logprobs, advantages, mask)
+    return loss, {"reward": raw.mean().item(), "kl": kl.mean().item(),
+                  "advantage_abs": advantages.abs().mean().item(),
+                  "response_len": mask.sum(-1).mean().item(),
+                  "finished": finished.float().mean().item(), "n_samples": len(repeated)}
 
 
-def train_rloo(cfg: RLOOConfig, prompts: list[list[dict]], reward_fn: RewardFn,
-               out_dir: str | Path, *, parents=(), progress: bool = True) -> dict:
+def train_rloo(cfg: RLOOConfig, prompts: Sequence[list[dict]], reward_fn: RewardFn,
+               out_dir: str | Path, *, parents: Sequence[str] = ()) -> Path:
     """Optimise a LoRA policy with RLOO; writes a run folder (RunLog, checkpoint, adapter)."""
-    cfg.check()
-    run = OnlineRun("rloo", cfg, prompts, out_dir, value_head=False, parents=parents)
-    run.log.log(f"rloo: {len(prompts)} prompts, k={cfg.k}, "
-                f"reward {getattr(reward_fn, 'spec', reward_fn)}")
+    if not prompts:
+        raise ValueError("no prompts to train on")
+    online = OnlineRun("rloo", cfg, out_dir, value_head=False, parents=parents)
+    online.run.log.log(f"rloo: {len(prompts)} prompts, k={cfg.k}")
     loss_fn = ReinforceLoss()
-    return run.run(lambda batch: rloo_step(run, batch, reward_fn, loss_fn, cfg), progress=progress)
+
+    def step(batches) -> dict:
+        parts = []
+        for batch in online.run.accumulate(batches):
+            loss, stats = rloo_loss(online, batch, reward_fn, loss_fn, cfg.k)
+            online.run.backward(loss)
+            parts.append({**stats, "loss": loss.item()})
+        grad_norm = online.run.optimizer_step()
+        totals = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
+        return {**totals, "grad_norm": grad_norm, "n_samples": sum(p["n_samples"] for p in parts)}
+    return online.loop(prompts, step)

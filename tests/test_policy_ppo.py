@@ -7,13 +7,13 @@ from safetensors.torch import load_file
 from annotate.runlog import read_metrics, read_run
 from policy.lm import load_policy
 from policy.ppo import PPOConfig, train_ppo
-from policy.rewards import marker_reward
+from policy.rewards import keyword_reward
 from policy_helpers import TINY_LORA, mean, metric_series, tiny_prompts
 from tiny_models import MARKERS
 
 
 def tiny_config(model, **overrides) -> PPOConfig:
-    cfg = PPOConfig(model=str(model), lora=TINY_LORA, batch_size=8, minibatch_size=4, lr=1e-2,
+    cfg = PPOConfig(model=str(model), lora=TINY_LORA, batch_size=8, minibatch_size=4, lr=3e-2,
                     kl_coef=0.1, save_every=1000, seed=0)
     cfg.sampling.max_new_tokens = 6
     for key, value in overrides.items():
@@ -21,10 +21,10 @@ def tiny_config(model, **overrides) -> PPOConfig:
     return cfg
 
 
-def test_ppo_raises_the_reward_while_kl_stays_bounded(tiny_lm, tmp_path):
+def test_ppo_raises_the_reward_while_kl_stays_bounded(tiny_policy, tmp_path):
     # adaptive β with a small target: the controller must push β up as the policy drifts
-    cfg = tiny_config(tiny_lm, max_steps=16, kl_target=1.0, kl_horizon=200)
-    summary = train_ppo(cfg, tiny_prompts(), marker_reward(MARKERS), tmp_path, progress=False)
+    cfg = tiny_config(tiny_policy, max_steps=16, kl_target=1.0, kl_horizon=200)
+    train_ppo(cfg, tiny_prompts(), keyword_reward(MARKERS), tmp_path)
     rows = read_metrics(tmp_path)
     reward, kl, beta = (metric_series(rows, n) for n in ("reward", "kl", "beta"))
     assert len(reward) == 16
@@ -40,19 +40,16 @@ def test_ppo_raises_the_reward_while_kl_stays_bounded(tiny_lm, tmp_path):
     for name in ("pg_loss", "vf_loss", "clipfrac", "approx_kl", "response_len"):
         assert len(metric_series(rows, name)) == 16
     # the artifact: a policy run folder that load_policy reads back
-    assert json.loads((tmp_path / "policy.json").read_text())["base"] == str(tiny_lm)
+    assert json.loads((tmp_path / "policy.json").read_text())["base"] == str(tiny_policy)
     model, tok = load_policy(str(tmp_path))
     assert (tmp_path / "value_head.pt").exists()
 
 
-def test_ppo_resume_replays_the_uninterrupted_run(tiny_lm, tmp_path):
-    prompts, reward = tiny_prompts(8), marker_reward(MARKERS)
-    train_ppo(tiny_config(tiny_lm, max_steps=3), prompts, reward, tmp_path / "straight",
-              progress=False)
-    train_ppo(tiny_config(tiny_lm, max_steps=2), prompts, reward, tmp_path / "resumed",
-              progress=False)
-    train_ppo(tiny_config(tiny_lm, max_steps=3), prompts, reward, tmp_path / "resumed",
-              progress=False)
+def test_ppo_resume_replays_the_uninterrupted_run(tiny_policy, tmp_path):
+    prompts, reward = tiny_prompts(8), keyword_reward(MARKERS)
+    train_ppo(tiny_config(tiny_policy, max_steps=3), prompts, reward, tmp_path / "straight")
+    train_ppo(tiny_config(tiny_policy, max_steps=2), prompts, reward, tmp_path / "resumed")
+    train_ppo(tiny_config(tiny_policy, max_steps=3), prompts, reward, tmp_path / "resumed")
     a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
@@ -60,12 +57,12 @@ def test_ppo_resume_replays_the_uninterrupted_run(tiny_lm, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     step3 = lambda d: [r["value"] for r in read_metrics(d) if r["step"] == 3 and r["name"] == "reward"]
     assert step3(tmp_path / "straight") == step3(tmp_path / "resumed")
-    assert "resumed from step 2" in (tmp_path / "resumed" / "log.txt").read_text()
+    assert "resumed at step 2" in (tmp_path / "resumed" / "log.txt").read_text()
 
 
-def test_ppo_critic_on_its_own_adapter(tiny_lm, tmp_path):
-    cfg = tiny_config(tiny_lm, max_steps=2, critic="adapter")
-    train_ppo(cfg, tiny_prompts(8), marker_reward(MARKERS), tmp_path, progress=False)
+def test_ppo_critic_on_its_own_adapter(tiny_policy, tmp_path):
+    cfg = tiny_config(tiny_policy, max_steps=2, critic="adapter")
+    train_ppo(cfg, tiny_prompts(8), keyword_reward(MARKERS), tmp_path)
     policy = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     critic = load_file(tmp_path / "adapter" / "critic" / "adapter_model.safetensors")
     # LoRA's B matrices start at zero: both adapters moved, and they moved differently
