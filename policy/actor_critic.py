@@ -50,10 +50,14 @@ class ActorCritic(nn.Module):
 
     # --- backbone ------------------------------------------------------------------------------
 
+    def _lm(self):
+        """The transformers model (LoRA layers injected in place when the policy is a PeftModel)."""
+        return self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
+
     def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last hidden states (after the final norm, what the LM head reads): [B, T, H]."""
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)   # left padding
-        decoder = self.policy.get_base_model().get_decoder()
+        decoder = self._lm().get_decoder()
         return decoder(input_ids=input_ids, attention_mask=attention_mask,
                        position_ids=position_ids, use_cache=False).last_hidden_state
 
@@ -76,7 +80,7 @@ class ActorCritic(nn.Module):
                            prompt_len: int) -> torch.Tensor:
         # the state at position t predicts token t+1: response token j is read at P-1+j
         h = hidden[:, prompt_len - 1:-1]                                          # [B, R, H]
-        logits = self.policy.get_base_model().get_output_embeddings()(h)          # [B, R, V]
+        logits = self._lm().get_output_embeddings()(h)                           # [B, R, V]
         if self.temperature != 1.0:  # log-probs of the distribution the rollout sampled from
             logits = logits / self.temperature
         return logprobs_from_logits(logits, input_ids[:, prompt_len:])            # [B, R]
