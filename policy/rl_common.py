@@ -32,7 +32,7 @@ class OnlineSettings(TrainSettings):
     max_steps: int = 100
     save_every: int = 20
     sampling: SamplingParams = field(default_factory=rl_sampling)
-    kl_coef: float = 0.05             # β
+    beta: float = 0.05                # KL coefficient β (initial value when adaptive)
     kl_target: float | None = None    # set → adaptive β steering the KL per response to this
     kl_horizon: int = 10_000
     shaping: ScoreShaping = field(default_factory=ScoreShaping)
@@ -41,8 +41,8 @@ class OnlineSettings(TrainSettings):
         for name in ("max_steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.kl_coef < 0:
-            raise ValueError("kl_coef must be >= 0")
+        if self.beta < 0:
+            raise ValueError("beta (the KL coefficient) must be >= 0")
 
 
 def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
@@ -77,8 +77,8 @@ class OnlineRun:
         ac.eval()  # no dropout anywhere: a batch's first update starts at ratio 1 exactly
         self.run = TrainingRun(cfg, out_dir, kind, ac, tok, policy=model, parents=parents)
         self.tok = tok
-        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-                       if cfg.kl_target else FixedKLController(cfg.kl_coef))
+        self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
+                       if cfg.kl_target else FixedKLController(cfg.beta))
         self.shaper = ScoreShaper(cfg.shaping)
         if self.run.resumed:
             self.kl_ctl.load_state_dict(self.run.state["kl"])

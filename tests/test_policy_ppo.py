@@ -14,7 +14,7 @@ from tiny_models import MARKERS
 
 def tiny_config(model, **overrides) -> PPOConfig:
     cfg = PPOConfig(model=str(model), lora=TINY_LORA, batch_size=8, minibatch_size=4, lr=3e-2,
-                    kl_coef=0.1, save_every=1000, seed=0)
+                    beta=0.1, save_every=1000, seed=0)
     cfg.sampling.max_new_tokens = 6
     for key, value in overrides.items():
         setattr(cfg, key, value)
@@ -32,7 +32,7 @@ def test_ppo_raises_the_reward_while_kl_stays_bounded(tiny_policy, tmp_path):
     assert mean(reward[:3]) < 0.5
     assert mean(reward[-4:]) > mean(reward[:3]) + 1.0
     # KL per response (nats) stays finite and within what the reward can pay for
-    assert all(k == k for k in kl) and max(kl) < 6 * 1.0 / cfg.kl_coef
+    assert all(k == k for k in kl) and max(kl) < 6 * 1.0 / cfg.beta
     assert beta[-1] > beta[0]
     run = read_run(tmp_path)
     assert run["status"] == "done" and run["kind"] == "ppo"

@@ -13,7 +13,7 @@ from tiny_models import MARKERS
 
 def tiny_config(model, **overrides) -> RLOOConfig:
     cfg = RLOOConfig(model=str(model), lora=TINY_LORA, batch_size=2, grad_accum=2, k=4,
-                     lr=2e-2, kl_coef=0.1, save_every=1000, seed=0)
+                     lr=2e-2, beta=0.1, save_every=1000, seed=0)
     cfg.sampling.max_new_tokens = 6
     for key, value in overrides.items():
         setattr(cfg, key, value)
@@ -28,7 +28,7 @@ def test_rloo_raises_the_reward_while_kl_stays_bounded(tiny_policy, tmp_path):
     assert len(reward) == 24
     assert mean(reward[:3]) < 0.5
     assert mean(reward[-4:]) > mean(reward[:3]) + 1.0
-    assert all(k == k for k in kl) and max(kl) < 6 * 1.0 / cfg.kl_coef
+    assert all(k == k for k in kl) and max(kl) < 6 * 1.0 / cfg.beta
     run = read_run(tmp_path)
     assert run["status"] == "done" and run["kind"] == "rloo"
     assert run["config"]["k"] == 4
@@ -46,7 +46,7 @@ def test_rloo_baseline_cancels_a_constant_reward(tiny_policy, tmp_path):
     # every sample of a prompt gets the same reward → every leave-one-out advantage is 0 →
     # the gradient is exactly 0 and the adapter does not move
     constant = lambda prompts, responses: torch.full((len(responses),), 3.0)
-    cfg = tiny_config(tiny_policy, max_steps=2, kl_coef=0.0)
+    cfg = tiny_config(tiny_policy, max_steps=2, beta=0.0)
     cfg.shaping.missing_eos_penalty = 0.0
     train_rloo(cfg, tiny_prompts(4), constant, tmp_path)
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
