@@ -29,6 +29,7 @@ from .actor_critic import ActorCritic
 from .generate import SamplingParams, sample
 from .lm import load_policy, reference
 from .rewards import RewardFn, score_in_batches
+from .rl_common import bind_reward
 
 # judge(prompts, policy_texts, reference_texts) -> p(policy's answer is better) per prompt,
 # None where the judge could not decide
@@ -85,6 +86,7 @@ def evaluate_policy(model: str, prompts: Sequence[list[dict]], reward_fn: Reward
     if not prompts:
         raise ValueError("no prompts to evaluate on")
     policy, tok = load_policy(model)
+    bind_reward(reward_fn, policy, tok)
     ac = ActorCritic(policy, value_head=False, temperature=cfg.sampling.temperature)
     ac.eval()
 

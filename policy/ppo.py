@@ -134,8 +134,8 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[list[dict]], reward_fn: RewardFn
     """Optimise a LoRA policy with PPO; writes a run folder (RunLog, checkpoint, adapter)."""
     if not prompts:
         raise ValueError("no prompts to train on")
-    online = OnlineRun("ppo", cfg, out_dir, value_head=True, critic_adapter=cfg.critic == "adapter",
-                       parents=parents)
+    online = OnlineRun("ppo", cfg, out_dir, reward_fn=reward_fn, value_head=True,
+                       critic_adapter=cfg.critic == "adapter", parents=parents)
     policy_loss, value_loss = PolicyLoss(cfg.clip_eps), ValueLoss(cfg.value_clip_eps)
     online.run.log.log(f"ppo: {len(prompts)} prompts")
 

@@ -59,6 +59,14 @@ def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
     return input_ids[:, keep], attention_mask[:, keep], P - first, slice(0, R)
 
 
+def bind_reward(reward_fn, policy, tok) -> None:
+    """A reward model that shares the policy's base (one more adapter + head, no second copy
+    of the weights) can only be built once the policy is loaded: such a reward callable has a
+    ``bind(policy, tok)`` method, called here right after loading."""
+    if hasattr(reward_fn, "bind"):
+        reward_fn.bind(policy, tok)
+
+
 class OnlineRun:
     """One PPO or RLOO run: the actor(-critic) on one base model inside a ``TrainingRun``,
     plus β and the score shaper, restored on resume.
@@ -68,10 +76,11 @@ class OnlineRun:
     """
 
     def __init__(self, kind: str, cfg: OnlineSettings, out_dir: str | Path, *, value_head: bool,
-                 critic_adapter: bool = False, parents: Sequence[str] = ()):
+                 reward_fn=None, critic_adapter: bool = False, parents: Sequence[str] = ()):
         cfg.check()
         self.cfg = cfg
         model, tok = load_for_training(cfg)
+        bind_reward(reward_fn, model, tok)
         ac = ActorCritic(model, value_head=value_head, critic_adapter=critic_adapter,
                          temperature=cfg.sampling.temperature)
         ac.eval()  # no dropout anywhere: a batch's first update starts at ratio 1 exactly

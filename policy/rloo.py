@@ -67,7 +67,7 @@ def train_rloo(cfg: RLOOConfig, prompts: Sequence[list[dict]], reward_fn: Reward
     """Optimise a LoRA policy with RLOO; writes a run folder (RunLog, checkpoint, adapter)."""
     if not prompts:
         raise ValueError("no prompts to train on")
-    online = OnlineRun("rloo", cfg, out_dir, value_head=False, parents=parents)
+    online = OnlineRun("rloo", cfg, out_dir, reward_fn=reward_fn, value_head=False, parents=parents)
     online.run.log.log(f"rloo: {len(prompts)} prompts, k={cfg.k}")
     loss_fn = ReinforceLoss()
 
