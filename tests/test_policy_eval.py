@@ -54,3 +54,49 @@ def test_eval_refuses_an_empty_prompt_list(tiny_policy, tmp_path):
     with pytest.raises(ValueError, match="no prompts"):
         evaluate_policy(str(folder), [], length_reward(), tmp_path / "eval", small_config())
     assert not (tmp_path / "eval").exists()
+
+
+def run_cli(*args, cwd=None):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, str(root / "app.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd or root)
+
+
+def write_prompts(path, prompts):
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    return path
+
+
+def test_cli_eval_policy_prints_one_json_line(tiny_policy, tmp_path):
+    folder = untrained_policy(tiny_policy, tmp_path / "policy")
+    prompts = write_prompts(tmp_path / "heldout.jsonl", tiny_prompts(5))
+    proc = run_cli("eval", "policy", "--model", folder, "--reward", "length:4", "--prompts",
+                   prompts, "--max-new-tokens", 6, "--out", tmp_path / "eval")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["n"] == 5 and result["reward"] == "reward:length:4"
+    for key in ("reward_policy", "reward_reference", "win_rate", "kl", "length_policy",
+                "length_reference"):
+        assert isinstance(result[key], float)
+    assert open(result["samples"]).read().startswith("# ")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompts", "missing.jsonl", "--reward", "length"], "missing.jsonl"),
+    (["--prompts", "PROMPTS", "--reward", "length", "--rm", "somewhere"], "exactly one"),
+    (["--prompts", "PROMPTS", "--reward", "sparkle"], "unknown reward"),
+    (["--reward", "length"], "--prompts"),
+])
+def test_cli_eval_policy_bad_input_is_one_line(tiny_policy, tmp_path, extra, message):
+    folder = untrained_policy(tiny_policy, tmp_path / "policy")
+    prompts = write_prompts(tmp_path / "heldout.jsonl", tiny_prompts(2))
+    extra = [str(prompts) if a == "PROMPTS" else a for a in extra]
+    proc = run_cli("eval", "policy", "--model", folder, *extra, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert proc.stdout == ""
