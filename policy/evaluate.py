@@ -28,8 +28,7 @@ from tqdm.auto import tqdm
 from .actor_critic import ActorCritic
 from .generate import SamplingParams, sample
 from .lm import load_policy, reference
-from .rewards import RewardFn, score_in_batches
-from .rl_common import bind_reward
+from .rewards import RewardFn, bind_reward, score_in_batches
 
 # judge(prompts, policy_texts, reference_texts) -> p(policy's answer is better) per prompt,
 # None where the judge could not decide

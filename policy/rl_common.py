@@ -16,6 +16,7 @@ import torch
 from .actor_critic import ActorCritic
 from .advantages import AdaptiveKLController, FixedKLController, ScoreShaper, ScoreShaping
 from .generate import SamplingParams
+from .rewards import bind_reward
 from .train_utils import TrainingRun, TrainSettings, load_for_training
 
 
@@ -57,14 +58,6 @@ def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
     R = int(mask.sum(-1).max())
     keep = slice(first, P + R)
     return input_ids[:, keep], attention_mask[:, keep], P - first, slice(0, R)
-
-
-def bind_reward(reward_fn, policy, tok) -> None:
-    """A reward model that shares the policy's base (one more adapter + head, no second copy
-    of the weights) can only be built once the policy is loaded: such a reward callable has a
-    ``bind(policy, tok)`` method, called here right after loading."""
-    if hasattr(reward_fn, "bind"):
-        reward_fn.bind(policy, tok)
 
 
 class OnlineRun:
