@@ -68,9 +68,11 @@ def answer(ac: ActorCritic, tok, prompts: list[list[dict]], params: SamplingPara
     mask = roll.response_mask[:, P:].float()                                     # [B, R]
     out = {"texts": roll.texts, "finished": roll.finished, "tokens": mask.sum(-1).tolist()}
     if not use_reference:
-        logprobs, _ = ac(roll.input_ids, roll.attention_mask, P)
-        ref = ac.reference_logprobs(roll.input_ids, roll.attention_mask, P)
-        out["kl"] = ((logprobs - ref) * mask).sum(-1).tolist()                   # [B]
+        device = next(ac.parameters()).device
+        ids, att = roll.input_ids.to(device), roll.attention_mask.to(device)
+        logprobs, _ = ac(ids, att, P)
+        ref = ac.reference_logprobs(ids, att, P)
+        out["kl"] = ((logprobs - ref) * mask.to(device)).sum(-1).tolist()        # [B]
     return out
 
 

@@ -75,12 +75,14 @@ def make_experience(ac: ActorCritic, tok, prompts: list[list[dict]], reward_fn: 
                     shaper: ScoreShaper, beta: float, cfg: PPOConfig):
     """Sample, score and annotate one batch → (Experience, Rollout)."""
     roll = sample(ac.policy, tok, prompts, cfg.sampling)
+    device = next(ac.parameters()).device
     P = roll.prompt_len
-    mask = roll.response_mask[:, P:].float()                                      # [B, R]
+    input_ids, attention_mask = roll.input_ids.to(device), roll.attention_mask.to(device)
+    mask = roll.response_mask[:, P:].float().to(device)                           # [B, R]
     logprobs, values, ref_logprobs = [], [], []
     for i in range(0, len(prompts), cfg.forward_batch_size):
-        ids = roll.input_ids[i:i + cfg.forward_batch_size]
-        att = roll.attention_mask[i:i + cfg.forward_batch_size]
+        ids = input_ids[i:i + cfg.forward_batch_size]
+        att = attention_mask[i:i + cfg.forward_batch_size]
         lp, v = ac(ids, att, P)
         logprobs.append(lp)
         values.append(v)
@@ -99,8 +101,8 @@ def make_experience(ac: ActorCritic, tok, prompts: list[list[dict]], reward_fn: 
              "kl": kl.sum(-1).mean().item(), "response_len": mask.sum(-1).mean().item(),
              "finished": finished.float().mean().item(),
              "value": masked_mean(values, mask).item(), "return": masked_mean(returns, mask).item()}
-    return Experience(roll.input_ids, roll.attention_mask, P, mask, logprobs, values, advantages,
-                      returns, stats), roll
+    return Experience(input_ids, attention_mask, P, mask, logprobs, values, advantages, returns,
+                      stats), roll
 
 
 def ppo_update(run, exp: Experience, cfg: PPOConfig, policy_loss: PolicyLoss,
@@ -110,6 +112,7 @@ def ppo_update(run, exp: Experience, cfg: PPOConfig, policy_loss: PolicyLoss,
     n = 0
     for _ in range(cfg.ppo_epochs):
         for mb in torch.randperm(exp.input_ids.shape[0]).split(cfg.minibatch_size):
+            mb = mb.to(exp.input_ids.device)
             ids, att, P, cols = trim(exp.input_ids[mb], exp.attention_mask[mb], exp.prompt_len,
                                      exp.mask[mb])
             mask = exp.mask[mb][:, cols]

@@ -47,9 +47,11 @@ def rloo_loss(online: OnlineRun, prompts: list[list[dict]], reward_fn: RewardFn,
     roll = sample(online.ac.policy, online.tok, repeated, online.cfg.sampling)
     raw = reward_fn(repeated, roll.texts).float().cpu()                          # [B·k]
     finished = torch.tensor(roll.finished)
-    ids, att, P, cols = trim(roll.input_ids, roll.attention_mask, roll.prompt_len,
-                             roll.response_mask[:, roll.prompt_len:])
-    mask = roll.response_mask[:, roll.prompt_len:][:, cols].float()              # [B·k, R]
+    device = next(online.ac.parameters()).device
+    response_mask = roll.response_mask[:, roll.prompt_len:].to(device)
+    ids, att, P, cols = trim(roll.input_ids.to(device), roll.attention_mask.to(device),
+                             roll.prompt_len, response_mask)
+    mask = response_mask[:, cols].float()                                        # [B·k, R]
     logprobs, _ = online.run.model(ids, att, P)                                  # [B·k, R]
     ref = online.ac.reference_logprobs(ids, att, P)
     kl = ((logprobs.detach() - ref) * mask).sum(-1)                              # [B·k]
