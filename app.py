@@ -217,6 +217,8 @@ def _ingest_run(args, out) -> None:
 def cmd_eval(args) -> None:
     if args.what == "rm":
         return _eval_rm(args)
+    if args.what == "policy":
+        return _eval_policy(args)
     raise CliError(f"eval {args.what}: not implemented yet")
 
 
@@ -333,6 +335,35 @@ def _eval_rm(args) -> None:
     emit(args, result)  # eval always prints one JSON line
 
 
+def _eval_policy(args) -> None:
+    """eval policy: the policy vs its reference on held-out prompts; prints one JSON line."""
+    from annotate.runlog import new_run_id
+    from annotate.trainingdata import load_prompts
+    from policy.evaluate import PolicyEvalConfig, evaluate_policy
+    from policy.rewards import load_reward
+
+    if not args.prompts:
+        raise CliError("eval policy needs --prompts FILE (JSONL of {\"prompt\": ...})")
+    cfg = PolicyEvalConfig()
+    for key in ("max_new_tokens", "temperature", "seed"):
+        if getattr(args, key) is not None:
+            setattr(cfg.sampling, key, getattr(args, key))
+    cfg.batch_size = args.batch_size or cfg.batch_size
+    cfg.max_prompts = args.max_prompts
+    model = Path(args.model)
+    out = Path(args.out) if args.out else (
+        (model if model.is_dir() else default_workspace() / "runs") / new_run_id("eval"))
+    try:
+        prompts = load_prompts(args.prompts)
+        reward_fn, reward_name = load_reward(args.rm, args.reward)
+        result = evaluate_policy(args.model, prompts, reward_fn, out, cfg,
+                                 reward_name=reward_name, progress=not args.json)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(f"eval policy: {err}") from None
+    result.pop("config", None)
+    emit(args, result)
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,7 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--plot", help="eval rm: PNG of chosen vs rejected rewards "
                                    "(default: eval-<data>.png in the model folder)")
     _add_data_filters(sp)
-    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--batch-size", type=int, help="eval rm: pairs per batch; eval policy: "
+                                                   "prompts per generate call")
+    # eval policy: held-out prompts answered by the policy and by its reference
+    sp.add_argument("--reward", help="eval policy: programmatic reward instead of --rm")
+    sp.add_argument("--out", help="eval policy: folder for eval.json and the samples table "
+                                  "(default: MODEL/eval-<time> for a run folder)")
+    sp.add_argument("--max-prompts", type=int, help="eval policy: the first N prompts only")
+    sp.add_argument("--max-new-tokens", type=int)
+    sp.add_argument("--temperature", type=float, help="eval policy: 1.0 (default) makes the "
+                                                      "KL estimate unbiased")
+    sp.add_argument("--seed", type=int)
     return p
 
 

@@ -25,7 +25,7 @@ import math
 import random
 import shutil
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -69,8 +69,10 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
         values = dict(values)
-        if isinstance(values.get("lora"), dict):
-            values["lora"] = LoraSettings(**values["lora"])
+        for f in fields(cls):  # nested settings (lora, sampling, ...) arrive as dicts
+            default = f.default_factory() if f.default_factory is not MISSING else None
+            if isinstance(values.get(f.name), dict) and is_dataclass(default):
+                values[f.name] = type(default)(**values[f.name])
         return cls(**values)
 
 
@@ -257,16 +259,25 @@ class TrainingRun:
         """Backward of one micro-batch's mean loss (scaled so accumulation averages)."""
         self.accelerator.backward(loss / self.config.grad_accum)
 
-    def optimizer_step(self) -> float:
-        """Clip, step, zero the gradients, advance the step counter. Returns the grad norm."""
+    def optimizer_step(self, advance: bool = True) -> float:
+        """Clip, step, zero the gradients, advance the step counter. Returns the grad norm.
+
+        ``advance=False`` for trainers whose step holds several updates (PPO: epochs ×
+        minibatches per rollout batch); they call ``advance()`` once the step is done.
+        """
         norm = self.accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.config.max_grad_norm)
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if advance:
+            self.advance()
+        return float(norm)
+
+    def advance(self) -> None:
+        """One step done: the scheduler, the step counter and the bar move on."""
+        self.scheduler.step()
         self.step += 1
         self.bar.update(1)
-        return float(norm)
 
     # --- metrics ----------------------------------------------------------------------------
     def metric(self, step: int | None = None, *, force: bool = False, **values: float) -> dict:
