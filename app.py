@@ -117,7 +117,97 @@ def _read_password(args) -> str:
 
 
 def cmd_generate(args) -> None:
-    raise CliError("generate: not implemented yet")
+    from annotate import store
+    from annotate.promptfile import read_prompt_file
+    from annotate.runlog import new_run_id
+    from policy.candidates import GenerateConfig, generate_candidates, model_identity
+
+    try:
+        config = GenerateConfig(
+            model=args.model, adapter=args.adapter, k=args.k, temperatures=args.temperature,
+            top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+            batch_size=args.batch_size, task=args.task, round=args.round, dtype=args.dtype).check()
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be a positive integer")
+    if args.out and not args.out.endswith(".jsonl"):
+        raise CliError(f"{args.out}: --out writes the responses format as JSONL: name it FILE.jsonl")
+
+    def prompts_from(db) -> list[dict]:
+        if args.prompts:
+            return read_prompt_file(args.prompts)[:args.limit]
+        model, adapter = model_identity(args.model, args.adapter)
+        return store.prompts_needing_responses(db, args.k, model, adapter, args.limit)
+
+    if args.out:  # a file instead of the database; the database (if any) only supplies prompts
+        if args.prompts:
+            prompts = prompts_from(None)
+        else:
+            with open_store(args.db, read_only=True) as db:
+                prompts = prompts_from(db)
+        lines = generate_candidates(config, prompts, None, progress=not args.json) if prompts else []
+        _write_jsonl(Path(args.out), lines)
+        result = {**_generate_counts(lines), "out": args.out}
+        emit(args, result, _describe_generate(result) + f"; wrote {args.out}")
+        return
+    with open_store(args.db) as db:
+        prompts = prompts_from(db)
+        if not prompts:
+            emit(args, {"prompts": 0}, f"nothing to do: every prompt has {args.k} responses "
+                                       f"from {args.model}")
+            return
+        run_dir = Path(args.run_dir) if args.run_dir else db.path.parent / "runs" / new_run_id("generate")
+        lines = generate_candidates(config, prompts, run_dir, progress=not args.json)
+        added = _ingest_generated(db, run_dir, lines)
+    result = {**_generate_counts(lines), "run_dir": str(run_dir), "added": added}
+    emit(args, result, _describe_generate(result) + f"; run folder {run_dir}; added "
+         + ", ".join(f"{n} {what}" for what, n in added.items() if what in ("prompts", "responses", "tasks")))
+
+
+def _generate_counts(lines: list[dict]) -> dict:
+    kinds = [line["task"]["kind"] for line in lines if line["task"]]
+    return {"prompts": len(lines), "responses": sum(len(line["responses"]) for line in lines),
+            "ranking_tasks": kinds.count("ranking"), "pairwise_tasks": kinds.count("pairwise")}
+
+
+def _describe_generate(r: dict) -> str:
+    return (f"generated {r['responses']} responses to {r['prompts']} prompts "
+            f"({r['ranking_tasks']} ranking and {r['pairwise_tasks']} pairwise tasks)")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write all or nothing: a crash never leaves half a file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _ingest_generated(db, run_dir: Path, lines: list[dict]) -> dict:
+    from annotate import store
+    if hasattr(store, "ingest_run_dir"):
+        return store.ingest_run_dir(db, run_dir)
+    # Until annotate.store.ingest_run_dir is merged: write the lines through the item functions.
+    from annotate.runlog import read_run
+    run = read_run(run_dir)
+    prompts, responses, tasks = {}, {}, []
+    for line in lines:
+        p = store.prompt_row(line["prompt"], source=run["id"], tags=line.get("tags", []))
+        prompts.setdefault(p["id"], p)
+        rows = [store.response_row(p["id"], r["text"], r["model"], r["adapter"], run["id"],
+                                   r["gen_params"]) for r in line["responses"]]
+        responses.update({r["id"]: r for r in rows})
+        if line["task"]:
+            tasks.append(store.task_row(p["id"], [rows[i]["id"] for i in line["task"]["responses"]],
+                                        round=line["task"]["round"]))
+    store.create_run(db, run["id"], "generate", run["config"], status=run["status"],
+                     artifact_dir=str(run_dir.resolve()), parents=run["parents"])
+    return {"prompts": store.add_prompts(db, list(prompts.values())),
+            "responses": store.add_responses(db, list(responses.values())),
+            "tasks": store.add_tasks(db, tasks)}
 
 
 def cmd_judge(args) -> None:
@@ -133,6 +223,13 @@ def cmd_eval(args) -> None:
 
 
 # --- argument parsing -----------------------------------------------------------------------
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, not {text!r}")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefstudio", description=__doc__.splitlines()[0])
@@ -172,9 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
     sp = command("generate", cmd_generate, "generate K candidate responses per prompt")
-    sp.add_argument("--model", default="smollm2-135m-instruct")
+    sp.add_argument("--model", default="smollm2-135m-instruct",
+                    help="model spec, folder or policy run folder")
     sp.add_argument("--adapter", help="a LoRA adapter folder (or run folder)")
-    sp.add_argument("--k", type=int, default=4)
+    sp.add_argument("--k", type=int, default=4, help="candidates per prompt (default 4)")
+    sp.add_argument("--prompts", help="JSONL of {\"prompt\": text or messages} to answer (default: "
+                                      "the store's prompts with fewer than K responses from --model)")
+    sp.add_argument("--temperature", type=_float_list, default=[0.3, 0.7, 1.0, 1.2],
+                    help="one value, or a comma list cycled over the K candidates "
+                         "(default 0.3,0.7,1.0,1.2)")
+    sp.add_argument("--top-p", type=float, default=0.95)
+    sp.add_argument("--max-new-tokens", type=int, default=256)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    sp.add_argument("--limit", type=int, help="answer at most this many prompts")
+    sp.add_argument("--task", default="none", choices=["ranking", "pairwise", "mixed", "none"],
+                    help="make a task of each prompt's candidates: all of them (ranking), the "
+                         "first and last (pairwise), alternating (mixed), or none")
+    sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
+    sp.add_argument("--out", help="write the responses format to FILE.jsonl instead of the store")
+    sp.add_argument("--run-dir", help="run folder (default: runs/<run id> beside the database)")
 
     sp = command("judge", cmd_judge, "label tasks with an AI judge (RLAIF)")
     sp.add_argument("--judge", help="openai:URL#MODEL | local:SPEC | rm:DIR")
