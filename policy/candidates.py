@@ -18,18 +18,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from annotate.runlog import RunLog, read_run
 from annotate.store import prompt_id
 from rewardmodel.hub import DEFAULT_POLICY
 
-from .generate import SamplingParams, generate
-from .lm import load_policy, policy_source
-
+# torch, transformers and the sampling code are imported where they are used, so a bad option
+# or a bad prompts file is refused in a moment instead of after seconds of imports
 TASK_KINDS = ("ranking", "pairwise", "mixed", "none")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "bfloat16")
 CHUNK_BATCHES = 8  # record to the run folder every this many batches, so a crash keeps most work
 
 
@@ -67,8 +63,9 @@ class GenerateConfig:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
         return self
 
-    def sampling(self) -> list[SamplingParams]:
+    def sampling(self) -> list:
         """One SamplingParams per temperature; candidate j uses entry j mod len."""
+        from .generate import SamplingParams
         return [SamplingParams(max_new_tokens=self.max_new_tokens, temperature=t, top_p=self.top_p,
                                seed=self.seed) for t in self.temperatures]
 
@@ -76,6 +73,7 @@ class GenerateConfig:
 def model_identity(model: str, adapter: str | None = None) -> tuple[str, str | None]:
     """(model, adapter) as recorded on each response: a policy run folder becomes its base
     spec and adapter folder; folders are made absolute so they mean the same from anywhere."""
+    from .lm import policy_source
     base, run_adapter = policy_source(model)
     adapter = adapter or run_adapter
     if adapter and (Path(adapter) / "policy.json").exists():
@@ -118,7 +116,10 @@ def generate_candidates(config: GenerateConfig, prompts: list[dict], run_dir: st
                  is_main=run_dir is not None)
     try:
         if model is None:
-            model, tok = load_policy(config.model, config.adapter, dtype=DTYPES[config.dtype])
+            import torch
+            from .lm import load_policy
+            model, tok = load_policy(config.model, config.adapter,
+                                     dtype=getattr(torch, config.dtype))
         lines = _generate(config, prompts, model, tok, log, progress)
     except BaseException as err:
         log.fail(err)
@@ -127,6 +128,9 @@ def generate_candidates(config: GenerateConfig, prompts: list[dict], run_dir: st
 
 
 def _generate(config, prompts, model, tok, log: RunLog, progress: bool) -> list[dict]:
+    from tqdm.auto import tqdm
+    from .generate import SamplingParams, generate
+
     model_name, adapter = model_identity(config.model, config.adapter)
     sampling = config.sampling()
     chunk = config.batch_size * CHUNK_BATCHES

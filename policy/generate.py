@@ -83,7 +83,8 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
     finished = is_eos.any(-1).tolist()
     attention = torch.cat([enc["attention_mask"], response_mask.long()], dim=1)
     full_mask = torch.cat([torch.zeros_like(enc["attention_mask"]), response_mask.long()], dim=1)
-    decoded = tok.batch_decode(response.masked_fill(~response_mask, tok.pad_token_id),
+    # decode without the EOS: an end token need not be a special token the tokenizer skips
+    decoded = tok.batch_decode(response.masked_fill(~response_mask | is_eos, tok.pad_token_id),
                                skip_special_tokens=True)
     return Rollout(input_ids=out, attention_mask=attention, response_mask=full_mask, prompt_len=P,
                    texts=[t.strip() for t in decoded], finished=finished)

@@ -1,0 +1,260 @@
+"""Batched generation, the candidate job and ``prefstudio generate``, with the tiny in-test model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from annotate import store
+from annotate.runlog import read_records, read_run
+from policy.candidates import GenerateConfig, generate_candidates
+from policy.generate import SamplingParams, generate, sample
+from policy.lm import load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT = [{"role": "user", "content": "hi"}]
+LONG = [{"role": "system", "content": "you are a helpful cat"},
+        {"role": "user", "content": "tell me a long story about the sun and the moon please"},
+        {"role": "assistant", "content": "sure here is one"},
+        {"role": "user", "content": "make it short and happy"}]
+MIDDLE = [{"role": "user", "content": "what is python code for a sort of a list"}]
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm):
+    return load_policy(str(tiny_lm))
+
+
+def greedy(n: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, temperature=0)
+
+
+def test_sample_shapes_and_left_padding(lm):
+    model, tok = lm
+    roll = sample(model, tok, [SHORT, LONG, MIDDLE], greedy(12))
+    B, T = roll.input_ids.shape
+    P = roll.prompt_len
+    assert B == 3 and T == P + roll.response_ids.shape[1] and roll.response_ids.shape[1] <= 12
+    assert roll.attention_mask.shape == roll.response_mask.shape == (B, T)
+    assert len(roll.texts) == len(roll.finished) == B
+    # the longest prompt fills P; shorter ones are padded on the left (mask 0 first, then 1s)
+    prompt_mask = roll.attention_mask[:, :P]
+    assert prompt_mask[1].all()
+    assert not prompt_mask[0].all() and prompt_mask[0, -1] == 1
+    assert (prompt_mask.diff(dim=1) >= 0).all()  # once real tokens start, no more padding
+    assert (roll.input_ids[0, :P][prompt_mask[0] == 0] == tok.pad_token_id).all()
+    assert roll.response_mask[:, :P].sum() == 0
+
+
+def test_left_padded_batch_gives_the_same_greedy_output_as_one_prompt_alone(lm):
+    model, tok = lm
+    batch = sample(model, tok, [SHORT, LONG, MIDDLE], greedy(16))
+    for row, messages in enumerate([SHORT, LONG, MIDDLE]):
+        alone = sample(model, tok, [messages], greedy(16))
+        n = int(alone.response_mask.sum())
+        assert batch.response_ids[row, :n].tolist() == alone.response_ids[0, :n].tolist()
+        assert int(batch.response_mask[row].sum()) == n
+        assert batch.texts[row] == alone.texts[0]
+
+
+def test_tokens_after_eos_are_masked_and_not_decoded(tiny_lm):
+    model, tok = load_policy(str(tiny_lm))
+    free = sample(model, tok, [SHORT, LONG], greedy(12))
+    # declare the 4th greedy token of the first prompt an end-of-sequence token: generation of
+    # that row must stop there while the other row may run on
+    stop = int(free.response_ids[0, 3])
+    model.generation_config.eos_token_id = [tok.eos_token_id, stop]
+    roll = sample(model, tok, [SHORT, LONG], greedy(12))
+    ids, mask = roll.response_ids[0], roll.response_mask[0, roll.prompt_len:]
+    first = ids.tolist().index(stop)
+    assert first <= 3 and roll.finished[0]
+    assert mask[:first + 1].all() and not mask[first + 1:].any()   # EOS itself is kept
+    assert roll.attention_mask[0, roll.prompt_len + first + 1:].sum() == 0
+    kept = ids[:first].tolist()
+    assert roll.texts[0] == tok.decode(kept, skip_special_tokens=True).strip()
+    assert roll.texts[0] != free.texts[0]
+    other = int(roll.response_mask[1].sum())
+    assert other == roll.response_ids.shape[1] or roll.finished[1]
+
+
+def test_seed_makes_sampling_reproducible(lm):
+    model, tok = lm
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=7)
+    first = generate(model, tok, [SHORT, LONG, MIDDLE], params, k=2, batch_size=4, progress=False)
+    again = generate(model, tok, [SHORT, LONG, MIDDLE], params, k=2, batch_size=4, progress=False)
+    other = generate(model, tok, [SHORT, LONG, MIDDLE],
+                     SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=8),
+                     k=2, batch_size=4, progress=False)
+    texts = lambda result: [[c["text"] for c in row] for row in result]
+    assert texts(first) == texts(again)
+    assert texts(first) != texts(other)
+
+
+def test_k_candidates_per_prompt_with_temperatures_cycled(lm):
+    model, tok = lm
+    params = [SamplingParams(max_new_tokens=6, temperature=t, seed=1) for t in (0.0, 1.5)]
+    result = generate(model, tok, [SHORT, LONG, MIDDLE], params, k=3, batch_size=2, progress=False)
+    assert [len(row) for row in result] == [3, 3, 3]
+    for i, row in enumerate(result):
+        assert [c["params"] for c in row] == [0, 1, 0]
+        # candidates 0 and 2 are greedy (temperature 0): identical, and equal to a lone greedy run
+        assert row[0]["text"] == row[2]["text"]
+        alone = sample(model, tok, [[SHORT, LONG, MIDDLE][i]], greedy(6))
+        assert row[0]["text"] == alone.texts[0]
+        assert all(0 < c["tokens"] <= 6 for c in row)
+
+
+def test_candidate_job_writes_run_folder_and_responses_lines(lm, tmp_path):
+    model, tok = lm
+    config = GenerateConfig(model="tiny", k=4, temperatures=[0.0, 1.0, 1.2, 0.0], max_new_tokens=8,
+                            seed=3, batch_size=4, task="mixed", round=2)
+    prompts = [{"messages": SHORT, "tags": ["chat"]}, {"messages": LONG}, {"messages": MIDDLE}]
+    lines = generate_candidates(config, prompts, tmp_path / "run", model=model, tok=tok,
+                                progress=False)
+    assert [line["prompt"] for line in lines] == [SHORT, LONG, MIDDLE]
+    assert lines[0]["tags"] == ["chat"] and "tags" not in lines[1]
+    for index, line in enumerate(lines):
+        texts = [r["text"] for r in line["responses"]]
+        # candidates 0 and 3 are both greedy: the repeat is dropped, 3 distinct remain
+        assert len(texts) == len(set(texts)) == 3
+        assert [r["gen_params"]["temperature"] for r in line["responses"]] == [0.0, 1.0, 1.2]
+        assert all(r["model"] == "tiny" and r["adapter"] is None for r in line["responses"])
+        kind = ("ranking", "pairwise")[index % 2]
+        expected = [0, 1, 2] if kind == "ranking" else [0, 2]
+        assert line["task"] == {"kind": kind, "responses": expected, "round": 2}
+
+    run = read_run(tmp_path / "run")
+    assert run["kind"] == "generate" and run["status"] == "done"
+    assert run["config"]["temperatures"] == [0.0, 1.0, 1.2, 0.0]
+    assert run["summary"]["responses"] == 9 and run["summary"]["dropped"] == 3
+    records = read_records(tmp_path / "run", "responses")
+    assert len(records) == 9
+    grouped = [r for r in records if "group" in r]
+    assert len(grouped) == 3 + 2 + 3 and all(r["round"] == 2 for r in grouped)
+    assert {r["group"] for r in grouped} == {store.prompt_id(m) for m in (SHORT, LONG, MIDDLE)}
+
+
+def test_bad_generate_config_is_refused():
+    for bad in (dict(k=0), dict(k=10), dict(task="triples"), dict(k=1, task="ranking"),
+                dict(temperatures=[-1.0]), dict(top_p=0.0), dict(max_new_tokens=0)):
+        with pytest.raises(ValueError):
+            GenerateConfig(**bad).check()
+
+
+def test_store_lists_prompts_short_of_k_responses_from_a_model(db):
+    rows = [store.prompt_row(m) for m in (SHORT, LONG, MIDDLE)]
+    store.add_prompts(db, rows)
+    short, long_, middle = (r["id"] for r in rows)
+    store.add_responses(db, [
+        store.response_row(short, "one", model="m"), store.response_row(short, "two", model="m"),
+        store.response_row(long_, "one", model="m"), store.response_row(long_, "two", model="other"),
+        store.response_row(middle, "one", model="m", adapter="/a"),
+        store.response_row(middle, "two", model="m", adapter="/a")])
+    need = lambda **kw: {r["id"]: r["have"] for r in store.prompts_needing_responses(db, **kw)}
+    assert need(k=2, model="m") == {long_: 1, middle: 0}
+    assert need(k=2, model="m", adapter="/a") == {short: 0, long_: 0}
+    assert need(k=3, model="m") == {short: 2, long_: 1, middle: 0}
+    assert len(store.prompts_needing_responses(db, k=3, model="m", limit=1)) == 1
+    assert store.prompts_needing_responses(db, k=1, model="m")[0]["messages"] == MIDDLE
+    with pytest.raises(store.StoreError):
+        store.prompts_needing_responses(db, k=0, model="m")
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PREFSTUDIO_WORKSPACE": "/nonexistent-workspace"}
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def write_prompts(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_cli_writes_responses_file(tiny_lm, tmp_path):
+    prompts = write_prompts(tmp_path / "prompts.jsonl", [
+        {"prompt": "hello how are you"}, {"prompt": LONG, "tags": ["writing"]},
+        {"prompt": "hello how are you"}, {"prompt": "你好"}])
+    out = tmp_path / "out" / "responses.jsonl"
+    done = run_cli("generate", "--model", str(tiny_lm), "--prompts", str(prompts), "--k", "3",
+                   "--temperature", "0.7,1.3", "--max-new-tokens", "6", "--task", "ranking",
+                   "--limit", "2", "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert result["prompts"] == len(lines) == 2          # the repeated prompt counts once; --limit 2
+    assert lines[0]["prompt"] == [{"role": "user", "content": "hello how are you"}]
+    assert lines[1]["tags"] == ["writing"]
+    for line in lines:
+        temps = [r["gen_params"]["temperature"] for r in line["responses"]]
+        assert set(temps) <= {0.7, 1.3} and len(line["responses"]) >= 2
+        assert all(r["model"] == str(Path(tiny_lm).resolve()) for r in line["responses"])
+        assert line["task"]["kind"] in ("ranking", "pairwise")
+    assert result["responses"] == sum(len(line["responses"]) for line in lines)
+
+
+def test_cli_generates_into_the_store_and_stops_when_every_prompt_has_k(tiny_lm, tmp_path):
+    path = tmp_path / "ws" / "studio.duckdb"
+    with store.Store(path) as db:
+        store.add_prompts(db, [store.prompt_row(m, source="test") for m in (SHORT, LONG, MIDDLE)])
+    args = ["generate", "--db", str(path), "--model", str(tiny_lm), "--k", "2",
+            "--temperature", "1.0", "--max-new-tokens", "6", "--seed", "5", "--task", "pairwise",
+            "--round", "1", "--json"]
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["prompts"] == 3 and Path(result["run_dir"]).parent == path.parent / "runs"
+    with store.Store(path) as db:
+        responses = db.query("SELECT * FROM responses")
+        tasks = db.query("SELECT * FROM tasks")
+        run = db.query("SELECT * FROM runs")
+    assert len(responses) == result["responses"] and 3 <= len(responses) <= 6
+    assert {r["model"] for r in responses} == {str(Path(tiny_lm).resolve())}
+    params = json.loads(responses[0]["gen_params"])
+    assert params["temperature"] == 1.0 and params["max_new_tokens"] == 6 and params["seed"] == 5
+    assert {r["run_id"] for r in responses} == {run[0]["id"]} and run[0]["kind"] == "generate"
+    assert len(tasks) == result["pairwise_tasks"] and all(t["kind"] == "pairwise" for t in tasks)
+    assert all(t["round"] == 1 for t in tasks)
+
+    again = run_cli(*args)  # every prompt that got 2 distinct answers is done
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["prompts"] == 3 - len(tasks)
+
+
+@pytest.mark.parametrize("lines, field", [
+    (['{"prompt": "fine"}', "not json"], ":2: (line)"),
+    (['{"text": "no prompt"}'], ":1: prompt: missing"),
+    (['{"prompt": [{"role": "assistant", "content": "x"}]}'], ":1: prompt:"),
+    (['{"prompt": "x", "tags": "one"}'], ":1: tags:"),
+])
+def test_cli_bad_prompts_file_exits_2_with_one_line_and_leaves_the_store(tiny_lm, tmp_path, lines, field):
+    path = tmp_path / "studio.duckdb"
+    with store.Store(path) as db:
+        store.add_prompts(db, [store.prompt_row(SHORT)])
+    prompts = tmp_path / "bad.jsonl"
+    prompts.write_text("\n".join(lines) + "\n")
+    done = run_cli("generate", "--db", str(path), "--model", str(tiny_lm), "--prompts", str(prompts))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("prefstudio generate: ")
+    assert f"{prompts}{field}" in done.stderr
+    with store.Store(path) as db:
+        assert store.counts(db) == {"prompts": 1, "responses": 0, "tasks": 0, "labels": 0}
+        assert db.query("SELECT * FROM runs") == []
+
+
+def test_cli_bad_options_exit_2(tiny_lm, tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    for args, why in ((["--k", "0"], "--k"), (["--task", "ranking", "--k", "1"], "at least 2"),
+                      (["--top-p", "1.5"], "--top-p"), (["--out", str(tmp_path / "x.csv")], "JSONL")):
+        done = run_cli("generate", "--model", str(tiny_lm), "--prompts", str(prompts),
+                       "--out", str(tmp_path / "o.jsonl"), *args)
+        assert done.returncode == 2 and why in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "o.jsonl").exists()
