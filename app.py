@@ -117,8 +117,7 @@ def _read_password(args) -> str:
 
 
 def cmd_generate(args) -> None:
-    from annotate import store
-    from annotate.promptfile import read_prompt_file
+    from annotate import formats, store
     from annotate.runlog import new_run_id
     from policy.candidates import GenerateConfig, generate_candidates, model_identity
 
@@ -134,46 +133,46 @@ def cmd_generate(args) -> None:
     if args.out and not args.out.endswith(".jsonl"):
         raise CliError(f"{args.out}: --out writes the responses format as JSONL: name it FILE.jsonl")
 
-    def prompts_from(db) -> list[dict]:
-        if args.prompts:
-            return read_prompt_file(args.prompts)[:args.limit]
-        model, adapter = model_identity(args.model, args.adapter)
-        return store.prompts_needing_responses(db, args.k, model, adapter, args.limit)
+    # a prompts file is read (and refused if bad) before the database is opened or created
+    prompts = formats.read_prompts(args.prompts)[:args.limit] if args.prompts else None
 
-    if args.out:  # a file instead of the database; the database (if any) only supplies prompts
-        if args.prompts:
-            prompts = prompts_from(None)
-        else:
+    def prompts_short_of_k(db) -> list[list[dict]]:
+        model, adapter = model_identity(args.model, args.adapter)
+        rows = store.prompts_needing_responses(db, args.k, model, adapter, args.limit)
+        return [row["messages"] for row in rows]
+
+    if args.out:  # a file instead of the database; a database only supplies the prompts
+        if prompts is None:
             with open_store(args.db, read_only=True) as db:
-                prompts = prompts_from(db)
-        lines = generate_candidates(config, prompts, None, progress=not args.json) if prompts else []
+                prompts = prompts_short_of_k(db)
+        lines, summary = generate_candidates(config, prompts, None, progress=not args.json)
         _write_jsonl(Path(args.out), lines)
-        result = {**_generate_counts(lines), "out": args.out}
-        emit(args, result, _describe_generate(result) + f"; wrote {args.out}")
+        emit(args, {**summary, "out": args.out}, _describe_generate(summary) + f"; wrote {args.out}")
         return
     with open_store(args.db) as db:
-        prompts = prompts_from(db)
+        if prompts is None:
+            prompts = prompts_short_of_k(db)
         if not prompts:
             emit(args, {"prompts": 0}, f"nothing to do: every prompt has {args.k} responses "
                                        f"from {args.model}")
             return
-        run_dir = Path(args.run_dir) if args.run_dir else db.path.parent / "runs" / new_run_id("generate")
-        lines = generate_candidates(config, prompts, run_dir, progress=not args.json)
-        added = _ingest_generated(db, run_dir, lines)
-    result = {**_generate_counts(lines), "run_dir": str(run_dir), "added": added}
-    emit(args, result, _describe_generate(result) + f"; run folder {run_dir}; added "
-         + ", ".join(f"{n} {what}" for what, n in added.items() if what in ("prompts", "responses", "tasks")))
+        run_dir = Path(args.run_dir or db.path.parent / "runs" / new_run_id("generate"))
+        try:
+            lines, summary = generate_candidates(config, prompts, run_dir, progress=not args.json)
+        finally:  # a failed or interrupted run still leaves what it generated in the store
+            added = store.ingest_run_dir(db, run_dir) if (run_dir / "run.json").exists() else {}
+    new = ", ".join(f"{added[k]} {k}" for k in ("prompts", "responses", "tasks"))
+    emit(args, {**summary, "run_dir": str(run_dir), "added": added},
+         _describe_generate(summary) + f"; added {new}; run folder {run_dir}")
 
 
-def _generate_counts(lines: list[dict]) -> dict:
-    kinds = [line["task"]["kind"] for line in lines if line["task"]]
-    return {"prompts": len(lines), "responses": sum(len(line["responses"]) for line in lines),
-            "ranking_tasks": kinds.count("ranking"), "pairwise_tasks": kinds.count("pairwise")}
-
-
-def _describe_generate(r: dict) -> str:
-    return (f"generated {r['responses']} responses to {r['prompts']} prompts "
-            f"({r['ranking_tasks']} ranking and {r['pairwise_tasks']} pairwise tasks)")
+def _describe_generate(s: dict) -> str:
+    text = (f"generated {s['responses']} responses to {s['prompts']} prompts "
+            f"({s['ranking_tasks']} ranking and {s['pairwise_tasks']} pairwise tasks), "
+            f"{s['tokens']} tokens at {s['tokens_per_s']} tokens/s")
+    if s["dropped"]:
+        text += f"; {s['dropped']} empty or repeated candidates left out"
+    return text
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -184,30 +183,6 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
-
-
-def _ingest_generated(db, run_dir: Path, lines: list[dict]) -> dict:
-    from annotate import store
-    if hasattr(store, "ingest_run_dir"):
-        return store.ingest_run_dir(db, run_dir)
-    # Until annotate.store.ingest_run_dir is merged: write the lines through the item functions.
-    from annotate.runlog import read_run
-    run = read_run(run_dir)
-    prompts, responses, tasks = {}, {}, []
-    for line in lines:
-        p = store.prompt_row(line["prompt"], source=run["id"], tags=line.get("tags", []))
-        prompts.setdefault(p["id"], p)
-        rows = [store.response_row(p["id"], r["text"], r["model"], r["adapter"], run["id"],
-                                   r["gen_params"]) for r in line["responses"]]
-        responses.update({r["id"]: r for r in rows})
-        if line["task"]:
-            tasks.append(store.task_row(p["id"], [rows[i]["id"] for i in line["task"]["responses"]],
-                                        round=line["task"]["round"]))
-    store.create_run(db, run["id"], "generate", run["config"], status=run["status"],
-                     artifact_dir=str(run_dir.resolve()), parents=run["parents"])
-    return {"prompts": store.add_prompts(db, list(prompts.values())),
-            "responses": store.add_responses(db, list(responses.values())),
-            "tasks": store.add_tasks(db, tasks)}
 
 
 def cmd_judge(args) -> None:
@@ -256,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--required-labels", type=int, default=1,
                     help="annotators needed per new task (overlap)")
 
-    sp = command("export", cmd_export, "export pairs, labels or rankings to JSONL, CSV or Parquet")
-    sp.add_argument("what", choices=["pairs", "labels", "rankings"])
+    sp = command("export", cmd_export,
+                 "export pairs, labels, rankings, prompts or responses to JSONL, CSV or Parquet")
+    sp.add_argument("what", choices=["pairs", "labels", "rankings", "prompts", "responses"])
     sp.add_argument("--out", required=True, help="FILE.jsonl, FILE.csv or FILE.parquet")
     sp.add_argument("--source", default="both", choices=["human", "ai", "both"])
     sp.add_argument("--min-agreement", type=float)

@@ -1,16 +1,18 @@
 """The generation job: K candidate responses per prompt, ready to be labelled.
 
 ``generate_candidates(config, prompts, run_dir)`` never touches the database. It writes its run
-folder with ``RunLog`` (``responses.jsonl``: one line per response; the responses of one task
-share a ``group``, which the database owner turns into a task when it ingests the folder) and
-returns the same candidates as lines of the ``responses`` import format, one per prompt:
+folder with ``RunLog``: ``responses.jsonl`` holds one record per response
+(``{"prompt", "text", "model", "adapter", "gen_params"}``), and the responses of one task share
+a ``group`` (and carry its ``round``), which ``store.ingest_run_dir`` turns into a task once
+the run has finished. It also returns the candidates as lines of the ``responses`` import
+format (``annotate.formats``), which ``prefstudio generate --out`` writes:
 
-    {"prompt": [{"role": "user", "content": ...}], "tags": [...],
-     "responses": [{"text", "model", "adapter", "gen_params"}, ...],
-     "task": {"kind": "ranking" | "pairwise", "responses": [0, 3], "round": 0} | null}
+    {"prompt": [...], "responses": [{"text", "model", "adapter", "gen_params"}, ...],
+     "task": "ranking" | "pairwise" | "none", "round": 0}
 
-``task.responses`` are indices into ``responses``. Candidates with the same text (likely at low
-temperature) are kept once: a task never shows the same answer twice.
+A line's task covers all of its responses, so a pairwise task on two of K candidates takes two
+lines: the pair (``"pairwise"``) and the other candidates (``"none"``). Candidates with the
+same text (likely at low temperature) are kept once: a task never shows one answer twice.
 """
 from __future__ import annotations
 
@@ -63,11 +65,11 @@ class GenerateConfig:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
         return self
 
-    def sampling(self) -> list:
+    def sampling(self, seed: int | None) -> list:
         """One SamplingParams per temperature; candidate j uses entry j mod len."""
         from .generate import SamplingParams
         return [SamplingParams(max_new_tokens=self.max_new_tokens, temperature=t, top_p=self.top_p,
-                               seed=self.seed) for t in self.temperatures]
+                               seed=seed) for t in self.temperatures]
 
 
 def model_identity(model: str, adapter: str | None = None) -> tuple[str, str | None]:
@@ -84,12 +86,15 @@ def model_identity(model: str, adapter: str | None = None) -> tuple[str, str | N
     return absolute(base), absolute(adapter)
 
 
-def task_indices(kind: str, n: int) -> list[int]:
-    """Which of n distinct candidates a task shows: all of them (ranking), or the first and the
-    last (pairwise: with cycled temperatures, the coolest and the hottest sample)."""
+def task_of(kind: str, n: int) -> tuple[str, list[int]]:
+    """The task over n distinct candidates: (kind, indices shown). A ranking shows them all; a
+    pairwise task the first and the last (with cycled temperatures the coolest and the
+    hottest sample); two candidates make a pairwise task whatever was asked."""
     if n < 2 or kind == "none":
-        return []
-    return list(range(n)) if kind == "ranking" else [0, n - 1]
+        return "none", []
+    if kind == "pairwise" or n == 2:
+        return "pairwise", [0, n - 1]
+    return "ranking", list(range(n))
 
 
 def _parents(config: GenerateConfig) -> list[str]:
@@ -103,9 +108,11 @@ def _parents(config: GenerateConfig) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def generate_candidates(config: GenerateConfig, prompts: list[dict], run_dir: str | Path | None,
-                        *, model=None, tok=None, progress: bool = True) -> list[dict]:
-    """Answer each prompt (``{"messages", "tags"}``) K times; see the module docstring.
+def generate_candidates(config: GenerateConfig, prompts: list[list[dict]],
+                        run_dir: str | Path | None, *, model=None, tok=None,
+                        progress: bool = True) -> tuple[list[dict], dict]:
+    """Answer each prompt (chat messages) K times; returns (lines, summary). See the module
+    docstring for both outputs.
 
     ``run_dir=None`` writes no run folder (``prefstudio generate --out``). A loaded
     ``model``/``tok`` may be passed in (tests, benchmarks); otherwise they are loaded here.
@@ -120,83 +127,90 @@ def generate_candidates(config: GenerateConfig, prompts: list[dict], run_dir: st
             from .lm import load_policy
             model, tok = load_policy(config.model, config.adapter,
                                      dtype=getattr(torch, config.dtype))
-        lines = _generate(config, prompts, model, tok, log, progress)
+        return _generate(config, prompts, model, tok, log, progress)
     except BaseException as err:
         log.fail(err)
         raise
-    return lines
 
 
-def _generate(config, prompts, model, tok, log: RunLog, progress: bool) -> list[dict]:
+def _generate(config, prompts, model, tok, log: RunLog, progress: bool) -> tuple[list[dict], dict]:
     from tqdm.auto import tqdm
-    from .generate import SamplingParams, generate
+    from .generate import generate
 
     model_name, adapter = model_identity(config.model, config.adapter)
-    sampling = config.sampling()
     chunk = config.batch_size * CHUNK_BATCHES
     bar = tqdm(total=len(prompts) * config.k, desc="generate", unit="resp",
                disable=not progress or len(prompts) * config.k < 8)
-    lines, tokens, dropped, started = [], 0, 0, time.perf_counter()
+    lines: list[dict] = []
+    counts = {"prompts": 0, "responses": 0, "dropped": 0, "ranking_tasks": 0, "pairwise_tasks": 0,
+              "tokens": 0}
+    started = time.perf_counter()
     for start in range(0, len(prompts), chunk):
         part = prompts[start:start + chunk]
-        if config.seed is not None:  # a different stream per chunk, reproducible as a whole
-            sampling = [SamplingParams(**{**asdict(p), "seed": config.seed + start}) for p in sampling]
-        results = generate(model, tok, [p["messages"] for p in part], sampling, k=config.k,
-                           batch_size=config.batch_size, progress=bar)
+        # a different random stream per chunk, reproducible as a whole
+        sampling = config.sampling(None if config.seed is None else config.seed + start)
+        results = generate(model, tok, part, sampling, k=config.k, batch_size=config.batch_size,
+                           progress=bar)
         records = []
-        for offset, (prompt, candidates) in enumerate(zip(part, results)):
-            line = _line(config, start + offset, prompt, candidates, sampling, model_name, adapter)
-            dropped += config.k - len(line["responses"])
-            tokens += sum(c["tokens"] for c in candidates)
-            lines.append(line)
-            records += _records(line)
+        for offset, (messages, candidates) in enumerate(zip(part, results)):
+            responses = _distinct(candidates, sampling, model_name, adapter)
+            asked = config.task if config.task != "mixed" else ("ranking", "pairwise")[(start + offset) % 2]
+            kind, shown = task_of(asked, len(responses))
+            lines += _lines(messages, responses, kind, shown, config.round)
+            records += _records(messages, responses, shown, config.round)
+            counts["prompts"] += 1
+            counts["responses"] += len(responses)
+            counts["dropped"] += config.k - len(responses)
+            counts["tokens"] += sum(c["tokens"] for c in candidates)
+            if kind != "none":
+                counts[f"{kind}_tasks"] += 1
         log.record("responses", records)
         seconds = time.perf_counter() - started
-        log.metric(len(lines), candidates=len(lines) * config.k, tokens=tokens,
-                   tokens_per_s=tokens / max(seconds, 1e-9))
+        log.metric(counts["prompts"], responses=counts["responses"], tokens=counts["tokens"],
+                   tokens_per_s=counts["tokens"] / max(seconds, 1e-9))
     bar.close()
     seconds = time.perf_counter() - started
-    summary = {"prompts": len(lines), "responses": sum(len(x["responses"]) for x in lines),
-               "dropped": dropped, "tasks": sum(x["task"] is not None for x in lines),
-               "tokens": tokens, "seconds": round(seconds, 2),
-               "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+    summary = {**counts, "seconds": round(seconds, 2),
+               "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)}
     log.log(f"generated {summary}")
     log.finish("done", **summary)
-    return lines
+    return lines, summary
 
 
-def _line(config, index, prompt, candidates, sampling, model_name, adapter) -> dict:
-    """One ``responses``-format line: distinct candidates in candidate order, and the task."""
-    responses, seen = [], set()
+def _distinct(candidates: list[dict], sampling: list, model: str, adapter: str | None) -> list[dict]:
+    """The candidates as response items, in candidate order, empty texts and repeats left out."""
+    out, seen = [], set()
     for cand in candidates:
-        if not cand["text"] or cand["text"] in seen:  # empty or a repeat: nothing to compare
+        if not cand["text"] or cand["text"] in seen:
             continue
         seen.add(cand["text"])
         params = sampling[cand["params"]]
-        responses.append({"text": cand["text"], "model": model_name, "adapter": adapter,
-                          "gen_params": {"temperature": params.temperature, "top_p": params.top_p,
-                                         "max_new_tokens": params.max_new_tokens,
-                                         "seed": params.seed, "finished": cand["finished"]}})
-    kind = config.task if config.task != "mixed" else ("ranking", "pairwise")[index % 2]
-    chosen = task_indices(kind, len(responses))
-    task = None
-    if chosen:
-        task = {"kind": "pairwise" if len(chosen) == 2 else "ranking", "responses": chosen,
-                "round": config.round}
-    line = {"prompt": prompt["messages"]}
-    if prompt.get("tags"):
-        line["tags"] = prompt["tags"]
-    return {**line, "responses": responses, "task": task}
+        out.append({"text": cand["text"], "model": model, "adapter": adapter,
+                    "gen_params": {"temperature": params.temperature, "top_p": params.top_p,
+                                   "max_new_tokens": params.max_new_tokens, "seed": params.seed,
+                                   "finished": cand["finished"]}})
+    return out
 
 
-def _records(line: dict) -> list[dict]:
-    """The line as run-folder records: one per response, the task's members share a group."""
-    group = prompt_id(line["prompt"])
-    members = set(line["task"]["responses"]) if line["task"] else set()
+def _lines(messages, responses, kind, shown, round) -> list[dict]:
+    """``responses``-format lines of one prompt: the task's responses, then any others."""
+    rest = [r for i, r in enumerate(responses) if i not in shown]
+    lines = []
+    if shown:
+        lines.append({"prompt": messages, "responses": [responses[i] for i in shown],
+                      "task": kind, "round": round})
+    if rest:
+        lines.append({"prompt": messages, "responses": rest, "task": "none", "round": round})
+    return lines
+
+
+def _records(messages, responses, shown, round) -> list[dict]:
+    """Run-folder records, one per response; the task's responses share a group."""
+    group = prompt_id(messages)
     out = []
-    for i, response in enumerate(line["responses"]):
-        record = {"prompt": line["prompt"], **response}
-        if i in members:
-            record.update(group=group, round=line["task"]["round"])
+    for i, response in enumerate(responses):
+        record = {"prompt": messages, **response}
+        if i in shown:
+            record.update(group=group, round=round)
         out.append(record)
     return out

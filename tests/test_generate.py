@@ -113,30 +113,55 @@ def test_candidate_job_writes_run_folder_and_responses_lines(lm, tmp_path):
     model, tok = lm
     config = GenerateConfig(model="tiny", k=4, temperatures=[0.0, 1.0, 1.2, 0.0], max_new_tokens=8,
                             seed=3, batch_size=4, task="mixed", round=2)
-    prompts = [{"messages": SHORT, "tags": ["chat"]}, {"messages": LONG}, {"messages": MIDDLE}]
-    lines = generate_candidates(config, prompts, tmp_path / "run", model=model, tok=tok,
-                                progress=False)
-    assert [line["prompt"] for line in lines] == [SHORT, LONG, MIDDLE]
-    assert lines[0]["tags"] == ["chat"] and "tags" not in lines[1]
-    for index, line in enumerate(lines):
+    lines, summary = generate_candidates(config, [SHORT, LONG, MIDDLE], tmp_path / "run",
+                                         model=model, tok=tok, progress=False)
+    # ranking (all 3 distinct: candidates 0 and 3 are both greedy, the repeat is left out),
+    # pairwise on the first and last distinct candidate + the rest without a task, ranking
+    assert [(line["prompt"], line["task"], len(line["responses"])) for line in lines] == [
+        (SHORT, "ranking", 3), (LONG, "pairwise", 2), (LONG, "none", 1), (MIDDLE, "ranking", 3)]
+    temps = lambda line: [r["gen_params"]["temperature"] for r in line["responses"]]
+    assert temps(lines[0]) == [0.0, 1.0, 1.2] and temps(lines[1]) == [0.0, 1.2]
+    assert temps(lines[2]) == [1.0]
+    for line in lines:
         texts = [r["text"] for r in line["responses"]]
-        # candidates 0 and 3 are both greedy: the repeat is dropped, 3 distinct remain
-        assert len(texts) == len(set(texts)) == 3
-        assert [r["gen_params"]["temperature"] for r in line["responses"]] == [0.0, 1.0, 1.2]
+        assert len(texts) == len(set(texts)) and line["round"] == 2
         assert all(r["model"] == "tiny" and r["adapter"] is None for r in line["responses"])
-        kind = ("ranking", "pairwise")[index % 2]
-        expected = [0, 1, 2] if kind == "ranking" else [0, 2]
-        assert line["task"] == {"kind": kind, "responses": expected, "round": 2}
+    assert summary["prompts"] == 3 and summary["responses"] == 9 and summary["dropped"] == 3
+    assert summary["ranking_tasks"] == 2 and summary["pairwise_tasks"] == 1
 
     run = read_run(tmp_path / "run")
     assert run["kind"] == "generate" and run["status"] == "done"
     assert run["config"]["temperatures"] == [0.0, 1.0, 1.2, 0.0]
-    assert run["summary"]["responses"] == 9 and run["summary"]["dropped"] == 3
+    assert run["summary"]["responses"] == 9
     records = read_records(tmp_path / "run", "responses")
-    assert len(records) == 9
+    assert sorted(r["text"] for r in records) == sorted(r["text"] for line in lines
+                                                        for r in line["responses"])
     grouped = [r for r in records if "group" in r]
     assert len(grouped) == 3 + 2 + 3 and all(r["round"] == 2 for r in grouped)
     assert {r["group"] for r in grouped} == {store.prompt_id(m) for m in (SHORT, LONG, MIDDLE)}
+
+
+def test_run_folder_and_out_file_load_into_the_same_store_rows(lm, tmp_path):
+    """The run folder (ingest_run_dir) and the --out lines (import_file) say the same thing."""
+    from annotate import formats
+    model, tok = lm
+    config = GenerateConfig(model="tiny", k=3, temperatures=[0.8, 1.3], max_new_tokens=6, seed=1,
+                            batch_size=8, task="mixed")
+    lines, _ = generate_candidates(config, [SHORT, LONG, MIDDLE], tmp_path / "run",
+                                   model=model, tok=tok, progress=False)
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    contents = []
+    for name, load in (("a", lambda db: store.ingest_run_dir(db, tmp_path / "run")),
+                       ("b", lambda db: formats.import_file(db, out))):
+        with store.Store(tmp_path / f"{name}.duckdb") as db:
+            load(db)
+            contents.append((
+                sorted((r["prompt_id"], r["text"], r["model"], json.dumps(r["gen_params"], sort_keys=True))
+                       for r in store.list_responses(db)),
+                sorted((t["id"], t["kind"], t["round"]) for t in store.list_tasks(db))))
+    assert contents[0] == contents[1]
+    assert len(contents[0][1]) == 3 and {k for _, k, _ in contents[0][1]} == {"ranking", "pairwise"}
 
 
 def test_bad_generate_config_is_refused():
@@ -189,14 +214,14 @@ def test_cli_writes_responses_file(tiny_lm, tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-    assert result["prompts"] == len(lines) == 2          # the repeated prompt counts once; --limit 2
-    assert lines[0]["prompt"] == [{"role": "user", "content": "hello how are you"}]
-    assert lines[1]["tags"] == ["writing"]
+    # the repeated prompt counts once; --limit 2 keeps the first two
+    assert result["prompts"] == 2 and result["out"] == str(out)
+    assert [line["prompt"] for line in lines] == [[{"role": "user", "content": "hello how are you"}], LONG]
     for line in lines:
         temps = [r["gen_params"]["temperature"] for r in line["responses"]]
-        assert set(temps) <= {0.7, 1.3} and len(line["responses"]) >= 2
+        assert temps[0] == 0.7 and set(temps) <= {0.7, 1.3}
         assert all(r["model"] == str(Path(tiny_lm).resolve()) for r in line["responses"])
-        assert line["task"]["kind"] in ("ranking", "pairwise")
+        assert line["task"] == ("ranking" if len(line["responses"]) == 3 else "pairwise")
     assert result["responses"] == sum(len(line["responses"]) for line in lines)
 
 
@@ -215,7 +240,8 @@ def test_cli_generates_into_the_store_and_stops_when_every_prompt_has_k(tiny_lm,
         responses = db.query("SELECT * FROM responses")
         tasks = db.query("SELECT * FROM tasks")
         run = db.query("SELECT * FROM runs")
-    assert len(responses) == result["responses"] and 3 <= len(responses) <= 6
+    assert len(responses) == result["responses"] == result["added"]["responses"]
+    assert 3 <= len(responses) <= 6
     assert {r["model"] for r in responses} == {str(Path(tiny_lm).resolve())}
     params = json.loads(responses[0]["gen_params"])
     assert params["temperature"] == 1.0 and params["max_new_tokens"] == 6 and params["seed"] == 5
@@ -228,22 +254,24 @@ def test_cli_generates_into_the_store_and_stops_when_every_prompt_has_k(tiny_lm,
     assert json.loads(again.stdout)["prompts"] == 3 - len(tasks)
 
 
-@pytest.mark.parametrize("lines, field", [
-    (['{"prompt": "fine"}', "not json"], ":2: (line)"),
-    (['{"text": "no prompt"}'], ":1: prompt: missing"),
-    (['{"prompt": [{"role": "assistant", "content": "x"}]}'], ":1: prompt:"),
-    (['{"prompt": "x", "tags": "one"}'], ":1: tags:"),
+@pytest.mark.parametrize("content, where", [
+    (b'{"prompt": "fine"}\nnot json\n', ":2: (row)"),
+    (b'{"text": "no prompt"}\n', ":1: prompt"),
+    (b'{"prompt": [{"role": "assistant", "content": "x"}]}\n', ":1: prompt"),
+    (b'{"prompt": "caf\xe9"}\n', ""),           # Latin-1 bytes, not UTF-8
+    (b"\n", ""),                                   # no prompts at all
 ])
-def test_cli_bad_prompts_file_exits_2_with_one_line_and_leaves_the_store(tiny_lm, tmp_path, lines, field):
+def test_cli_bad_prompts_file_exits_2_with_one_line_and_leaves_the_store(tiny_lm, tmp_path, content,
+                                                                          where):
     path = tmp_path / "studio.duckdb"
     with store.Store(path) as db:
         store.add_prompts(db, [store.prompt_row(SHORT)])
     prompts = tmp_path / "bad.jsonl"
-    prompts.write_text("\n".join(lines) + "\n")
+    prompts.write_bytes(content)
     done = run_cli("generate", "--db", str(path), "--model", str(tiny_lm), "--prompts", str(prompts))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("prefstudio generate: ")
-    assert f"{prompts}{field}" in done.stderr
+    assert f"{prompts}{where}" in done.stderr
     with store.Store(path) as db:
         assert store.counts(db) == {"prompts": 1, "responses": 0, "tasks": 0, "labels": 0}
         assert db.query("SELECT * FROM runs") == []
