@@ -26,8 +26,10 @@ MIDDLE = [{"role": "user", "content": "what is python code for a sort of a list"
 
 
 @pytest.fixture(scope="module")
-def lm(tiny_lm):
-    return load_policy(str(tiny_lm))
+def lm(tiny_policy):
+    # tiny_policy's larger init gives peaked logits, so greedy choices are not near-ties that
+    # float rounding could flip between a padded batch and a lone prompt
+    return load_policy(str(tiny_policy))
 
 
 def greedy(n: int) -> SamplingParams:
@@ -62,8 +64,8 @@ def test_left_padded_batch_gives_the_same_greedy_output_as_one_prompt_alone(lm):
         assert batch.texts[row] == alone.texts[0]
 
 
-def test_tokens_after_eos_are_masked_and_not_decoded(tiny_lm):
-    model, tok = load_policy(str(tiny_lm))
+def test_tokens_after_eos_are_masked_and_not_decoded(tiny_policy):
+    model, tok = load_policy(str(tiny_policy))
     free = sample(model, tok, [SHORT, LONG], greedy(12))
     # declare the 4th greedy token of the first prompt an end-of-sequence token: generation of
     # that row must stop there while the other row may run on
@@ -162,6 +164,29 @@ def test_run_folder_and_out_file_load_into_the_same_store_rows(lm, tmp_path):
                 sorted((t["id"], t["kind"], t["round"]) for t in store.list_tasks(db))))
     assert contents[0] == contents[1]
     assert len(contents[0][1]) == 3 and {k for _, k, _ in contents[0][1]} == {"ranking", "pairwise"}
+
+
+def test_policy_run_folder_is_recorded_as_base_plus_adapter_and_parent(tiny_policy, tmp_path):
+    from annotate.runlog import RunLog
+    from policy.lm import LoraSettings, save_policy
+    policy, tok = load_policy(str(tiny_policy), lora=LoraSettings(r=4), trainable=True)
+    torch.manual_seed(0)
+    for name, weight in policy.named_parameters():
+        if "lora_B" in name:  # a fresh adapter is a no-op; make this one change the outputs
+            weight.data.normal_(0, 1.0)
+    run = RunLog(tmp_path / "sft-run", "sft", {"base": str(tiny_policy)})
+    save_policy(policy, tok, tmp_path / "sft-run", base_spec=str(tiny_policy))
+    run.finish()
+
+    config = GenerateConfig(model=str(tmp_path / "sft-run"), k=1, temperatures=[0.0],
+                            max_new_tokens=8)
+    lines, _ = generate_candidates(config, [SHORT, LONG], tmp_path / "gen", progress=False)
+    items = [r for line in lines for r in line["responses"]]
+    assert {r["model"] for r in items} == {str(Path(tiny_policy).resolve())}
+    assert {r["adapter"] for r in items} == {str((tmp_path / "sft-run" / "adapter").resolve())}
+    assert read_run(tmp_path / "gen")["parents"] == [run.id]
+    base = generate(*load_policy(str(tiny_policy)), [SHORT, LONG], greedy(8), progress=False)
+    assert [r["text"] for r in items] != [row[0]["text"] for row in base]
 
 
 def test_bad_generate_config_is_refused():
