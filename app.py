@@ -133,6 +133,8 @@ def cmd_generate(args) -> None:
     if args.out and not args.out.endswith(".jsonl"):
         raise CliError(f"{args.out}: --out writes the responses format as JSONL: name it FILE.jsonl")
 
+    if args.run_dir and (Path(args.run_dir) / "run.json").exists():
+        raise CliError(f"{args.run_dir}: already holds a run; give a new --run-dir")
     # a prompts file is read (and refused if bad) before the database is opened or created
     prompts = formats.read_prompts(args.prompts)[:args.limit] if args.prompts else None
 
@@ -156,9 +158,11 @@ def cmd_generate(args) -> None:
             emit(args, {"prompts": 0}, f"nothing to do: every prompt has {args.k} responses "
                                        f"from {args.model}")
             return
-        run_dir = Path(args.run_dir or db.path.parent / "runs" / new_run_id("generate"))
+        run_id = new_run_id("generate")
+        run_dir = Path(args.run_dir or db.path.parent / "runs" / run_id)
         try:
-            lines, summary = generate_candidates(config, prompts, run_dir, progress=not args.json)
+            lines, summary = generate_candidates(config, prompts, run_dir, run_id=run_id,
+                                                 progress=not args.json)
         finally:  # a failed or interrupted run still leaves what it generated in the store
             added = store.ingest_run_dir(db, run_dir) if (run_dir / "run.json").exists() else {}
     new = ", ".join(f"{added[k]} {k}" for k in ("prompts", "responses", "tasks"))

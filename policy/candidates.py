@@ -109,18 +109,19 @@ def _parents(config: GenerateConfig) -> list[str]:
 
 
 def generate_candidates(config: GenerateConfig, prompts: list[list[dict]],
-                        run_dir: str | Path | None, *, model=None, tok=None,
-                        progress: bool = True) -> tuple[list[dict], dict]:
+                        run_dir: str | Path | None, *, run_id: str | None = None, model=None,
+                        tok=None, progress: bool = True) -> tuple[list[dict], dict]:
     """Answer each prompt (chat messages) K times; returns (lines, summary). See the module
     docstring for both outputs.
 
-    ``run_dir=None`` writes no run folder (``prefstudio generate --out``). A loaded
+    ``run_dir=None`` writes no run folder (``prefstudio generate --out``); ``run_id`` names
+    the run (default: a new id, or the one already in the folder's run.json). A loaded
     ``model``/``tok`` may be passed in (tests, benchmarks); otherwise they are loaded here.
     """
     config.check()
     # RunLog with is_main=False writes nothing: the same code path with or without a folder
     log = RunLog(run_dir or ".", "generate", asdict(config), parents=_parents(config),
-                 is_main=run_dir is not None)
+                 run_id=run_id, is_main=run_dir is not None)
     try:
         if model is None:
             import torch

@@ -271,6 +271,7 @@ def test_cli_generates_into_the_store_and_stops_when_every_prompt_has_k(tiny_lm,
     params = json.loads(responses[0]["gen_params"])
     assert params["temperature"] == 1.0 and params["max_new_tokens"] == 6 and params["seed"] == 5
     assert {r["run_id"] for r in responses} == {run[0]["id"]} and run[0]["kind"] == "generate"
+    assert Path(result["run_dir"]).name == run[0]["id"] and run[0]["status"] == "done"
     assert len(tasks) == result["pairwise_tasks"] and all(t["kind"] == "pairwise" for t in tasks)
     assert all(t["round"] == 1 for t in tasks)
 
