@@ -312,3 +312,31 @@ def test_cli_bad_options_exit_2(tiny_lm, tmp_path):
         assert done.returncode == 2 and why in done.stderr, (args, done.stderr)
         assert done.stderr.count("\n") == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_the_sample_project_loads_64_prompts_with_4_candidates_each(db):
+    from annotate import formats
+    from app import SAMPLE_PROJECT
+    assert formats.load_sample_project(db, SAMPLE_PROJECT) == {"prompts": 64, "responses": 256,
+                                                               "tasks": 64}
+    prompts = store.list_prompts(db)
+    responses = store.list_responses(db)
+    tasks = store.list_tasks(db)
+    tags = [t for p in prompts for t in p["tags"]]
+    for tag, least in (("advice", 10), ("coding", 10), ("facts", 10), ("writing", 10),
+                       ("refusal", 8), ("multi-turn", 8), ("zh", 8)):
+        assert tags.count(tag) >= least, tag
+    assert sum(len(p["messages"]) > 1 for p in prompts) >= 8
+    per_prompt = {}
+    for r in responses:
+        per_prompt.setdefault(r["prompt_id"], []).append(r)
+    assert len(per_prompt) == 64 and all(len(rs) == 4 for rs in per_prompt.values())
+    for rs in per_prompt.values():
+        assert {r["model"] for r in rs} == {"smollm2-135m-instruct"}
+        assert sorted(r["gen_params"]["temperature"] for r in rs) == [0.3, 0.7, 1.0, 1.2]
+    kinds = [t["kind"] for t in tasks]
+    assert kinds.count("ranking") == kinds.count("pairwise") == 32
+    by_id = {r["id"]: r for r in responses}
+    for t in tasks:  # pairwise tasks compare the coolest and the hottest sample
+        temps = sorted(by_id[rid]["gen_params"]["temperature"] for rid in t["response_ids"])
+        assert temps == ([0.3, 1.2] if t["kind"] == "pairwise" else [0.3, 0.7, 1.0, 1.2])
