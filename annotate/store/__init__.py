@@ -9,6 +9,7 @@ from .ingest import RowError, ingest_run_dir, write_batch
 from .items import (add_prompts, add_responses, add_tasks, check_messages, counts, get_task,
                     get_tasks, list_prompts, list_responses, list_tasks, prompt_id, prompt_row,
                     response_id, response_row, set_required_labels, task_id, task_row)
+from .items import prompts_needing_responses
 from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_history,
                      label_row, margin_levels, retract_label, supersede_label)
 from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table, rankings
