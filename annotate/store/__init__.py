@@ -8,6 +8,7 @@ from .db import Store, StoreBusy, StoreError, canonical_json, content_id
 from .items import (add_prompts, add_responses, add_tasks, check_messages, counts, get_task,
                     prompt_id, prompt_row, response_id, response_row, set_required_labels,
                     task_id, task_row)
+from .judging import ai_labels, tasks_lacking_label
 from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_row,
                      margin_levels, retract_label, supersede_label)
 from .pairs import label_pairs, pairs, pairs_sql, rankings
