@@ -11,7 +11,7 @@ a scoring function. annotate never loads a model itself.
 """
 from .aggregate import DEFAULT_MARGINS, combine_orders, margin_level, ranking_from_pairs
 from .base import Judge, JudgeConfigError, JudgeError, JudgeSpec, Verdict, parse_judge_spec, public_url
-from .job import (JudgeConfig, judge_name, read_task_snapshot, run_judge, shown_first,
+from .job import (JudgeConfig, build_judge, judge_name, judge_store, read_task_snapshot, run_judge, shown_first,
                   write_task_snapshot)
 from .openai_judge import OpenAIJudge
 from .principles import Principle, PrinciplesError, load_principles, select_principle

@@ -29,7 +29,7 @@ from ..runlog import RunLog, read_records
 from ..store.db import content_id
 from ..store.labels import label_row
 from .aggregate import DEFAULT_MARGINS, combine_orders, pairwise_label, ranking_from_pairs
-from .base import Judge, JudgeConfigError, JudgeError, Verdict
+from .base import Judge, JudgeConfigError, JudgeError, JudgeSpec, Verdict
 from .principles import load_principles, principle_for_task, select_principle
 from .prompt import Comparison
 
@@ -273,3 +273,69 @@ def read_task_snapshot(path: str | Path) -> list[dict]:
             raise JudgeConfigError(f"{where}: responses: no text for response {missing[0]!r}")
         tasks.append(t)
     return tasks
+
+
+# -- the CLI's database mode ------------------------------------------------------------------
+
+def judge_store(db, judge: Judge, config: JudgeConfig, out_dir: str | Path, *,
+                progress: bool = True) -> dict:
+    """Judge the tasks of ``db`` that lack ``config.name``'s label, adding labels as they come.
+
+    The job itself still writes only ``out_dir``; this owner of the database adds each
+    batch's labels to it (and, first, any labels an earlier run into the same folder wrote
+    but never got into the database).
+    """
+    from .. import store
+    from ..runlog import new_run_id
+
+    def add(rows: list[dict]) -> None:
+        open_ids = {t["id"] for t in store.tasks_lacking_label(
+            db, config.name, task_ids=[r["task_id"] for r in rows])}
+        store.add_labels(db, [r for r in rows if r["task_id"] in open_ids])
+
+    out_dir = Path(out_dir)
+    earlier = read_records(out_dir, "labels")
+    if earlier:
+        add(earlier)
+    tasks = store.tasks_lacking_label(db, config.name, limit=config.limit)
+    previous = (out_dir / "run.json").exists()
+    runlog = RunLog(out_dir, "judge", config.to_json(),
+                    run_id=None if previous else new_run_id("judge"))
+    try:
+        store.get_run(db, runlog.id)
+        store.update_run(db, runlog.id, status="running")
+    except store.StoreError:
+        store.create_run(db, runlog.id, "judge", config.to_json(), artifact_dir=str(out_dir.resolve()))
+    try:
+        summary = run_judge(tasks, judge, config, runlog, on_labels=add, progress=progress)
+    except BaseException as exc:
+        store.update_run(db, runlog.id, status="stopped" if isinstance(exc, KeyboardInterrupt)
+                         else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    store.update_run(db, runlog.id, status=summary["status"],
+                     error=None if summary["status"] == "done" else "see failures.jsonl")
+    return summary
+
+
+def build_judge(spec: JudgeSpec, config: JudgeConfig, *, lm=None, scorer=None) -> Judge:
+    """The judge for ``spec`` with ``config``'s settings. ``lm`` is the loaded (model,
+    tokenizer) for ``local:``, ``scorer`` the reward model's scoring function for ``rm:``;
+    the caller loads them (annotate never loads a model)."""
+    if spec.kind == "openai":
+        from .openai_judge import OpenAIJudge
+        return OpenAIJudge(spec, labels=config.labels, rationale_first=config.rationale_first,
+                           api_key_env=config.api_key_env, concurrency=config.concurrency,
+                           timeout=config.timeout, max_retries=config.max_retries,
+                           backoff=config.backoff, rationale_tokens=config.rationale_tokens,
+                           max_context_chars=config.max_context_chars,
+                           max_response_chars=config.max_response_chars)
+    if spec.kind == "local":
+        from .local_judge import LocalJudge
+        model, tokenizer = lm
+        return LocalJudge(model, tokenizer, config.judge, labels=config.labels,
+                          rationale_first=config.rationale_first, batch_size=config.batch_size,
+                          rationale_tokens=config.rationale_tokens,
+                          max_context_chars=config.max_context_chars,
+                          max_response_chars=config.max_response_chars)
+    from .rm_judge import RewardModelJudge
+    return RewardModelJudge(scorer, config.judge)
