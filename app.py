@@ -199,6 +199,14 @@ def _make_judge(spec, config):
     return judges.build_judge(spec, config, lm=lm, scorer=scorer)
 
 
+def cmd_train(args) -> None:
+    raise CliError(f"train {args.kind}: not implemented yet")
+
+
+def cmd_eval(args) -> None:
+    raise CliError(f"eval {args.what}: not implemented yet")
+
+
 # --- argument parsing -----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,13 +97,13 @@ class OpenAIJudge(Judge):
                     try:
                         return r.json()
                     except (json.JSONDecodeError, UnicodeDecodeError):
-                        raise JudgeError("malformed", f"the reply is not JSON: {r.text[:200]!r}") from None
+                        raise JudgeError("malformed", f"the reply is not JSON: {self._snippet(r)}") from None
                 if r.status_code == 400 and "logprobs" in body and "logprob" in r.text.lower():
                     with self._lock:  # the server does not do log-probs: ask for text only
                         self._logprobs = False
                     body.pop("logprobs"), body.pop("top_logprobs")
                     continue
-                failure = JudgeError("http", f"HTTP {r.status_code}: {r.text[:200]!r}")
+                failure = JudgeError("http", f"HTTP {r.status_code}: {self._snippet(r)}")
                 if r.status_code not in RETRY_STATUS:
                     raise failure
                 wait = _retry_after(r)
@@ -133,6 +133,11 @@ class OpenAIJudge(Judge):
                                            f"{self.labels[1]}: {text[:120]!r}")
         return Verdict(1.0 if named == self.labels[0] else 0.0, hard=True, text=text,
                        rationale=rationale, info={"parsed": named})
+
+    def _snippet(self, r: httpx.Response) -> str:
+        """The start of a reply body for an error message: scrubbed first, then cut, so a cut
+        can never leave part of the key behind."""
+        return repr(self._scrub(r.text)[:200])
 
     def _scrub(self, message: str) -> str:
         return message.replace(self._key, "***") if self._key else message
