@@ -183,13 +183,9 @@ def _make_judge(spec, config):
     """Load what the judge needs (the local LM, the reward model's scorer); annotate never does."""
     from annotate import judges
     lm = scorer = None
-    if spec.kind == "local":
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from rewardmodel.hub import resolve
-        folder = resolve(spec.target)
-        lm = (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
-              AutoTokenizer.from_pretrained(folder))
+    if spec.kind == "local":  # a model spec, or a policy run folder (base + LoRA adapter)
+        from policy.lm import load_policy
+        lm = load_policy(spec.target)
     elif spec.kind == "rm":
         try:  # the reward-model engineer's batched scoring API
             from rewardmodel.score import load_scorer
