@@ -35,44 +35,9 @@ def load_hh(db, path: Path, n: int, seed: int) -> int:
         lines = random.Random(seed).sample(lines, n)
     subset = Path(tempfile.mkdtemp()) / "hh-subset.jsonl"
     subset.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    try:
-        from annotate import formats
-    except ImportError:  # TEMPORARY until annotate.formats reaches main: a bare HH reader
-        return _import_hh_minimal(db, lines)
+    from annotate import formats
     formats.import_file(db, subset, fmt="hh")
     return len(lines)
-
-
-def _import_hh_minimal(db, lines: list[str]) -> int:
-    from annotate import store
-    rows = {"p": [], "r": [], "t": [], "l": []}
-    for line in lines:
-        rec = json.loads(line)
-        chosen, rejected = rec["chosen"], rec["rejected"]
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
-        cut = chosen.rfind("\n\nAssistant:", 0, shared)
-        turns = []
-        for part in chosen[:cut].split("\n\nHuman: ")[1:]:
-            human, _, assistant = part.partition("\n\nAssistant: ")
-            turns.append({"role": "user", "content": human.strip()})
-            if assistant.strip():
-                turns.append({"role": "assistant", "content": assistant.strip()})
-        start = cut + len("\n\nAssistant:")
-        a, b = chosen[start:].strip(), rejected[start:].strip()
-        if not a or not b or a == b or not turns or turns[-1]["role"] != "user":
-            continue
-        p = store.prompt_row(turns, source="hh")
-        ra, rb = store.response_row(p["id"], a), store.response_row(p["id"], b)
-        t = store.task_row(p["id"], [ra["id"], rb["id"]])
-        rows["p"].append(p), rows["r"] += [ra, rb], rows["t"].append(t)
-        rows["l"].append(store.label_row(t, "hh", [[ra["id"]], [rb["id"]]]))
-    store.add_prompts(db, list({r["id"]: r for r in rows["p"]}.values()))
-    store.add_responses(db, list({r["id"]: r for r in rows["r"]}.values()))
-    store.add_tasks(db, list({r["id"]: r for r in rows["t"]}.values()))
-    store.add_labels(db, list({r["task_id"]: r for r in rows["l"]}.values()))
-    return len(rows["t"])
 
 
 def main() -> None:

@@ -278,43 +278,34 @@ def read_task_snapshot(path: str | Path) -> list[dict]:
 # -- the CLI's database mode ------------------------------------------------------------------
 
 def judge_store(db, judge: Judge, config: JudgeConfig, out_dir: str | Path, *,
-                progress: bool = True) -> dict:
-    """Judge the tasks of ``db`` that lack ``config.name``'s label, adding labels as they come.
+                progress: bool = True, ingest_every: float = 10.0) -> dict:
+    """Judge the tasks of ``db`` that lack ``config.name``'s label (the CLI's database mode).
 
-    The job itself still writes only ``out_dir``; this owner of the database adds each
-    batch's labels to it (and, first, any labels an earlier run into the same folder wrote
-    but never got into the database).
+    The job itself still writes only ``out_dir``; as the database's owner this ingests the
+    folder (``store.ingest_run_dir``, idempotent) at most every ``ingest_every`` seconds while
+    it grows and once at the end, so an interrupted run loses nothing it wrote.
     """
+    import time
     from .. import store
     from ..runlog import new_run_id
 
-    def add(rows: list[dict]) -> None:
-        open_ids = {t["id"] for t in store.tasks_lacking_label(
-            db, config.name, task_ids=[r["task_id"] for r in rows])}
-        store.add_labels(db, [r for r in rows if r["task_id"] in open_ids])
-
     out_dir = Path(out_dir)
-    earlier = read_records(out_dir, "labels")
-    if earlier:
-        add(earlier)
+    if (out_dir / "run.json").exists():      # an earlier run into this folder: take in its labels
+        store.ingest_run_dir(db, out_dir)
     tasks = store.tasks_lacking_label(db, config.name, limit=config.limit)
-    previous = (out_dir / "run.json").exists()
     runlog = RunLog(out_dir, "judge", config.to_json(),
-                    run_id=None if previous else new_run_id("judge"))
+                    run_id=None if (out_dir / "run.json").exists() else new_run_id("judge"))
+    last = [time.monotonic()]
+
+    def ingest(_rows: list[dict]) -> None:
+        if time.monotonic() - last[0] >= ingest_every:
+            store.ingest_run_dir(db, out_dir)
+            last[0] = time.monotonic()
+
     try:
-        store.get_run(db, runlog.id)
-        store.update_run(db, runlog.id, status="running")
-    except store.StoreError:
-        store.create_run(db, runlog.id, "judge", config.to_json(), artifact_dir=str(out_dir.resolve()))
-    try:
-        summary = run_judge(tasks, judge, config, runlog, on_labels=add, progress=progress)
-    except BaseException as exc:
-        store.update_run(db, runlog.id, status="stopped" if isinstance(exc, KeyboardInterrupt)
-                         else "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    store.update_run(db, runlog.id, status=summary["status"],
-                     error=None if summary["status"] == "done" else "see failures.jsonl")
-    return summary
+        return run_judge(tasks, judge, config, runlog, on_labels=ingest, progress=progress)
+    finally:
+        store.ingest_run_dir(db, out_dir)   # also after a crash: run.json then says failed
 
 
 def build_judge(spec: JudgeSpec, config: JudgeConfig, *, lm=None, scorer=None) -> Judge:
