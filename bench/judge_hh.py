@@ -1,6 +1,6 @@
 """How well the default local judge agrees with people on HH-RLHF harmless pairs.
 
-    flock /work/heavy.lock python bench/judge_hh.py [--n 1500] [--judge local:smollm2-135m-instruct]
+    flock /work/heavy.lock python bench/judge_hh.py [--n 1500] [--judge local:smollm2-135m-instruct] [--data FILE]
 
 Loads ../shared/data/hh-harmless-1500.jsonl into a throw-away store (the human label of each
 pair: the chosen response), judges every pair in both orders with ``judges.judge_store``
@@ -42,6 +42,7 @@ def load_hh(db, path: Path, n: int, seed: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(HH), help="the HH file (default ../shared/data/...)")
     ap.add_argument("--n", type=int, default=1500, help="pairs (a fixed random subset if < 1500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--judge", default="local:smollm2-135m-instruct")
@@ -56,7 +57,7 @@ def main() -> None:
 
     work = Path(args.out or tempfile.mkdtemp(prefix="judge-hh-"))
     db = store.Store(work / "hh.duckdb")
-    n = load_hh(db, HH, args.n, args.seed)
+    n = load_hh(db, Path(args.data), args.n, args.seed)
     spec = judges.parse_judge_spec(args.judge)
     config = judges.JudgeConfig(judge=spec.public, both_orders=True, principle=args.principle,
                                 batch_size=args.batch_size)

@@ -40,13 +40,17 @@ class LocalJudge(Judge):
             self.tok.pad_token = self.tok.eos_token
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict]:
-        out: list[Verdict] = []
-        for i in range(0, len(comparisons), self.batch_size):
-            out.extend(self._batch(comparisons[i:i + self.batch_size]))
+        prompts = [self._chat(c) for c in comparisons]
+        # Batch prompts of similar length together: less padding to push through the model.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Verdict | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            for i, verdict in zip(chunk, self._batch([prompts[i] for i in chunk])):
+                out[i] = verdict
         return out
 
-    def _batch(self, comparisons: list[Comparison]) -> list[Verdict]:
-        prompts = [self._chat(c) for c in comparisons]
+    def _batch(self, prompts: list[str]) -> list[Verdict]:
         rationales: list[str | None] = [None] * len(prompts)
         if self.rationale_first:
             rationales = self._generate(prompts)
@@ -88,7 +92,8 @@ class LocalJudge(Judge):
         mask = enc["attention_mask"]                                   # (B, T)
         # Left padding shifts every row; positions must count real tokens only.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(**enc, position_ids=positions).logits[:, -1, :]  # (B, V)
+        # Only the last position's logits are needed: skip the LM head everywhere else.
+        logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :]  # (B, V)
         return torch.softmax(logits.float(), dim=-1)
 
     @torch.inference_mode()
