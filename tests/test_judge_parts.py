@@ -87,7 +87,9 @@ def test_cohen_kappa():
     b = ["y"] * 7 + ["n"] * 3 + ["y"] * 3 + ["n"] * 7
     assert cohen_kappa(a, b) == pytest.approx(0.4)
     assert cohen_kappa(a, a) == 1.0
-    assert cohen_kappa(["y", "y"], ["y", "y"]) is None and cohen_kappa([], []) is None
+    assert cohen_kappa(["y", "y"], ["y", "y"]) == 1.0        # p_e = 1: defined by agreement
+    with pytest.raises(ValueError):
+        cohen_kappa([], [])
 
 
 def test_default_principles_and_bad_files(tmp_path):

@@ -25,6 +25,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 from ..runlog import RunLog, read_records
 from ..store.db import content_id
 from ..store.labels import label_row
@@ -95,7 +97,6 @@ def run_judge(tasks: list[dict], judge: Judge, config: JudgeConfig, runlog: RunL
     counts = {"judged": 0, "failed": 0, "consistent": 0, "pairs_both_orders": 0}
     streak, last_error = 0, None
     runlog.log(f"judging {len(todo)} tasks with {config.name} ({len(done)} already in this run)")
-    from tqdm import tqdm
     bar = tqdm(total=len(todo), desc="judge", unit="task", disable=not progress, file=sys.stderr)
     try:
         for start in range(0, len(todo), config.batch_size):

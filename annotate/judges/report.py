@@ -77,7 +77,8 @@ def _hit(p: float | None) -> float | None:
 def _stats(items: list[dict]) -> dict:
     soft = [it for it in items if it["p_chosen"] is not None]
     both = [it["consistent"] for it in items if it["consistent"] is not None]
-    kappa = cohen_kappa([it["human_cat"] for it in items], [it["ai_cat"] for it in items])
+    kappa = cohen_kappa([it["human_cat"] for it in items], [it["ai_cat"] for it in items]) \
+        if items else None
     return {
         "n_pairs": len(items), "n_tasks": len({it["task_id"] for it in items}),
         "accuracy": _share([float(it["ai"] == it["human"]) for it in items]),
