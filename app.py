@@ -191,7 +191,7 @@ def _make_judge(spec, config):
             from rewardmodel.score import load_scorer
         except ImportError:
             raise CliError("--judge rm: this version has no rewardmodel.score yet") from None
-        scorer = load_scorer(spec.target)
+        scorer = load_scorer(spec.target).score
     return judges.build_judge(spec, config, lm=lm, scorer=scorer)
 
 

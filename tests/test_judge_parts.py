@@ -1,6 +1,7 @@
 """The judge's pieces on their own: verdict reading, principles, aggregation, kappa, specs."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -129,3 +130,29 @@ def test_config_checks_and_names():
                 {"margins": {"better": 0.3}}, {"limit": -1}):
         with pytest.raises(JudgeConfigError):
             JudgeConfig(judge="local:m", **bad)
+
+
+def test_reward_model_judge_is_bradley_terry_and_asks_one_order(db, tmp_path):
+    from annotate import judges, store
+    from annotate.runlog import RunLog
+    from judge_helpers import add_task, quality
+    calls = []
+
+    def score(prompts, responses):            # stands in for rewardmodel.score's .score
+        calls.append(len(responses))
+        return [quality(r) for r in responses]
+
+    task = add_task(db, "rank", ["q=1.0 a", "q=-0.5 b", "q=0.2 c"])
+    config = JudgeConfig(judge="rm:runs/rm1", both_orders=True)
+    judge = judges.build_judge(parse_judge_spec(config.judge), config, scorer=score)
+    judges.run_judge(store.tasks_lacking_label(db, config.name), judge, config,
+                     RunLog(tmp_path / "run", "judge", config.to_json()), progress=False)
+    assert calls == [3]                        # each response scored once, one order per pair
+    row = [json.loads(l) for l in (tmp_path / "run" / "labels.jsonl").read_text().splitlines()][0]
+    a, b, c = task["response_ids"]
+    assert row["ranking"] == [[a], [c], [b]]
+    details = json.loads(row["details"])
+    p_ab = next(p for p in details["pairs"] if {p["x"], p["y"]} == {a, b})
+    want = 1 / (1 + math.exp(-1.5))
+    assert (p_ab["p_x"] if p_ab["x"] == a else 1 - p_ab["p_x"]) == pytest.approx(want)
+    assert details["position_consistent"] is None and len(p_ab["orders"]) == 1
