@@ -128,8 +128,8 @@ def run_judge(tasks: list[dict], judge: Judge, config: JudgeConfig, runlog: RunL
             counts["judged"] += len(labels)
             counts["failed"] += len(failures)
             bar.update(len(batch))
-            runlog.metric(start + len(batch), judged=counts["judged"], failed=counts["failed"],
-                          total=len(todo))
+            runlog.metric(len(done) + start + len(batch), judged=counts["judged"],
+                          failed=counts["failed"], total=len(todo))
             if streak >= config.max_consecutive_failures:
                 summary = _summary(config, runlog, todo, done, counts, stopped=True)
                 runlog.finish("failed", error=f"stopped after {streak} failed tasks in a row; "
