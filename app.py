@@ -196,11 +196,128 @@ def _make_judge(spec, config):
 
 
 def cmd_train(args) -> None:
+    if args.kind == "rm":
+        return _train_rm(args)
     raise CliError(f"train {args.kind}: not implemented yet")
 
 
 def cmd_eval(args) -> None:
+    if args.what == "rm":
+        return _eval_rm(args)
     raise CliError(f"eval {args.what}: not implemented yet")
+
+
+# --- reward models (train rm / eval rm) -------------------------------------------------------
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # set by torchrun / accelerate launch
+
+
+def _rm_training_data(args, path: str | None, create_db: bool = True):
+    """TrainingData from a file (any import format) or, without one, from the store."""
+    from annotate import trainingdata
+    rounds = [int(r) for r in args.rounds.split(",")] if getattr(args, "rounds", None) else None
+    filters = dict(source=args.source, rounds=rounds, min_agreement=args.min_agreement,
+                   principle=args.principle)
+    if path:
+        return trainingdata.from_file(path, **filters)
+    # read-only: several processes under `accelerate launch` may read at once
+    db_path = Path(args.db) if args.db else default_db()
+    with open_store(db_path, read_only=db_path.exists() or not create_db) as db:
+        return trainingdata.from_store(db, **filters)
+
+
+def _train_rm(args) -> None:
+    from rewardmodel.train import train
+    if args.db and args.data:
+        raise CliError("give --db or --data, not both")
+    config = _rm_config(args)
+    try:
+        data = _rm_training_data(args, args.data)
+        eval_data = _rm_training_data(args, args.eval_data) if args.eval_data else None
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if not data.pairs and not data.rankings:
+        raise CliError(f"{args.data or 'the database'}: no preference pairs to train on "
+                       "(check --source / --min-agreement / --rounds)")
+    try:
+        summary = train(config, data, eval_data=eval_data)
+    except ValueError as err:  # e.g. a checkpoint of a different run in --out
+        raise CliError(str(err)) from None
+    if not args.data and _is_main_rank():
+        from annotate import store
+        with open_store(args.db) as db:  # runs + metrics + lineage into the database
+            summary["ingested"] = store.ingest_run_dir(db, args.out)
+    if _is_main_rank():
+        emit(args, summary, (f"reward model in {args.out}: {summary['steps']} steps, final loss "
+                             f"{summary['final_loss']:.4f}, held-out accuracy "
+                             f"{_fmt(summary['best_eval_accuracy'])} ({summary['seconds']:.0f} s)"))
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _rm_config(args):
+    """RMConfig from --config JSON (optional), then the command-line options on top."""
+    import dataclasses
+    from rewardmodel.train import RMConfig
+    values = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CliError(f"{args.config}: {err}") from None
+        known = {f.name for f in dataclasses.fields(RMConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CliError(f"{args.config}: unknown field(s): {', '.join(unknown)}")
+    options = {"base": args.base, "max_steps": args.max_steps, "batch_size": args.batch_size,
+               "grad_accum": args.grad_accum, "lr": args.lr, "epochs": args.epochs,
+               "max_length": args.max_length, "lora_r": args.lora_r, "seed": args.seed,
+               "eval_fraction": args.eval_fraction, "eval_every": args.eval_every,
+               "patience": args.patience, "center_coef": args.center, "kind": args.rm_kind}
+    values.update({k: v for k, v in options.items() if v is not None})
+    if args.full_finetune:
+        values["lora_r"] = 0
+    if args.lora_targets:
+        values["lora_targets"] = ("all-linear" if args.lora_targets == "all-linear"
+                                  else args.lora_targets.split(","))
+    if args.train_modules:
+        values["train_modules"] = args.train_modules.split(",")
+    if args.margin_values:
+        try:
+            values["margin_values"] = {k: float(v) for k, v in json.loads(args.margin_values).items()}
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            raise CliError('--margin-values: expected JSON like {"significantly": 1, "better": 0.5}') from None
+    for flag, field_name in (("no_margin", "use_margin"), ("no_soft_labels", "soft_labels"),
+                             ("no_rankings", "use_rankings"), ("no_resume", "resume")):
+        if getattr(args, flag):
+            values[field_name] = False
+    values["out"] = args.out
+    config = RMConfig(**values)
+    if config.batch_size < 1 or config.grad_accum < 1 or (config.max_steps or 1) < 1:
+        raise CliError("--batch-size, --grad-accum and --max-steps must be positive")
+    if not 0 <= config.eval_fraction < 1:
+        raise CliError("--eval-fraction must be in [0, 1)")
+    return config
+
+
+def _eval_rm(args) -> None:
+    from rewardmodel.evaluate import evaluate
+    from rewardmodel.score import load_scorer
+    model = Path(args.model)
+    try:
+        scorer = load_scorer(model)  # first: a wrong --model is reported before data is read
+        data = _rm_training_data(args, args.data, create_db=False)
+    except ValueError as err:  # a malformed ensemble config or data file
+        raise CliError(str(err)) from None
+    if not data.pairs:
+        raise CliError(f"{args.data or 'the database'}: no preference pairs to evaluate")
+    plot = args.plot or ((model if model.is_dir() else model.parent)
+                         / f"eval-{Path(args.data).stem if args.data else 'db'}.png")
+    result = evaluate(scorer, data, batch_size=args.batch_size or 16, plot=plot)
+    emit(args, result)  # eval always prints one JSON line
 
 
 # --- argument parsing -----------------------------------------------------------------------
@@ -286,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rm", help="trained reward model (run folder or ensemble config)")
     sp.add_argument("--max-steps", type=int)
     sp.add_argument("--out", required=True, help="run folder for checkpoints, logs and the model")
+    _add_rm_train_options(sp)
 
     sp = command("eval", cmd_eval, "evaluate a reward model or a policy (prints one JSON line)")
     sp.add_argument("what", choices=["rm", "policy"])
@@ -293,7 +411,58 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", help="pairs file for eval rm")
     sp.add_argument("--rm", help="reward model for eval policy")
     sp.add_argument("--prompts", help="prompts file for eval policy")
+    sp.add_argument("--plot", help="eval rm: PNG of chosen vs rejected rewards "
+                                   "(default: eval-<data>.png in the model folder)")
+    _add_data_filters(sp)
+    sp.add_argument("--batch-size", type=int)
     return p
+
+
+def _add_data_filters(sp) -> None:
+    """Which labels become pairs (train rm / eval rm, from the store or a file)."""
+    g = sp.add_argument_group("preference data filters")
+    g.add_argument("--source", default="both", choices=["human", "ai", "both"],
+                   help="labels by people, by AI judges, or both")
+    g.add_argument("--min-agreement", type=float, help="drop pairs with lower annotator agreement")
+    g.add_argument("--rounds", help="annotation rounds, comma-separated (default: all)")
+    g.add_argument("--principle", help="only AI labels judged under this principle")
+
+
+def _add_rm_train_options(sp) -> None:
+    """Options of `train rm` (RMConfig fields; --config FILE sets any of them from JSON)."""
+    _add_data_filters(sp)
+    g = sp.add_argument_group("training (rm; shared names where the policy trainers agree)")
+    g.add_argument("--config", help="JSON file of config fields; options below override it")
+    g.add_argument("--batch-size", type=int, help="comparisons per micro-batch per process")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--epochs", type=float, help="passes over the data (when --max-steps is unset)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-length", type=int, help="tokens per (prompt, response); "
+                                                  "prompts are cut from the left")
+    g.add_argument("--lora-r", type=int, help="LoRA rank (0 = full fine-tuning)")
+    g.add_argument("--full-finetune", action="store_true", help="train every weight, no LoRA")
+    g.add_argument("--no-resume", action="store_true",
+                   help="ignore a checkpoint left in --out by an interrupted run")
+    g = sp.add_argument_group("reward model (train rm)")
+    g.add_argument("--rm-kind", choices=["decoder", "encoder"],
+                   help="override the backbone kind detected from its config")
+    g.add_argument("--lora-targets", help="module names, comma-separated, or all-linear "
+                                          "(default: peft's choice for the architecture)")
+    g.add_argument("--train-modules", help="extra modules trained in full, comma-separated "
+                                           "(e.g. pooler)")
+    g.add_argument("--eval-data", help="held-out file instead of the automatic split")
+    g.add_argument("--eval-fraction", type=float, help="prompts kept aside for evaluation (0.1)")
+    g.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps")
+    g.add_argument("--patience", type=int, help="stop after N evaluations without improvement")
+    g.add_argument("--no-margin", action="store_true", help="ignore the labels' margin levels")
+    g.add_argument("--margin-values", help='JSON map margin level -> m, e.g. '
+                                           '{"significantly": 1, "better": 0.5}')
+    g.add_argument("--no-soft-labels", action="store_true",
+                   help="hard labels even where an AI judge gave a probability")
+    g.add_argument("--no-rankings", action="store_true",
+                   help="train K-way tasks as separate pairs, not with the ranking loss")
+    g.add_argument("--center", type=float, help="reward-centering coefficient (e.g. 0.01)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,7 +129,7 @@ def read_records(path: str | Path) -> tuple[list[Any], list[int], bool]:
         try:
             records.append(orjson.loads(raw))
         except orjson.JSONDecodeError as err:
-            raise FormatError(f"{path}:{n}: (row): not valid JSON ({err})") from None
+            raise FormatError(f"{path}:{n}: (row): not valid JSON ({err.msg} at column {err.colno})") from None
         lines.append(n)
     return records, lines, False
 
@@ -164,7 +164,7 @@ def detect_format(record: Any) -> str:
     keys = {k for k, v in record.items() if v is not None}
     if "ranking" in keys:
         return "rankings"
-    if {"chosen", "rejected"} <= keys:
+    if keys & {"chosen", "rejected"}:   # a half pair is a bad pairs row, not a prompt
         return "pairs" if "prompt" in keys else "hh"
     if keys & {"response", "responses"}:
         return "responses"
@@ -190,7 +190,7 @@ def _json_cell(value: Any, field: str, ctx: _Ctx) -> Any:
     """CSV cells hold lists and objects as JSON text."""
     if ctx.text_cells and isinstance(value, str):
         try:
-            return json.loads(value)
+            return json.loads(value, strict=False)  # a spreadsheet cell may hold raw newlines
         except json.JSONDecodeError as err:
             raise _Bad(field, f"not valid JSON ({err})") from None
     return value
@@ -208,7 +208,7 @@ def _messages(value: Any, field: str, ctx: _Ctx) -> str | list:
         raise _Bad(field, "missing")
     if ctx.text_cells and isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value, strict=False)
             if _looks_like_messages(parsed):
                 value = parsed
         except json.JSONDecodeError:
@@ -222,7 +222,7 @@ def _completion(value: Any, field: str, ctx: _Ctx) -> str:
     """A TRL completion: text, or a list holding one assistant message."""
     if ctx.text_cells and isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value, strict=False)
             if _looks_like_messages(parsed):
                 value = parsed
         except json.JSONDecodeError:
@@ -328,12 +328,13 @@ def _items(value: Any, field: str, ctx: _Ctx, defaults: dict) -> list[dict]:
             raise _Bad(where, f"repeats {field}[{seen[text]}] (a response may appear once)")
         seen[text] = j
         out = {"text": text}
-        for key in ("model", "adapter"):
-            v = item.get(key, defaults.get(key))
+        for key in ("model", "adapter"):   # an item's own value, else the line's
+            v = item.get(key) if item.get(key) is not None else defaults.get(key)
             if v is not None and not isinstance(v, str):
                 raise _Bad(f"{where}.{key}", f"must be text, not {type(v).__name__}")
             out[key] = v
-        out["gen_params"] = _gen_params(item.get("gen_params", defaults.get("gen_params")),
+        gen_params = item.get("gen_params")
+        out["gen_params"] = _gen_params(gen_params if gen_params is not None else defaults.get("gen_params"),
                                         f"{where}.gen_params")
         items.append(out)
     return items
@@ -537,7 +538,8 @@ def _parse_pairs(batch: _Batch, rec: dict, line: int) -> None:
 def _parse_rankings(batch: _Batch, rec: dict, line: int) -> None:
     ctx = batch.ctx
     if rec.get("prompt") is None and rec.get("task_id") is not None:  # label an existing task
-        task = ctx.tasks.get(rec["task_id"]) if isinstance(rec["task_id"], str) else None
+        tid = rec["task_id"]
+        task = (ctx.tasks.get(tid) or batch.rows["tasks"].get(tid)) if isinstance(tid, str) else None
         if task is None:
             raise _Bad("task_id", f"unknown task id {rec['task_id']!r}")
         rids = task["response_ids"]
@@ -685,19 +687,23 @@ def _stem(path: Path) -> str:
     return name or "import"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def describe_import(result: dict) -> str:
     """One line for people: what an import added and what it passed over."""
     new = ", ".join(f"{result[k]} {k}" for k in ("prompts", "responses", "tasks", "labels"))
-    text = (f"imported {Path(result['file']).name} as {result['format']} ({result['rows']} rows): "
+    text = (f"imported {Path(result['file']).name} as {result['format']} ({_n(result['rows'], 'row')}): "
             f"{new} new")
     if result["duplicate_rows"]:
-        text += f"; {result['duplicate_rows']} duplicate rows"
+        text += f"; {_n(result['duplicate_rows'], 'duplicate row')}"
     if result["contradicting_rows"]:
-        text += (f"; {result['contradicting_rows']} rows contradict an earlier row "
+        text += (f"; {_n(result['contradicting_rows'], 'row')} contradicting an earlier row "
                  f"(kept as extra votes by {result['source']}#2...)")
     if result["skipped"]:
         first = result["skipped_rows"][0]
-        text += (f"; skipped {result['skipped']} rows without a usable preference "
+        text += (f"; skipped {_n(result['skipped'], 'row')} without a usable preference "
                  f"(first: line {first['line']}: {first['reason']})")
     if result["ignored_fields"]:
         text += f"; ignored fields: {', '.join(result['ignored_fields'])}"

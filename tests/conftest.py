@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout (from a worktree such as /work/wt/x it is two levels up)
+SHARED_DATA = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+                   ROOT.parent / "shared" / "data")
 HH_FILE = SHARED_DATA / "hh-harmless-1500.jsonl"
 
 

@@ -77,3 +77,17 @@ def test_a_failed_write_rolls_back_everything_in_its_transaction(db):
     assert store.counts(db)["prompts"] == 0
     store.add_prompts(db, [p])    # the connection is usable afterwards
     assert store.counts(db)["prompts"] == 1
+
+
+def test_a_write_inside_a_write_joins_the_outer_transaction(db):
+    a, b = store.prompt_row("outer"), store.prompt_row("inner")
+    with pytest.raises(RuntimeError):
+        with db.write() as cur:
+            cur.execute("INSERT INTO prompts (id, messages) VALUES (?, ?)", [a["id"], a["messages"]])
+            store.add_prompts(db, [b])          # opens its own write(): joins this one
+            assert store.counts(db)["prompts"] == 2
+            raise RuntimeError("roll both back")
+    assert store.counts(db)["prompts"] == 0
+    store.add_prompts(db, [a, b])
+    assert store.counts(db)["prompts"] == 2
+

@@ -12,7 +12,7 @@ from .items import (add_prompts, add_responses, add_tasks, check_messages, count
 from .judging import ai_labels, tasks_lacking_label
 from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_history,
                      label_row, margin_levels, retract_label, supersede_label)
-from .pairs import label_pairs, pairs, pairs_sql, rankings
+from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table, rankings
 from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_runs, metrics,
                    update_run)
 from .schema import LATEST as SCHEMA_VERSION

@@ -76,7 +76,11 @@ class Store:
             raise
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._con.close()   # a refused database must not stay open (and locked) in this process
+            raise
 
     # -- connection plumbing -------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -87,12 +91,25 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction under the write lock; rolled back entirely if anything raises."""
+        """One transaction under the write lock; rolled back entirely if anything raises.
+
+        A ``write()`` inside another on the same thread joins the outer transaction (so a
+        store function may call another), and only the outermost commits or rolls back.
+        """
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
         with self._write_lock:
             cur = self.cursor()
+            depth = getattr(self._local, "write_depth", 0)
+            if depth:
+                self._local.write_depth = depth + 1
+                try:
+                    yield cur
+                finally:
+                    self._local.write_depth = depth
+                return
             cur.execute("BEGIN TRANSACTION")
+            self._local.write_depth = 1
             try:
                 yield cur
             except BaseException:
@@ -100,6 +117,8 @@ class Store:
                 raise
             else:
                 cur.execute("COMMIT")
+            finally:
+                self._local.write_depth = 0
 
     def query(self, sql: str, params: list | tuple | dict | None = None) -> list[dict]:
         cur = self.cursor().execute(sql, params or [])

@@ -53,16 +53,15 @@ def insert_rows(cur, table: str, rows: list[dict]) -> int:
     """
     if not rows:
         return 0
-    before = one(cur, f"SELECT count(*) FROM {table}")[0]
     columns = list(rows[0])
     arrow = pa.table({c: [r[c] for r in rows] for c in columns})
     cur.register("_incoming", arrow)
     try:
-        cur.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
-                    f"SELECT {', '.join(columns)} FROM _incoming")
+        # DuckDB answers an INSERT with the number of rows it inserted (ignored ones excluded)
+        return cur.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+                           f"SELECT {', '.join(columns)} FROM _incoming").fetchall()[0][0]
     finally:
         cur.unregister("_incoming")
-    return one(cur, f"SELECT count(*) FROM {table}")[0] - before
 
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:

@@ -19,30 +19,44 @@ from __future__ import annotations
 from typing import Sequence
 
 from .db import Store, StoreError
+from .items import MAX_K
 
+# Each current label, its responses flattened in rank order with the (1-based) tie group of
+# each, joined to the position pairs i < j of a ranking; positions in different groups make a
+# pair, the earlier one chosen. (A self-join of the unnested responses on the label gives the
+# same pairs but is ~1.5x slower: bench/store.py.)
 _LABEL_PAIRS = """
 WITH cur AS (
     SELECT l.id AS label_id, l.task_id, l.annotator, l.source, l.judge, l.principle,
-           l.ranking, l.margin_level, l.soft_prob, l.shown_order, t.prompt_id, t.round
+           l.ranking, l.margin_level, coalesce(m.value, 0.0) AS margin, l.soft_prob,
+           l.shown_order, t.prompt_id, t.round
     FROM labels l JOIN tasks t ON t.id = l.task_id
+    LEFT JOIN margin_levels m ON m.level = l.margin_level
     WHERE l.superseded_by IS NULL {where}
 ),
-groups AS (
-    SELECT * EXCLUDE (ranking), unnest(ranking) AS grp, generate_subscripts(ranking, 1) AS gi
+flat AS (
+    SELECT * EXCLUDE (ranking), flatten(ranking) AS ids,
+           flatten(list_transform(ranking, lambda grp, g: list_transform(grp, lambda r: g))) AS gis
     FROM cur
 ),
-flat AS (SELECT * EXCLUDE (grp), unnest(grp) AS rid FROM groups),
+positions AS (
+    SELECT a.range::INTEGER AS i, b.range::INTEGER AS j
+    FROM range(1, %(k)d + 1) a, range(1, %(k)d + 1) b WHERE a.range < b.range
+),
 label_pairs AS (
-    SELECT a.label_id, a.task_id, a.prompt_id, a.round, a.annotator, a.source, a.judge,
-           a.principle, a.rid AS chosen_id, b.rid AS rejected_id, b.gi - a.gi AS rank_gap,
-           a.margin_level, coalesce(m.value, 0.0) AS margin, a.soft_prob,
-           list_position(a.shown_order, a.rid) AS chosen_shown_at,
-           list_position(a.shown_order, b.rid) AS rejected_shown_at
-    FROM flat a
-    JOIN flat b ON a.label_id = b.label_id AND a.gi < b.gi
-    LEFT JOIN margin_levels m ON m.level = a.margin_level
+    SELECT f.label_id, f.task_id, f.prompt_id, f.round, f.annotator, f.source, f.judge,
+           f.principle, f.ids[p.i] AS chosen_id, f.ids[p.j] AS rejected_id,
+           f.gis[p.j] - f.gis[p.i] AS rank_gap, f.margin_level, f.margin, f.soft_prob,
+           list_position(f.shown_order, f.ids[p.i]) AS chosen_shown_at,
+           list_position(f.shown_order, f.ids[p.j]) AS rejected_shown_at
+    FROM flat f JOIN positions p ON p.j <= len(f.ids)
+    WHERE f.gis[p.i] < f.gis[p.j]      -- the same tie group gives no pair
 )
-"""
+""" % {"k": MAX_K}
+
+LABEL_PAIR_COLUMNS = ("label_id", "task_id", "prompt_id", "round", "annotator", "source", "judge",
+                      "principle", "chosen_id", "rejected_id", "rank_gap", "margin_level", "margin",
+                      "soft_prob", "chosen_shown_at", "rejected_shown_at")
 
 _AGGREGATE = """,
 oriented AS (
@@ -126,6 +140,28 @@ def label_pairs(db: Store, source: str = "both", rounds: Sequence[int] | None = 
     where, params = _filters(source, rounds, judge, principle, annotator)
     sql = _LABEL_PAIRS.format(where=where) + "SELECT * FROM label_pairs ORDER BY label_id, chosen_id, rejected_id"
     return db.query(sql, params)
+
+
+def label_pairs_table(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
+                      judge: str | None = None, principle: str | None = None,
+                      annotator: str | None = None, columns: Sequence[str] | None = None):
+    """``label_pairs`` as a pyarrow Table (all of LABEL_PAIR_COLUMNS, or the ones asked for),
+    for bulk consumers: no Python object per pair."""
+    columns = list(columns or LABEL_PAIR_COLUMNS)
+    unknown = [c for c in columns if c not in LABEL_PAIR_COLUMNS]
+    if unknown:
+        raise StoreError(f"label pairs have no column {unknown[0]!r}")
+    where, params = _filters(source, rounds, judge, principle, annotator)
+    sql = _LABEL_PAIRS.format(where=where) + f"SELECT {', '.join(columns)} FROM label_pairs"
+    return db.cursor().sql(sql, params=params).to_arrow_table()
+
+
+def pairs_table(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
+                judge: str | None = None, principle: str | None = None,
+                min_agreement: float | None = None):
+    """``pairs`` as a pyarrow Table (same columns, ``prompt`` as messages JSON text)."""
+    sql, params = pairs_sql(source, rounds, judge, principle, min_agreement)
+    return db.cursor().sql(sql, params=params).to_arrow_table()
 
 
 def pairs_sql(source: str = "both", rounds: Sequence[int] | None = None,
