@@ -133,3 +133,31 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(db_path, tmp_path, 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("prefstudio judge: ") and message in lines[0]
     assert db_path.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+def test_rm_judge_scores_with_a_real_reward_model(db_path, tmp_path, tiny_lm):
+    """`--judge rm:DIR` with a tiny reward model saved as a run folder: p = sigmoid(r_x - r_y)."""
+    import math
+    from rewardmodel.model import RewardModel
+    from rewardmodel.score import load_scorer
+    rm_dir = tmp_path / "rm"
+    RewardModel.from_spec(str(tiny_lm), max_length=64).save(rm_dir)
+    done = cli("--db", db_path, "--judge", f"rm:{rm_dir}", "--both-orders", "--tie-threshold", "0",
+               "--json", "--out", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["judged"] == 4
+    with store.Store(db_path, read_only=True) as db:
+        labels = store.ai_labels(db, f"rm:{rm_dir}")
+        tasks = {t["id"]: t for t in store.tasks_lacking_label(db, "nobody")}
+    scorer = load_scorer(rm_dir)
+    for label in labels:
+        task = tasks[label["task_id"]]
+        texts = [r["text"] for r in task["responses"]]
+        r = scorer.score([task["messages"]] * 2, texts).tolist()
+        pair = label["details"]["pairs"][0]
+        assert len(pair["orders"]) == 1                     # order cannot matter: asked once
+        x_first = pair["x"] == task["response_ids"][0]
+        diff = (r[0] - r[1]) if x_first else (r[1] - r[0])
+        assert pair["p_x"] == pytest.approx(1 / (1 + math.exp(-diff)), abs=1e-4)
+        winner = task["response_ids"][0] if r[0] > r[1] else task["response_ids"][1]
+        assert label["ranking"][0] == [winner]
