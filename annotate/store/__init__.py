@@ -10,6 +10,7 @@ from .items import (add_prompts, add_responses, add_tasks, check_messages, count
                     get_tasks, list_prompts, list_responses, list_tasks, prompt_id, prompt_row,
                     response_id, response_row, set_required_labels, task_id, task_row)
 from .items import prompts_needing_responses
+from .judging import ai_labels, tasks_lacking_label
 from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_history,
                      label_row, margin_levels, retract_label, supersede_label)
 from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table, rankings
