@@ -8,7 +8,8 @@
 
 Annotators: next_task, submit_label, skip_task, undo_label, my_labels, progress.
 Admins: users, and the admin views' named events import_file, export_pairs, browse,
-agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``).
+agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``);
+``ENDPOINTS`` lists them all with the role each needs.
 """
 from __future__ import annotations
 
@@ -69,5 +70,19 @@ def add_endpoints(studio: Studio) -> None:
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
 
 
-ANNOTATOR_ENDPOINTS = ("next_task", "submit_label", "skip_task", "undo_label", "my_labels", "progress")
-ADMIN_ENDPOINTS = ("users", "import_file", "export_pairs", "browse", "agreement", "set_overlap")
+# Every event of the app by api_name, with who may call it. The security tests call each one
+# over raw HTTP as an annotator and as a stranger, and fail on any event missing here.
+ENDPOINTS: dict[str, str] = {
+    # scriptable API
+    "next_task": "annotator", "submit_label": "annotator", "skip_task": "annotator",
+    "undo_label": "annotator", "my_labels": "annotator", "progress": "annotator",
+    "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
+    "agreement": "admin", "set_overlap": "admin",
+    # the page's own events (hidden from the API docs, still HTTP endpoints)
+    "ui_load_task": "annotator", "ui_submit": "annotator", "ui_skip": "annotator",
+    "ui_undo": "annotator", "ui_cancel_edit": "annotator", "ui_my_labels": "annotator",
+    "ui_my_labels_on_tab": "annotator", "ui_edit": "annotator", "ui_whoami": "annotator",
+    "ui_add_user": "admin", "ui_set_role": "admin",
+    # run only in the browser (no Python function behind them)
+    "ui_restore_language": "browser", "ui_language": "browser",
+}
