@@ -13,15 +13,15 @@ _VIEWS = {
                   FROM prompts p""",
     "responses": """SELECT r.id, r.prompt_id, r.model, r.run_id, r.text, r.created_at
                     FROM responses r""",
-    "tasks": """SELECT t.id, t.kind, len(t.response_ids) AS k, t.round, t.required_labels,
+    "tasks": """SELECT t.id, t.kind, len(t.response_ids) AS k, t.round, t.required_labels AS needs,
                        (SELECT count(*) FROM labels l WHERE l.task_id = t.id
-                          AND l.superseded_by IS NULL AND l.source = 'human') AS human_labels,
+                          AND l.superseded_by IS NULL AND l.source = 'human') AS human,
                        (SELECT count(*) FROM labels l WHERE l.task_id = t.id
-                          AND l.superseded_by IS NULL AND l.source = 'ai') AS ai_labels,
+                          AND l.superseded_by IS NULL AND l.source = 'ai') AS ai,
                        p.messages AS text, t.prompt_id, t.created_at
                 FROM tasks t JOIN prompts p ON p.id = t.prompt_id""",
     "labels": """SELECT l.id, l.task_id, t.kind, t.round, l.annotator, l.source, l.judge,
-                        l.ranking, l.margin_level, l.rationale AS text, l.duration_ms,
+                        l.ranking, l.margin_level AS margin, l.rationale AS text, l.duration_ms AS ms,
                         l.created_at, l.superseded_by
                  FROM labels l JOIN tasks t ON t.id = l.task_id""",
 }
@@ -39,7 +39,7 @@ _FILTERS = {
 def browse(db: Store, table: str, *, text: str | None = None, source: str | None = None,
            annotator: str | None = None, kind: str | None = None, round: int | None = None,
            min_agreement: float | None = None, current_only: bool = True,
-           limit: int = 200, preview: int = 300) -> list[dict]:
+           limit: int = 200, preview: int | None = 300) -> list[dict]:
     """Rows of one table for the admin's browser, newest first, texts cut to ``preview``."""
     if table not in TABLES:
         raise StoreError(f"table must be one of {', '.join(TABLES)}, not {table!r}")
@@ -47,9 +47,10 @@ def browse(db: Store, table: str, *, text: str | None = None, source: str | None
     if table == "pairs":
         sql, params = pairs_sql(source=source or "both", min_agreement=min_agreement)
         rows = db.query(f"SELECT * FROM ({sql}) LIMIT {limit}", params)
-        keep = ("task_id", "chosen", "rejected", "margin_level", "margin", "votes_chosen",
-                "votes_rejected", "agreement", "source", "round", "chosen_id", "rejected_id")
-        rows = [{k: r[k] for k in keep} for r in rows
+        keep = {"task_id": "task_id", "chosen": "chosen", "rejected": "rejected",
+                "margin_level": "margin", "votes_chosen": "for", "votes_rejected": "against",
+                "agreement": "agreement", "source": "source", "round": "round"}
+        rows = [{name: r[k] for k, name in keep.items()} for r in rows
                 if (round is None or r["round"] == round)
                 and (not text or text.lower() in (r["chosen"] + r["rejected"]).lower())]
     else:
@@ -68,7 +69,7 @@ def browse(db: Store, table: str, *, text: str | None = None, source: str | None
                         f"ORDER BY created_at DESC NULLS LAST, id LIMIT {limit}", params)
     for row in rows:
         for key, value in row.items():
-            if isinstance(value, str) and len(value) > preview:
+            if preview and isinstance(value, str) and len(value) > preview:
                 row[key] = value[:preview] + "…"
     return rows
 

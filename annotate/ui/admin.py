@@ -5,6 +5,8 @@ the service, which checks the caller's role in the store on each call.
 """
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from .. import store
@@ -13,13 +15,35 @@ from .common import frame, private, shows_errors, username
 from .service import Studio
 
 FORMATS = ["auto", "hh", "pairs", "rankings", "prompts", "responses"]
+PREVIEW = 300  # characters of each text shown in the browser
 
 
 def _num(value, cast=int):
-    """A gr.Number left empty arrives as None (or NaN): treat it as 'no filter'."""
-    if value is None or value == "" or (isinstance(value, float) and value != value):
+    """An optional number typed in a box: empty means 'no filter', anything else must parse."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    return cast(value)
+    if isinstance(value, float) and value != value:
+        return None
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise store.StoreError(f"{value!r} is not a number") from None
+
+
+def readable(rows: list[dict]) -> list[dict]:
+    """Show a prompt's chat JSON as 'user: … ⏎ assistant: …' instead of raw JSON."""
+    for row in rows:
+        text = row.get("text")
+        if isinstance(text, str) and text.startswith("[{"):
+            try:
+                turns = json.loads(text)
+                row["text"] = " ⏎ ".join(f"{m['role']}: {m['content']}" for m in turns)
+            except (ValueError, KeyError, TypeError):
+                pass
+        for key, value in row.items():
+            if isinstance(value, str) and len(value) > PREVIEW:
+                row[key] = value[:PREVIEW] + "…"
+    return rows
 
 
 class AdminView:
@@ -50,14 +74,14 @@ class AdminView:
                 self.b_source = gr.Dropdown(["", "human", "ai", "both"], value="", label=t("source"))
                 self.b_annotator = gr.Textbox(label=t("annotator"))
                 self.b_kind = gr.Dropdown(["", "pairwise", "ranking"], value="", label=t("kind"))
-                self.b_round = gr.Number(None, precision=0, label=t("round"))
-                self.b_min = gr.Number(None, label=t("min_agreement"), minimum=0, maximum=1)
+                self.b_round = gr.Textbox(label=t("round"), placeholder="any", max_lines=1)
+                self.b_min = gr.Textbox(label=t("min_agreement"), placeholder="0–1", max_lines=1)
             self.show = gr.Button(t("show"), elem_id="ps-show")
             self.rows = gr.Dataframe(interactive=False, wrap=True, elem_id="ps-browse",
                                      max_height=600)
             with gr.Row():
                 self.export = gr.Button(t("export_pairs"), elem_id="ps-export")
-                self.export_file = gr.File(label=t("pairs_file"), elem_id="ps-export-file")
+                self.export_file = gr.File(label=t("pairs_file"), elem_id="ps-export-file", height=60)
 
         with gr.Tab(t("tab_agreement"), id="agreement", visible=False) as tab:
             self.tabs.append(tab)
@@ -81,7 +105,7 @@ class AdminView:
                 self.set_role = gr.Button(t("set_role"), elem_id="ps-set-role")
             with gr.Row():
                 self.overlap = gr.Number(2, precision=0, minimum=1, label=t("overlap"))
-                self.overlap_round = gr.Number(None, precision=0, label=t("overlap_round"))
+                self.overlap_round = gr.Textbox(label=t("overlap_round"), placeholder="all", max_lines=1)
                 self.set_overlap = gr.Button(t("set_overlap"), elem_id="ps-set-overlap")
             self.overlap_result = gr.JSON(label=t("result"))
 
@@ -117,8 +141,8 @@ class AdminView:
         rows = self.studio.browse(username(request), table or "tasks", text=contains or None,
                                   source=source or None, annotator=annotator or None,
                                   kind=kind or None, round=_num(round),
-                                  min_agreement=_num(min_agreement, float))
-        return frame(rows)
+                                  min_agreement=_num(min_agreement, float), preview=None)
+        return frame(readable(rows))
 
     @shows_errors
     def export_pairs(self, source, min_agreement, request: gr.Request) -> str:

@@ -91,10 +91,21 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
-def i18n() -> gr.I18n:
-    en = {k: v[0] for k, v in STRINGS.items()}
-    zh = {k: v[1] for k, v in STRINGS.items()}
-    return gr.I18n(en=en, zh=zh, **{"zh-CN": zh, "zh-TW": zh})
+class Texts(gr.I18n):
+    """gr.I18n whose keys carry a ``ps_`` prefix: the front end translates any displayed string
+    that equals a key, so a key like ``annotator`` would also rename the dropdown *value*
+    ``annotator`` (and the server would then refuse the translated value)."""
+
+    PREFIX = "ps_"
+
+    def __call__(self, key: str):
+        return super().__call__(self.PREFIX + key)
+
+
+def i18n() -> Texts:
+    en = {Texts.PREFIX + k: v[0] for k, v in STRINGS.items()}
+    zh = {Texts.PREFIX + k: v[1] for k, v in STRINGS.items()}
+    return Texts(en=en, zh=zh, **{"zh-CN": zh, "zh-TW": zh})
 
 
 CSS = """
