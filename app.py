@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--required-labels", type=int, default=1,
                     help="annotators needed per new task (overlap)")
 
-    sp = command("export", cmd_export, "export pairs, labels or rankings to JSONL, CSV or Parquet")
-    sp.add_argument("what", choices=["pairs", "labels", "rankings"])
+    sp = command("export", cmd_export,
+                 "export pairs, labels, rankings, prompts or responses to JSONL, CSV or Parquet")
+    sp.add_argument("what", choices=["pairs", "labels", "rankings", "prompts", "responses"])
     sp.add_argument("--out", required=True, help="FILE.jsonl, FILE.csv or FILE.parquet")
     sp.add_argument("--source", default="both", choices=["human", "ai", "both"])
     sp.add_argument("--min-agreement", type=float)

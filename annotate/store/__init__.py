@@ -5,11 +5,12 @@
     store.pairs(db, source="human", min_agreement=0.5)
 """
 from .db import Store, StoreBusy, StoreError, canonical_json, content_id
+from .ingest import RowError, ingest_run_dir, write_batch
 from .items import (add_prompts, add_responses, add_tasks, check_messages, counts, get_task,
-                    prompt_id, prompt_row, response_id, response_row, set_required_labels,
-                    task_id, task_row)
-from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_row,
-                     margin_levels, retract_label, supersede_label)
+                    get_tasks, list_prompts, list_responses, list_tasks, prompt_id, prompt_row,
+                    response_id, response_row, set_required_labels, task_id, task_row)
+from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_history,
+                     label_row, margin_levels, retract_label, supersede_label)
 from .pairs import label_pairs, pairs, pairs_sql, rankings
 from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_runs, metrics,
                    update_run)

@@ -66,8 +66,8 @@ def insert_rows(cur, table: str, rows: list[dict]) -> int:
 
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:
-    messages = check_messages(messages)
-    return {"id": prompt_id(messages), "messages": canonical_json(messages),
+    text = canonical_json(check_messages(messages))
+    return {"id": content_id("prompt", text), "messages": text,
             "source": source, "tags": [str(t) for t in tags]}
 
 
@@ -159,6 +159,39 @@ def get_task(db: Store, tid: str) -> dict:
         "SELECT id, text, model FROM responses WHERE list_contains(?, id)", [task["response_ids"]])}
     task["responses"] = [texts[rid] for rid in task["response_ids"]]
     return task
+
+
+def get_tasks(db: Store, ids: Sequence[str]) -> dict[str, dict]:
+    """The known tasks among ``ids``: id → {id, prompt_id, response_ids, kind, round}."""
+    rows = db.query("SELECT id, prompt_id, response_ids, kind, round FROM tasks "
+                    "WHERE list_contains(?, id)", [list(dict.fromkeys(ids))])
+    return {r["id"]: {**r, "response_ids": list(r["response_ids"])} for r in rows}
+
+
+def list_prompts(db: Store) -> list[dict]:
+    """Every prompt (messages parsed), oldest first."""
+    rows = db.query("SELECT id, messages, source, tags FROM prompts ORDER BY created_at, id")
+    for r in rows:
+        r["messages"] = json.loads(r["messages"])
+        r["tags"] = list(r["tags"] or [])
+    return rows
+
+
+def list_responses(db: Store) -> list[dict]:
+    """Every response (gen_params parsed), oldest first."""
+    rows = db.query("SELECT id, prompt_id, text, model, adapter, run_id, gen_params FROM responses "
+                    "ORDER BY created_at, id")
+    for r in rows:
+        r["gen_params"] = None if r["gen_params"] is None else json.loads(r["gen_params"])
+    return rows
+
+
+def list_tasks(db: Store) -> list[dict]:
+    rows = db.query("SELECT id, prompt_id, response_ids, kind, round, required_labels FROM tasks "
+                    "ORDER BY created_at, id")
+    for r in rows:
+        r["response_ids"] = list(r["response_ids"])
+    return rows
 
 
 def set_required_labels(db: Store, required: int, task_ids: Sequence[str] | None = None) -> int:

@@ -167,3 +167,25 @@ def retract_label(db: Store, label_id: str, annotator: str | None = None) -> Non
             raise StoreError(f"label {label_id!r} belongs to another annotator")
         cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?",
                     [RETRACTED + str(uuid.uuid4()), label_id])
+
+
+def label_history(db: Store, source: str = "both") -> list[dict]:
+    """Every label row, superseded and retracted ones included, with its task's context.
+
+    ``ranking`` holds response ids; ``margin`` is the level's numeric value.
+    """
+    if source not in ("human", "ai", "both"):
+        raise StoreError(f"source must be human, ai or both, not {source!r}")
+    where, params = ("", []) if source == "both" else ("WHERE l.source = ?", [source])
+    return db.query(f"""
+        SELECT l.id, l.task_id, t.kind, t.round, t.prompt_id, p.messages AS prompt,
+               t.response_ids,
+               (SELECT list(r.text ORDER BY list_position(t.response_ids, r.id))
+                  FROM responses r WHERE list_contains(t.response_ids, r.id)) AS texts,
+               l.ranking, l.annotator, l.source, l.judge, l.principle, l.margin_level,
+               m.value AS margin, l.soft_prob, l.rationale, l.shown_order, l.duration_ms,
+               l.details, l.created_at, l.superseded_by
+        FROM labels l JOIN tasks t ON t.id = l.task_id JOIN prompts p ON p.id = t.prompt_id
+        LEFT JOIN margin_levels m ON m.level = l.margin_level
+        {where}
+        ORDER BY l.created_at, l.id""", params)

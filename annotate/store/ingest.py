@@ -1,0 +1,440 @@
+"""Bulk writes: a whole import file, or a job's run folder, in one transaction.
+
+``write_batch`` inserts already-validated rows (``prompt_row``, ``response_row``, ``task_row``,
+``label_row`` output) through Arrow and checks every reference in SQL: a response's prompt,
+a task's prompt and responses, a label's task. A failure raises ``RowError`` naming the table
+and the row's position, so the caller (``annotate.formats``) can point at the file's line;
+the transaction rolls back and the database is exactly as before.
+
+``ingest_run_dir`` is how the database owner takes in what a job wrote with
+``annotate.runlog.RunLog``. It is idempotent: every row has a content id or the job's own id,
+so ingesting a folder twice, or again after it grew, adds only what is new.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from .db import Store, StoreError, canonical_json, one
+from .items import (check_messages, get_tasks, insert_rows, prompt_id, prompt_row, response_id,
+                    response_row, task_row)
+from .labels import imported_label_id, label_row, margin_levels
+from .runs import STATUSES
+
+FINISHED = ("done", "failed", "stopped")
+
+
+class RowError(StoreError):
+    """Bad row in a batch: ``table`` ("responses", "tasks", "labels"...), 0-based ``index``
+    into the rows given for that table, and the ``field`` at fault."""
+
+    def __init__(self, message: str, table: str, index: int, field: str):
+        super().__init__(message)
+        self.table, self.index, self.field = table, index, field
+
+
+# --- bulk writes -------------------------------------------------------------------------------
+
+def write_batch(db: Store, *, prompts: Sequence[dict] = (), responses: Sequence[dict] = (),
+                tasks: Sequence[dict] = (), labels: Sequence[dict] = (),
+                supersede: bool = False) -> dict[str, int]:
+    """Insert the rows in one transaction; return how many of each were new.
+
+    Rows whose id exists already are skipped (re-import is a no-op). A new label for a
+    (task, annotator) that already has a current label is refused, or with ``supersede``
+    replaces it (the old row points at the new one; labels are never deleted).
+    """
+    with db.write() as cur:
+        return _write_batch(cur, list(prompts), list(responses), list(tasks), list(labels),
+                            supersede)
+
+
+def _write_batch(cur, prompts, responses, tasks, labels, supersede) -> dict[str, int]:
+    counts = {"prompts": insert_rows(cur, "prompts", prompts)}
+
+    bad = _first_unknown(cur, "prompts", [r["prompt_id"] for r in responses])
+    if bad is not None:
+        raise RowError(f"unknown prompt id {responses[bad]['prompt_id']!r}", "responses", bad,
+                       "prompt_id")
+    counts["responses"] = insert_rows(cur, "responses", responses)
+
+    _check_task_refs(cur, tasks)
+    counts["tasks"] = insert_rows(cur, "tasks", tasks)
+
+    counts["labels"] = _insert_labels(cur, labels, supersede)
+    return counts
+
+
+def _first_unknown(cur, table: str, ids: list[str]) -> int | None:
+    """Position of the first id not in ``table``, or None."""
+    if not ids:
+        return None
+    cur.register("_refs", pa.table({"i": pa.array(range(len(ids)), pa.int64()),
+                                    "id": pa.array(ids, pa.string())}))
+    try:
+        return one(cur, f"SELECT min(i) FROM _refs ANTI JOIN {table} USING (id)")[0]
+    finally:
+        cur.unregister("_refs")
+
+
+def _check_task_refs(cur, tasks: list[dict]) -> None:
+    """Every task's prompt exists, and every response exists and answers that prompt."""
+    bad = _first_unknown(cur, "prompts", [t["prompt_id"] for t in tasks])
+    if bad is not None:
+        raise RowError(f"unknown prompt id {tasks[bad]['prompt_id']!r}", "tasks", bad, "prompt_id")
+    idx = [i for i, t in enumerate(tasks) for _ in t["response_ids"]]
+    if not idx:
+        return
+    cur.register("_tr", pa.table({
+        "i": pa.array(idx, pa.int64()),
+        "prompt_id": pa.array([t["prompt_id"] for t in tasks for _ in t["response_ids"]], pa.string()),
+        "id": pa.array([rid for t in tasks for rid in t["response_ids"]], pa.string())}))
+    try:
+        row = one(cur, """SELECT t.i, t.id, r.prompt_id FROM _tr t LEFT JOIN responses r USING (id)
+                          WHERE r.prompt_id IS DISTINCT FROM t.prompt_id ORDER BY t.i LIMIT 1""")
+    finally:
+        cur.unregister("_tr")
+    if row:
+        i, rid, answers = row
+        why = (f"unknown response id {rid!r}" if answers is None else
+               f"response {rid!r} answers prompt {answers!r}, not {tasks[i]['prompt_id']!r}")
+        raise RowError(why, "tasks", i, "response_ids")
+
+
+def _insert_labels(cur, labels: list[dict], supersede: bool) -> int:
+    if not labels:
+        return 0
+    bad = _first_unknown(cur, "tasks", [r["task_id"] for r in labels])
+    if bad is not None:
+        raise RowError(f"unknown task id {labels[bad]['task_id']!r}", "labels", bad, "task_id")
+    # Rows already stored (by id) are a re-import: skip them before looking for clashes, so an
+    # old imported label that was since edited in the UI does not clash with its own edit.
+    known = _existing_ids(cur, "labels", [r["id"] for r in labels])
+    new = [(i, r) for i, r in enumerate(labels) if r["id"] not in known]
+    new = list({r["id"]: (i, r) for i, r in reversed(new)}.values())[::-1]  # first of each id
+    if not new:
+        return 0
+    chains: OrderedDict[tuple[str, str], list[tuple[int, dict]]] = OrderedDict()
+    for i, r in new:
+        chains.setdefault((r["task_id"], r["annotator"]), []).append((i, r))
+    if not supersede:
+        for (task, annotator), rows in chains.items():
+            if len(rows) > 1:
+                raise RowError(f"a second label for task {task!r} by {annotator!r} in one batch",
+                               "labels", rows[1][0], "annotator")
+    current = _current_labels(cur, list(chains))
+    if not supersede:
+        for key, rows in chains.items():
+            if key in current:
+                raise RowError(f"task {key[0]!r} already has a different label by {key[1]!r}",
+                               "labels", rows[0][0], "annotator")
+        return insert_rows(cur, "labels", [r for _, r in new])
+    rows_out = []
+    for key, rows in chains.items():
+        if key in current:  # the newest label of an annotator replaces the current one
+            cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?",
+                        [rows[0][1]["id"], current[key]])
+        for (_, r), nxt in zip(rows, rows[1:] + [None]):
+            rows_out.append({**r, "superseded_by": None if nxt is None else nxt[1]["id"]})
+    return insert_rows(cur, "labels", rows_out)
+
+
+def _existing_ids(cur, table: str, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    cur.register("_ids", pa.table({"id": pa.array(ids, pa.string())}))
+    try:
+        return {r[0] for r in cur.execute(f"SELECT id FROM _ids SEMI JOIN {table} USING (id)").fetchall()}
+    finally:
+        cur.unregister("_ids")
+
+
+def _current_labels(cur, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(task_id, annotator) → id of its current label, for the keys that have one."""
+    cur.register("_keys", pa.table({"task_id": pa.array([k[0] for k in keys], pa.string()),
+                                    "annotator": pa.array([k[1] for k in keys], pa.string())}))
+    try:
+        rows = cur.execute("""SELECT l.task_id, l.annotator, l.id FROM labels l
+                              JOIN _keys k USING (task_id, annotator)
+                              WHERE l.superseded_by IS NULL""").fetchall()
+    finally:
+        cur.unregister("_keys")
+    return {(t, a): lid for t, a, lid in rows}
+
+
+# --- run folders -------------------------------------------------------------------------------
+
+def read_jsonl_lines(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed JSON) of every complete line; a line still being written (no newline
+    yet) is left for the next ingest. A complete line that is not JSON is an error."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    out = []
+    for n, raw in enumerate(data[:end].split(b"\n")[:-1], start=1):
+        if not raw.strip():
+            continue
+        try:
+            out.append((n, json.loads(raw)))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise StoreError(f"{path}:{n}: not valid JSON ({err})") from None
+    return out
+
+
+def ingest_run_dir(db: Store, folder: str | Path) -> dict[str, Any]:
+    """Take a run folder into the database (idempotent; see the module docstring).
+
+    run.json → runs (insert or update; a finished status is never moved back to running),
+    metrics.jsonl → metrics, inputs.json → run_inputs, responses.jsonl → prompts / responses /
+    tasks (responses sharing a ``group`` become one task once the run has finished, so a
+    growing folder never makes a task of a half-written group), labels.jsonl → labels (a new
+    label by the same annotator for the same task supersedes the old one), scores.jsonl → scores.
+    Returns how many rows of each kind were new.
+    """
+    folder = Path(folder)
+    run_file = folder / "run.json"
+    if not run_file.exists():
+        raise StoreError(f"{folder}: no run.json (not a run folder)")
+    try:
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{run_file}: not valid JSON ({err})") from None
+    run_row = _run_row(run, folder)
+    run_id = run_row["id"]
+    finished = run_row["status"] in FINISHED
+
+    metrics = [_metric_row(run_id, rec, folder / "metrics.jsonl", n)
+               for n, rec in read_jsonl_lines(folder / "metrics.jsonl")]
+    inputs = _inputs(folder / "inputs.json")
+    prompts, responses, tasks = _responses(run_id, folder / "responses.jsonl", finished)
+    new_tasks = {t["id"]: t for t in tasks}
+    label_lines = read_jsonl_lines(folder / "labels.jsonl")
+    known_tasks = get_tasks(db, [rec.get("task_id") for _, rec in label_lines
+                                 if isinstance(rec, dict) and isinstance(rec.get("task_id"), str)])
+    levels = margin_levels(db)
+    labels = [_label_row(rec, {**known_tasks, **new_tasks}, levels, folder / "labels.jsonl", n)
+              for n, rec in label_lines]
+    scores_path = folder / "scores.jsonl"
+    scores = [(n, _score_row(run_id, rec, scores_path, n)) for n, rec in read_jsonl_lines(scores_path)]
+
+    with db.write() as cur:
+        counts = {"runs": _upsert_run(cur, run_row)}
+        counts["metrics"] = _upsert(cur, "metrics", ["run_id", "step", "name", "value"], metrics,
+                                    "SELECT count(*) FROM metrics WHERE run_id = ?", [run_id])
+        counts["run_inputs"] = insert_rows(cur, "run_inputs",
+                                           [{"run_id": run_id, "label_id": lid} for lid in inputs])
+        try:
+            counts.update(_write_batch(cur, prompts, responses, tasks, labels, supersede=True))
+        except RowError as err:
+            name = {"labels": "labels.jsonl"}.get(err.table, "responses.jsonl")
+            raise StoreError(f"{folder / name}: {err}") from None
+        bad = _first_unknown(cur, "responses", [r["response_id"] for _, r in scores])
+        if bad is not None:
+            n, r = scores[bad]
+            raise StoreError(f"{scores_path}:{n}: response_id: unknown response id {r['response_id']!r}")
+        counts["scores"] = _upsert(cur, "scores", ["response_id", "scorer", "value", "run_id", "kept"],
+                                   [r for _, r in scores],
+                                   "SELECT count(*) FROM scores WHERE run_id = ?", [run_id])
+    return {"run": run_id, "status": run_row["status"], **counts}
+
+
+def _bad(path: Path, n: int | None, field: str, why: str) -> StoreError:
+    where = f"{path}:{n}" if n is not None else str(path)
+    return StoreError(f"{where}: {field}: {why}")
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    stamp = dt.datetime.fromisoformat(str(value))
+    if stamp.tzinfo is not None:  # the database keeps naive UTC
+        stamp = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return stamp
+
+
+def _run_row(run: Any, folder: Path) -> dict:
+    path = folder / "run.json"
+    if not isinstance(run, dict):
+        raise _bad(path, None, "run", "expected a JSON object")
+    for field in ("id", "kind"):
+        if not isinstance(run.get(field), str) or not run[field]:
+            raise _bad(path, None, field, "must be a non-empty string")
+    status = run.get("status") or "running"
+    if status not in STATUSES:
+        raise _bad(path, None, "status", f"must be one of {', '.join(STATUSES)}, not {status!r}")
+    try:
+        started, finished = _timestamp(run.get("started_at")), _timestamp(run.get("finished_at"))
+    except ValueError as err:
+        raise _bad(path, None, "started_at/finished_at", str(err)) from None
+    parents = run.get("parents") or []
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise _bad(path, None, "parents", "must be a list of run ids")
+    log = folder / "log.txt"
+    return {"id": run["id"], "kind": run["kind"], "config": canonical_json(run.get("config") or {}),
+            "status": status, "pid": run.get("pid"), "error": run.get("error"),
+            "log_path": str(log.resolve()) if log.exists() else None,
+            "artifact_dir": run.get("artifact_dir") or str(folder.resolve()),
+            "parents": parents, "data_hash": run.get("data_hash"),
+            "started_at": started, "finished_at": finished}
+
+
+def _upsert_run(cur, r: dict) -> int:
+    existed = one(cur, "SELECT count(*) FROM runs WHERE id = ?", [r["id"]])[0]
+    cols = list(r)
+    cur.execute(f"""
+        INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})
+        ON CONFLICT (id) DO UPDATE SET
+            kind = excluded.kind, config = excluded.config,
+            status = CASE WHEN runs.status IN ('done', 'failed', 'stopped')
+                           AND excluded.status IN ('queued', 'running')
+                          THEN runs.status ELSE excluded.status END,
+            pid = coalesce(excluded.pid, runs.pid), error = coalesce(excluded.error, runs.error),
+            log_path = coalesce(excluded.log_path, runs.log_path),
+            artifact_dir = coalesce(runs.artifact_dir, excluded.artifact_dir),
+            parents = excluded.parents, data_hash = coalesce(excluded.data_hash, runs.data_hash),
+            started_at = coalesce(runs.started_at, excluded.started_at),
+            finished_at = coalesce(excluded.finished_at, runs.finished_at)""",
+                [r[c] for c in cols])
+    return 0 if existed else 1
+
+
+def _upsert(cur, table: str, cols: list[str], rows: list[dict], count_sql: str, params: list) -> int:
+    """INSERT OR REPLACE in bulk; returns how many keys were new."""
+    if not rows:
+        return 0
+    before = one(cur, count_sql, params)[0]
+    cur.register("_up", pa.Table.from_pylist([{c: r[c] for c in cols} for r in rows]))
+    try:
+        cur.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+                    f"SELECT {', '.join(cols)} FROM _up")
+    finally:
+        cur.unregister("_up")
+    return one(cur, count_sql, params)[0] - before
+
+
+def _metric_row(run_id: str, rec: Any, path: Path, n: int) -> dict:
+    if not isinstance(rec, dict):
+        raise _bad(path, n, "(row)", "expected a JSON object")
+    try:
+        return {"run_id": run_id, "step": int(rec["step"]), "name": str(rec["name"]),
+                "value": None if rec.get("value") is None else float(rec["value"])}
+    except KeyError as err:
+        raise _bad(path, n, err.args[0], "missing") from None
+    except (TypeError, ValueError) as err:
+        raise _bad(path, n, "step/value", str(err)) from None
+
+
+def _inputs(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise _bad(path, None, "inputs", "must be a list of label ids")
+    return list(dict.fromkeys(ids))
+
+
+def _responses(run_id: str, path: Path, finished: bool) -> tuple[list, list, list]:
+    """responses.jsonl → prompt, response and (for finished runs) group task rows."""
+    prompts: dict[str, dict] = {}
+    responses: dict[str, dict] = {}
+    groups: OrderedDict[str, list] = OrderedDict()
+    for n, rec in read_jsonl_lines(path):
+        if not isinstance(rec, dict):
+            raise _bad(path, n, "(row)", "expected a JSON object")
+        try:
+            if "prompt" in rec:
+                p = prompt_row(rec["prompt"], source=rec.get("source") or run_id)
+                prompts.setdefault(p["id"], p)
+                pid = p["id"]
+            elif isinstance(rec.get("prompt_id"), str):
+                pid = rec["prompt_id"]
+            else:
+                raise StoreError("missing (give prompt messages or a prompt_id)")
+        except StoreError as err:
+            raise _bad(path, n, "prompt", str(err)) from None
+        gen_params = rec.get("gen_params")
+        if gen_params is not None and not isinstance(gen_params, dict):
+            raise _bad(path, n, "gen_params", "must be an object")
+        try:
+            r = response_row(pid, rec.get("text"), model=rec.get("model"),
+                             adapter=rec.get("adapter"), run_id=run_id, gen_params=gen_params)
+        except StoreError as err:
+            raise _bad(path, n, "text", str(err)) from None
+        responses.setdefault(r["id"], r)
+        if rec.get("group") is not None:
+            groups.setdefault(str(rec["group"]), []).append((n, pid, r["id"], rec.get("round", 0)))
+    tasks = []
+    if finished:
+        for group, members in groups.items():
+            ids = list(dict.fromkeys(m[2] for m in members))
+            if len(ids) < 2:
+                continue
+            n, pid, _, rnd = members[0]
+            if any(m[1] != pid for m in members):
+                raise _bad(path, n, "group", f"group {group!r} mixes responses to different prompts")
+            try:
+                tasks.append(task_row(pid, ids, round=rnd))
+            except StoreError as err:
+                raise _bad(path, n, "group", f"group {group!r}: {err}") from None
+    return list(prompts.values()), list(responses.values()), tasks
+
+
+_LABEL_FIELDS = ("source", "judge", "soft_prob", "rationale", "principle", "shown_order",
+                 "duration_ms")
+
+
+def _label_row(rec: Any, tasks: dict[str, dict], levels: dict[str, float], path: Path, n: int) -> dict:
+    if not isinstance(rec, dict):
+        raise _bad(path, n, "(row)", "expected a JSON object")
+    task = tasks.get(rec.get("task_id"))
+    if task is None:
+        raise _bad(path, n, "task_id", f"unknown task id {rec.get('task_id')!r}")
+    details = rec.get("details")
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except json.JSONDecodeError as err:
+            raise _bad(path, n, "details", f"not valid JSON ({err})") from None
+    try:
+        row = label_row(task, rec.get("annotator"), rec.get("ranking"),
+                        margin_level=rec.get("margin_level"), levels=levels, details=details,
+                        **{k: rec[k] for k in _LABEL_FIELDS if rec.get(k) is not None})
+    except (StoreError, TypeError) as err:
+        raise _bad(path, n, "label", str(err)) from None
+    row["id"] = rec.get("id") if isinstance(rec.get("id"), str) else imported_label_id(
+        task["id"], row["annotator"], row["ranking"], row["margin_level"])
+    return row
+
+
+def _score_row(run_id: str, rec: Any, path: Path, n: int) -> dict:
+    if not isinstance(rec, dict):
+        raise _bad(path, n, "(row)", "expected a JSON object")
+    rid = rec.get("response_id")
+    if rid is None and "prompt" in rec:  # a response this job generated, named by its content
+        if not isinstance(rec.get("text"), str):
+            raise _bad(path, n, "text", "must be the response text when response_id is absent")
+        try:
+            rid = response_id(prompt_id(check_messages(rec["prompt"])), rec["text"])
+        except StoreError as err:
+            raise _bad(path, n, "prompt", str(err)) from None
+    if not isinstance(rid, str):
+        raise _bad(path, n, "response_id", "missing (give response_id, or prompt and text)")
+    if not isinstance(rec.get("scorer"), str) or not rec["scorer"]:
+        raise _bad(path, n, "scorer", "must be a non-empty string")
+    value = rec.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(path, n, "value", f"must be a number, not {value!r}")
+    kept = rec.get("kept")
+    if kept is not None and not isinstance(kept, bool):
+        raise _bad(path, n, "kept", "must be true, false or absent")
+    return {"response_id": rid, "scorer": rec["scorer"], "value": float(value),
+            "run_id": rec.get("run_id") or run_id, "kept": kept}
