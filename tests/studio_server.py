@@ -16,6 +16,7 @@ import requests
 
 from annotate import store
 
+ROOT = Path(__file__).resolve().parent.parent
 PASSWORDS = {"admin1": "admin-password", "ann": "ann-password", "bob": "bob-password",
              "cid": "cid-password", "eve": "eve-password"}
 ROLES = {"admin1": "admin"}

@@ -171,3 +171,57 @@ def test_agreement_and_browse_for_admins(server):
     assert "Krippendorff" in summary and per_annotator["data"][0][0] == "ann"
     table = admin.predict("labels", "", "", "ann", "", None, None, api_name="/browse")
     assert len(table["data"]) == 1 and "annotator" in table["headers"]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_admin_imports_a_file_and_downloads_trl_pairs(server, tmp_path):
+    from gradio_client import handle_file
+    admin = server.client("admin1")
+    src = write_jsonl(tmp_path / "prefs.jsonl", [
+        {"prompt": "Name a prime number.", "chosen": "7", "rejected": "8", "margin_level": "better"},
+        {"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Lyon"}])
+    result = admin.predict(handle_file(str(src)), "auto", 0, 1, api_name="/import_file")
+    assert result["format"] == "pairs" and result["tasks"] == 2 and result["labels"] == 2
+    assert result["file"] == "prefs.jsonl"
+    copies = list((server.workspace / "uploads").rglob("prefs.jsonl"))
+    assert len(copies) == 1  # the upload is kept inside the workspace
+    assert str(server.workspace / "tmp") in __import__("os").environ["GRADIO_TEMP_DIR"]
+
+    downloaded = admin.predict("both", "", api_name="/export_pairs")
+    rows = [json.loads(line) for line in open(downloaded)]
+    assert {r["chosen"][0]["content"] for r in rows} == {"7", "Paris"}
+    assert {"prompt", "chosen", "rejected", "margin"} <= set(rows[0])
+    exported = list((server.workspace / "exports").rglob("pairs.jsonl"))
+    assert len(exported) == 1 and exported[0].resolve().is_relative_to(server.workspace.resolve())
+
+
+def test_rejected_import_shows_the_cli_reason_and_changes_nothing(server, tmp_path):
+    import subprocess
+    import sys
+    from gradio_client import handle_file
+    bad = write_jsonl(tmp_path / "bad.jsonl", [
+        {"prompt": "Fine row", "chosen": "a", "rejected": "b"},
+        {"prompt": "Broken row", "chosen": "a", "rejected": "b", "margin_level": "enormous"}])
+    before = snapshot(server.db)
+    with pytest.raises(AppError) as err:
+        server.client("admin1").predict(handle_file(str(bad)), "auto", 0, 1, api_name="/import_file")
+    assert snapshot(server.db) == before
+    cli = subprocess.run([sys.executable, str(studio_server.ROOT / "app.py"), "import", str(bad),
+                          "--db", str(tmp_path / "cli.duckdb")], capture_output=True, text=True)
+    assert cli.returncode == 2
+    cli_reason = cli.stderr.strip().replace(f"prefstudio import: {bad}", "bad.jsonl")
+    assert str(err.value) == cli_reason and cli_reason.startswith("bad.jsonl:2:")
+
+
+def test_annotator_upload_is_refused_before_touching_the_file(server, tmp_path):
+    from gradio_client import handle_file
+    src = write_jsonl(tmp_path / "sneaky.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    before = snapshot(server.db)
+    with pytest.raises(AppError, match="only admins"):
+        server.client("ann").predict(handle_file(str(src)), "auto", 0, 1, api_name="/import_file")
+    assert snapshot(server.db) == before
+    assert not list((server.workspace / "uploads").rglob("sneaky.jsonl"))

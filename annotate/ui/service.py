@@ -109,17 +109,25 @@ class Studio:
     # -- admins ------------------------------------------------------------------------------
     def import_file(self, user: str | None, path: str | Path, fmt: str = "auto", round: int = 0,
                     required_labels: int = 1) -> dict:
-        """Copy an uploaded file into <workspace>/uploads and import it (all or nothing)."""
+        """Copy an uploaded file into <workspace>/uploads and import it (all or nothing).
+
+        Errors and the result name the file as uploaded, not the server's copy.
+        """
         self.require(user, admin=True)
         from .. import formats
         src = Path(path)
         if not src.is_file():
             raise StoreError("no file was uploaded")
-        self.uploads.mkdir(parents=True, exist_ok=True)
-        dest = self.uploads / f"{uuid.uuid4().hex[:8]}-{_safe_name(src.name)}"
+        name = _safe_name(src.name)
+        dest = self.uploads / uuid.uuid4().hex[:12] / name
+        dest.parent.mkdir(parents=True)
         shutil.copyfile(src, dest)
-        return formats.import_file(self.db, dest, fmt=fmt or "auto", source=src.name,
-                                   round=int(round or 0), required_labels=int(required_labels or 1))
+        try:
+            result = formats.import_file(self.db, dest, fmt=fmt or "auto", round=int(round or 0),
+                                         required_labels=int(required_labels or 1))
+        except StoreError as err:
+            raise type(err)(str(err).replace(str(dest), name)) from None
+        return {**result, "file": name}
 
     def export_pairs(self, user: str | None, source: str = "both",
                      min_agreement: float | None = None) -> dict:
