@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+import weakref
 from typing import Any, Sequence
 
 from .db import Store, StoreError, one
-from .labels import insert_labels, label_row, margin_levels, supersede_in
-from .items import get_task
+from .labels import label_row, margin_levels
 
 LEASE_S = 30 * 60
 MAX_RATIONALE = 4000
@@ -60,27 +60,73 @@ def shown_order(task_id: str, annotator: str, response_ids: Sequence[str]) -> li
     return order
 
 
+_ORDER = """
+ORDER BY s.skipped_at IS NOT NULL, s.skipped_at, held_by_me DESC, taken, hash(t.id || $u), t.id
+LIMIT $n"""
+
+# Is one task still open for this annotator? (the cheap re-check made under the write lock)
+_STILL_OPEN = """
+SELECT (SELECT required_labels FROM tasks WHERE id = $t)
+       - (SELECT count(*) FROM labels WHERE task_id = $t AND superseded_by IS NULL
+             AND source = 'human')
+       - (SELECT count(*) FROM claims WHERE task_id = $t AND annotator <> $u
+             AND claimed_at > current_timestamp::TIMESTAMP - to_seconds($lease)) AS free,
+       (SELECT count(*) FROM labels WHERE task_id = $t AND annotator = $u
+             AND superseded_by IS NULL AND source = 'human') AS mine
+"""
+
+
+# Per store and annotator: open tasks to try next, in queue order. Only a hint (each is
+# re-checked under the write lock), so the full ranking query runs once per HINTS tasks
+# instead of on every click.
+_hints: "weakref.WeakKeyDictionary[Store, dict[str, list[str]]]" = weakref.WeakKeyDictionary()
+HINTS = 32
+
+
+def _forget_hints(db: Store, annotator: str) -> None:
+    _hints.get(db, {}).pop(annotator, None)
+
+
 def next_task(db: Store, annotator: str, lease_s: int = LEASE_S) -> str | None:
-    """Claim and return the id of the next task for ``annotator``, or None when none is left."""
+    """Claim and return the id of the next task for ``annotator``, or None when none is left.
+
+    The ranking of all open tasks (which scans every label) runs outside the write lock and
+    is kept as a short list of hints; under the lock the annotator's held task, then the
+    hints, are re-checked one by one and the first still open is claimed. A slot taken in
+    between is passed over, so the same last slot never goes to two annotators.
+    """
     params = {"u": annotator, "lease": int(lease_s)}
-    with db.write() as cur:
-        row = one(cur, _OPEN_TASKS + """
-            ORDER BY s.skipped_at IS NOT NULL, s.skipped_at, held_by_me DESC, taken,
-                     hash(t.id || $u), t.id
-            LIMIT 1""", params)
-        # one live claim per annotator: taking a new task releases the previous one
-        cur.execute("DELETE FROM claims WHERE annotator = ? AND task_id IS DISTINCT FROM ?",
-                    [annotator, row[0] if row else None])
-        if row is None:
-            return None
-        task_id, _, held_by_me, _ = row
-        if not held_by_me:  # a held task keeps its claim time, so duration covers a reload
-            cur.execute("INSERT INTO claims (task_id, annotator) VALUES (?, ?)", [task_id, annotator])
-    return task_id
+    hints = _hints.setdefault(db, {})
+    for fresh in (False, True):
+        if fresh or not hints.get(annotator):
+            hints[annotator] = [r[0] for r in db.cursor().execute(
+                _OPEN_TASKS + _ORDER, {**params, "n": HINTS}).fetchall()]
+        todo = hints[annotator]
+        with db.write() as cur:
+            held = [r[0] for r in cur.execute("SELECT task_id FROM claims WHERE annotator = ?",
+                                              [annotator]).fetchall()]
+            chosen = None
+            for task_id in held + list(todo):
+                if task_id in todo:
+                    todo.remove(task_id)
+                free, mine = one(cur, _STILL_OPEN, {**params, "t": task_id})
+                if free is not None and free > 0 and mine == 0:
+                    chosen = task_id
+                    break
+            # one live claim per annotator: taking a new task releases the previous one;
+            # a task already held keeps its claim time, so the duration covers a page reload
+            cur.execute("DELETE FROM claims WHERE annotator = ? AND task_id IS DISTINCT FROM ?",
+                        [annotator, chosen])
+            if chosen is not None:
+                cur.execute("INSERT INTO claims (task_id, annotator) VALUES (?, ?) "
+                            "ON CONFLICT DO NOTHING", [chosen, annotator])
+                return chosen
+    return None
 
 
 def skip_task(db: Store, annotator: str, task_id: str) -> None:
     """Give the task back; it returns to this annotator only after every unskipped task."""
+    _forget_hints(db, annotator)  # the skipped task must now come last
     with db.write() as cur:
         if not one(cur, "SELECT 1 FROM tasks WHERE id = ?", [task_id]):
             raise StoreError(f"unknown task id {task_id!r}")
@@ -99,36 +145,43 @@ def submit_label(db: Store, annotator: str, task_id: str, ranking: Any, *,
     it before (edit, or a redo after undo). The previous current label, if any, is superseded
     (never deleted). ``duration_ms`` defaults to the time since the claim was made.
     Returns ``{"label_id", "task_id", "superseded"}``.
+
+    This is the hot path of every annotator's click, so it runs few statements: one read of
+    the task, then one transaction that reads claim and history at once and writes the label.
     """
     if not isinstance(task_id, str) or not task_id:
         raise StoreError("task_id must be a task id string")
     if rationale is not None and len(rationale) > MAX_RATIONALE:
         raise StoreError(f"the rationale is longer than {MAX_RATIONALE} characters")
-    task = get_task(db, task_id)
+    found = db.query("SELECT id, kind, response_ids FROM tasks WHERE id = ?", [task_id])
+    if not found:
+        raise StoreError(f"unknown task id {task_id!r}")
+    task = found[0]
     levels = levels if levels is not None else margin_levels(db)
     if task["kind"] == "ranking" and margin_level:
         raise StoreError("margins are for pairwise tasks; a ranking has none")
+    row = label_row(task, annotator, ranking, margin_level=margin_level or None, levels=levels,
+                    rationale=rationale, duration_ms=duration_ms,
+                    shown_order=shown_order(task_id, annotator, task["response_ids"]))
     with db.write() as cur:
-        claim = one(cur, "SELECT epoch_ms(current_timestamp::TIMESTAMP) - epoch_ms(claimed_at) "
-                         "FROM claims WHERE task_id = ? AND annotator = ?", [task_id, annotator])
-        history = one(cur, "SELECT count(*) FROM labels WHERE task_id = ? AND annotator = ?",
-                      [task_id, annotator])[0]
-        if claim is None and not history:
+        held_ms, history, current = one(cur, """
+            SELECT (SELECT epoch_ms(current_timestamp::TIMESTAMP) - epoch_ms(claimed_at)
+                      FROM claims WHERE task_id = $t AND annotator = $u),
+                   (SELECT count(*) FROM labels WHERE task_id = $t AND annotator = $u),
+                   (SELECT any_value(id) FROM labels
+                     WHERE task_id = $t AND annotator = $u AND superseded_by IS NULL)""",
+            {"t": task_id, "u": annotator})
+        if held_ms is None and not history:
             raise StoreError(f"task {task_id!r} was not handed to {annotator!r}: ask next_task for it")
-        if duration_ms is None and claim is not None:
-            duration_ms = int(claim[0])
-        row = label_row(task, annotator, ranking, margin_level=margin_level or None,
-                        levels=levels, rationale=rationale, duration_ms=duration_ms,
-                        shown_order=shown_order(task_id, annotator, task["response_ids"]))
-        current = one(cur, "SELECT id FROM labels WHERE task_id = ? AND annotator = ? "
-                           "AND superseded_by IS NULL", [task_id, annotator])
-        if current:
-            supersede_in(cur, current[0], row, annotator)
-        else:
-            insert_labels(cur, [row])
+        if row["duration_ms"] is None and held_ms is not None:
+            row["duration_ms"] = int(held_ms)
+        if current:  # an edit: the old label stays, pointing at the new one
+            cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", [row["id"], current])
+        cur.execute(f"INSERT INTO labels ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                    list(row.values()))
         cur.execute("DELETE FROM claims WHERE task_id = ? AND annotator = ?", [task_id, annotator])
         cur.execute("DELETE FROM skips WHERE task_id = ? AND annotator = ?", [task_id, annotator])
-    return {"label_id": row["id"], "task_id": task_id, "superseded": current[0] if current else None}
+    return {"label_id": row["id"], "task_id": task_id, "superseded": current}
 
 
 def progress(db: Store, annotator: str, lease_s: int = LEASE_S) -> dict[str, int]:
