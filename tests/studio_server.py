@@ -34,6 +34,7 @@ class Server:
     db: store.Store
     demo: object
     workspace: Path
+    studio: object = None
 
     def client(self, user: str):
         from gradio_client import Client
@@ -48,6 +49,7 @@ class Server:
         return s
 
     def close(self) -> None:
+        self.studio.jobs.close()
         self.demo.close()
         self.db.close()
 
@@ -64,8 +66,8 @@ def start(tmp_path: Path, seed=None, users=PASSWORDS) -> Server:
         if seed is not None:
             seed(db)
     port = free_port()
-    demo, db = serve(db_path, "127.0.0.1", port, workspace, block=False)
-    return Server(f"http://127.0.0.1:{port}/", db, demo, workspace)
+    demo, db, studio = serve(db_path, "127.0.0.1", port, workspace, block=False)
+    return Server(f"http://127.0.0.1:{port}/", db, demo, workspace, studio)
 
 
 def endpoints(session: requests.Session, url: str) -> dict[str, int]:

@@ -28,6 +28,10 @@ ADMIN_CALLS = {
     "export_pairs": [["both", None]],
     "browse": [["labels", "", "", "", "", None, None]],
     "agreement": [["human"]],
+    "start_job": [["rm", "--max-steps 1", "both"]],
+    "stop_job": [["train-rm-x"]],
+    "ui_run_detail": [["train-rm-x"]],
+    "ui_jobs_tick": [["train-rm-x"]],
 }
 
 

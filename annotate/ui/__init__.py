@@ -14,7 +14,10 @@ from .. import store
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
           workspace: str | Path = "workspace", *, block: bool = True):
-    """Open the database (this process owns it while serving) and start the studio."""
+    """Open the database (this process owns it while serving) and start the studio.
+
+    With ``block=False`` it returns at once with (demo, db, studio) for tests and tools.
+    """
     workspace = Path(workspace).resolve()
     # uploads and Gradio's file cache stay inside the workspace
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / "tmp")
@@ -27,6 +30,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     from .layout import build_app
     demo, launch, studio = build_app(db, workspace)
     studio.exports.mkdir(parents=True, exist_ok=True)
+    studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=False,
                 **launch)
-    return demo, db
+    return demo, db, studio

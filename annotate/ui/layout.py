@@ -43,9 +43,10 @@ def build_app(db: store.Store, workspace: str | Path):
             is_admin = studio.role(user) == "admin"
             me = f'<div class="ps-me">{escape(user)} · {escape("admin" if is_admin else "annotator")}</div>'
             return [me, *[gr.update(visible=is_admin) for _ in admin.tabs],
-                    admin.user_list(request) if is_admin else None]
+                    admin.user_list(request) if is_admin else None, gr.Timer(active=is_admin)]
 
-        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table], **private("whoami"))
+        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table, admin.timer],
+                  **private("whoami"))
         demo.load(None, js=text.ON_LOAD_JS, outputs=lang, **private("restore_language"))
         lang.change(None, lang, js=text.SET_LANG_JS, **private("language"))
     demo.queue(default_concurrency_limit=8)

@@ -24,11 +24,13 @@ class Refused(StoreError):
 
 class Studio:
     def __init__(self, db: store.Store, workspace: str | Path):
+        from .jobs import JobRunner
         self.db = db
         self.workspace = Path(workspace).resolve()
         self.uploads = self.workspace / "uploads"
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
+        self.jobs = JobRunner(db, self.workspace, Path(__file__).resolve().parents[2])
 
     # -- who is calling ----------------------------------------------------------------------
     def require(self, user: str | None, admin: bool = False) -> str:
@@ -168,6 +170,25 @@ class Studio:
             raise StoreError(f"no tasks in round {round}")
         changed = store.set_required_labels(self.db, int(required), ids)
         return {"tasks": changed, "required_labels": int(required)}
+
+
+    # -- jobs (admins) ------------------------------------------------------------------------
+    def start_job(self, user: str | None, kind: str, options: str = "", source: str = "both") -> dict:
+        self.require(user, admin=True)
+        return {"run": self.jobs.start(kind, options, source or "both")}
+
+    def stop_job(self, user: str | None, run_id: str) -> dict:
+        self.require(user, admin=True)
+        self.jobs.stop(run_id)
+        return {"stopped": run_id}
+
+    def runs(self, user: str | None) -> list[dict]:
+        self.require(user, admin=True)
+        return self.jobs.overview()
+
+    def run_detail(self, user: str | None, run_id: str) -> dict:
+        self.require(user, admin=True)
+        return self.jobs.detail(run_id)
 
 
 def _safe_name(name: str) -> str:

@@ -133,6 +133,7 @@ html[lang^="zh"] .l-en, html:not([lang^="zh"]) .l-zh { display: none; }
 #ps-logout { align-self: center; }
 .ps-me { opacity: 0.75; }
 .ps-summary td { padding: 4px 12px 4px 0; }
+.ps-error { color: #b02a37; }
 .ps-selected { outline: 3px solid var(--color-accent); border-radius: 10px; }
 """
 
