@@ -1,4 +1,5 @@
 """Roles are checked in every handler, over raw HTTP too; strangers reach nothing."""
+import json
 import os
 import re
 import subprocess
@@ -29,9 +30,9 @@ ADMIN_CALLS = {
     "browse": [["labels", "", "", "", "", None, None]],
     "agreement": [["human"]],
     "start_job": [["rm", "--max-steps 1", "both"]],
-    "stop_job": [["train-rm-x"]],
-    "ui_run_detail": [["train-rm-x"]],
-    "ui_jobs_tick": [["train-rm-x"]],
+    "stop_job": [[None]],  # (a run id not offered in the dropdown is refused by Gradio itself)
+    "ui_run_detail": [[None]],
+    "ui_jobs_tick": [[None]],
 }
 
 
@@ -161,3 +162,15 @@ def test_first_start_creates_admin_and_prints_password_once(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("name", sorted(ADMIN_CALLS))
+def test_admin_events_refuse_annotators_on_the_direct_run_route(server, name):
+    """POST /gradio_api/run/<name> skips the queue: the handler's own check still refuses."""
+    session = server.session("ann")
+    before = snapshot(server.db)
+    for args in ADMIN_CALLS[name]:
+        r = session.post(server.url + f"gradio_api/run/{name}", json={"data": args})
+        body = r.json()
+        assert r.status_code != 200 and "only admins" in json.dumps(body), (name, r.status_code, body)
+    assert snapshot(server.db) == before

@@ -221,6 +221,7 @@ class AdminView:
 
     @shows_errors
     def job_stop(self, run_id, request: gr.Request):
+        self.studio.require(username(request), admin=True)
         if not run_id:
             raise store.StoreError("pick a run first")
         self.studio.stop_job(username(request), run_id)
