@@ -63,6 +63,7 @@ def emit(args, result: dict, text: str | None = None) -> None:
 
 def cmd_serve(args) -> None:
     from annotate.ui import serve
+    open_store(args.db).close()  # a new workspace gets the sample project before serving
     serve(db_path=args.db or default_db(), host=args.host, port=args.port,
           workspace=default_workspace())
 
