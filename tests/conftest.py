@@ -26,6 +26,14 @@ def tiny_lm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory) -> Path:
+    """Like ``tiny_lm`` but initialised at a larger scale, so a LoRA adapter can move its
+    logits far enough to learn (policy training tests)."""
+    from tiny_models import tiny_causal_lm
+    return tiny_causal_lm(tmp_path_factory.mktemp("tiny-policy"), init_std=0.2)
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     from tiny_models import tiny_encoder
     return tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))

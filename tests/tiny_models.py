@@ -40,7 +40,12 @@ def _tokenizer():
     return fast
 
 
-def tiny_causal_lm(folder: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+def tiny_causal_lm(folder: str | Path, hidden: int = 32, layers: int = 2, seed: int = 0,
+                   init_std: float = 0.02) -> Path:
+    """``init_std`` is the weight init scale. With the default 0.02 and 32 dimensions the
+    logits can never leave about ±0.7 (the final RMSNorm fixes the hidden norm and the tied
+    embeddings are tiny), so a LoRA adapter alone cannot make any token likely; policy tests use
+    ``init_std=0.2`` (fixture ``tiny_policy``) to give the adapter room to learn."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -51,7 +56,7 @@ def tiny_causal_lm(folder: str | Path, hidden: int = 32, layers: int = 2, seed: 
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, pad_token_id=tok.pad_token_id,
                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                         tie_word_embeddings=True)
+                         tie_word_embeddings=True, initializer_range=init_std)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -64,8 +69,17 @@ def tiny_encoder(folder: str | Path, hidden: int = 32, layers: int = 2, seed: in
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
+    from tokenizers import processors
+
     folder = Path(folder)
     tok = _tokenizer()
+    # like a real BERT tokenizer: [CLS] a [SEP] b [SEP] with token types 0 / 1
+    cls_id, sep_id = tok.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tok.model_input_names = tok.init_kwargs["model_input_names"] = [
+        "input_ids", "token_type_ids", "attention_mask"]
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2,
                         num_hidden_layers=layers, num_attention_heads=4,

@@ -1,0 +1,184 @@
+"""Reward-model training speed: prefstudio vs TRL's RewardTrainer, side by side in one run.
+
+    flock /work/heavy.lock python bench/rm.py --backbone minilm --steps 100 --batch-size 8
+
+Both sides train the same backbone with the same LoRA settings (r, alpha, no dropout, peft's
+default target modules, the head trained in full), the same pairs, batch size, learning-rate
+schedule and number of optimizer steps, fp32 on the CPU. Each side runs in its own process
+(so peak RSS is its own) and reports samples (pairs) per second of the training loop, peak
+RSS and the final logged loss; the parent prints both and the ratios.
+
+Same pairs: TRL 1.12 silently drops every pair whose chosen or rejected sequence exceeds
+``max_length`` (prefstudio truncates the prompt from the left instead), so the benchmark keeps
+only the pairs that fit for both, and neither side truncates or drops anything.
+TRL needs an EOS token to append: BERT-style tokenizers have none, so the encoder run gives
+it [SEP]. The encoder's text layout differs slightly (TRL: ``[CLS] prompt response [SEP] [SEP]``,
+prefstudio: ``[CLS] prompt [SEP] response [SEP]``; the same number of tokens).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# ../shared/data beside the checkout (or beside the folder of worktrees)
+DATA = next((p for p in (ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl",
+                         ROOT.parent.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
+             if p.exists()), ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
+
+
+def load_pairs(path: Path):
+    from annotate.trainingdata import from_file
+    return from_file(path)
+
+
+def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[int], str, int]:
+    """Indices of the pairs that neither side would truncate or drop (file order), the
+    backbone kind, and how many pairs were too long. Runs in the parent, so the tokenizer
+    pass does not count in either side's peak memory."""
+    from rewardmodel.model import RewardModel, render_plain
+
+    rm = RewardModel.from_spec(spec, max_length=10**6, lora=None)
+    tok = rm.tokenizer
+    ours = rm.encode([p.prompt for p in data.pairs for _ in (0, 1)],
+                     [r for p in data.pairs for r in (p.chosen, p.rejected)])
+    if rm.kind == "encoder":
+        trl_texts = [render_plain(p.prompt) + "\n" + r + tok.sep_token
+                     for p in data.pairs for r in (p.chosen, p.rejected)]
+        theirs = [len(ids) for ids in tok(trl_texts)["input_ids"]]
+    else:
+        theirs = [len(e.ids) for e in ours]  # the same chat template on both sides
+    keep = [i for i in range(len(data.pairs))
+            if max(len(ours[2 * i].ids), len(ours[2 * i + 1].ids), theirs[2 * i], theirs[2 * i + 1])
+            <= max_length]
+    return keep[:limit], rm.kind, len(data.pairs) - len(keep)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_prefstudio(args, data, kind) -> dict:
+    from rewardmodel.train import RMConfig, train
+
+    with tempfile.TemporaryDirectory() as out:
+        config = RMConfig(out=out, base=args.backbone, max_length=args.max_length,
+                          lora_r=args.lora_r, lora_alpha=2 * args.lora_r, batch_size=args.batch_size,
+                          max_steps=args.steps, lr=args.lr, scheduler="cosine",
+                          warmup_ratio=args.warmup / args.steps, eval_fraction=0,
+                          eval_every=10**9, log_every=10, use_margin=False, seed=0)
+        summary = train(config, data)
+    return {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
+            "final_loss": summary["final_loss"]}
+
+
+def run_trl(args, data, kind) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import RewardConfig, RewardTrainer
+
+    from rewardmodel.hub import resolve
+    from rewardmodel.model import render_plain
+
+    if kind == "decoder":  # conversational: TRL applies the chat template, as prefstudio does
+        rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
+                 "rejected": [{"role": "assistant", "content": p.rejected}]} for p in data.pairs]
+    else:
+        rows = [{"prompt": render_plain(p.prompt) + "\n", "chosen": p.chosen, "rejected": p.rejected}
+                for p in data.pairs]
+    with tempfile.TemporaryDirectory() as out:
+        config = RewardConfig(output_dir=out, per_device_train_batch_size=args.batch_size,
+                              max_steps=args.steps, learning_rate=args.lr,
+                              lr_scheduler_type="cosine", warmup_steps=args.warmup,
+                              logging_steps=10, save_strategy="no", eval_strategy="no",
+                              report_to="none", use_cpu=True, seed=0, max_length=args.max_length,
+                              disable_dropout=True, max_grad_norm=1.0, dataloader_num_workers=0,
+                              eos_token="[SEP]" if kind == "encoder" else None)
+        lora = LoraConfig(task_type="SEQ_CLS", r=args.lora_r, lora_alpha=2 * args.lora_r,
+                          lora_dropout=0.0)
+        trainer = RewardTrainer(model=resolve(args.backbone), args=config,
+                                train_dataset=Dataset.from_list(rows), peft_config=lora)
+        kept = len(trainer.train_dataset)
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"samples_per_s": args.steps * args.batch_size / seconds, "seconds": seconds,
+            "final_loss": losses[-1] if losses else None, "trl_kept_pairs": kept}
+
+
+def child(args) -> None:
+    import torch
+    from annotate.trainingdata import TrainingData
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = json.loads(Path(args.plan).read_text())
+    data = load_pairs(Path(args.data))
+    data = TrainingData(pairs=[data.pairs[i] for i in plan["keep"]], data_hash=data.data_hash)
+    torch.manual_seed(0)
+    result = (run_prefstudio if args.side == "prefstudio" else run_trl)(args, data, plan["kind"])
+    result.update(side=args.side, pairs=len(data.pairs), peak_rss_mb=peak_rss_mb(),
+                  threads=torch.get_num_threads())
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="minilm")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=1200, help="use at most this many pairs")
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--threads", type=int, help="torch threads on both sides (default: torch's)")
+    ap.add_argument("--side", choices=["prefstudio", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--plan", help=argparse.SUPPRESS)
+    ap.add_argument("--order", default="trl,prefstudio", help="which side runs first")
+    args = ap.parse_args()
+    if args.side:
+        return child(args)
+
+    keep, kind, dropped = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
+                                        args.max_length, args.pairs)
+    results = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as plan:
+        plan.write(json.dumps({"keep": keep, "kind": kind}))
+        plan.flush()
+        for side in args.order.split(","):
+            cmd = [sys.executable, __file__, "--side", side, "--plan", plan.name] + sys.argv[1:]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+            if done.returncode != 0 or not line:
+                sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
+            results[side] = json.loads(line[-1][len("RESULT "):])
+    ours, trl = results["prefstudio"], results["trl"]
+    print(f"backbone {args.backbone}, {ours['pairs']} pairs (dropped {dropped} "
+          f"longer than {args.max_length} tokens), batch {args.batch_size}, {args.steps} steps, "
+          f"LoRA r={args.lora_r}, {ours['threads']} threads")
+    print(f"{'':12}{'samples/s':>12}{'peak RSS MB':>14}{'final loss':>12}{'loop s':>10}")
+    for name, r in (("TRL", trl), ("prefstudio", ours)):
+        print(f"{name:12}{r['samples_per_s']:12.2f}{r['peak_rss_mb']:14.0f}"
+              f"{r['final_loss']:12.4f}{r['seconds']:10.1f}")
+    print(f"ratio prefstudio/TRL: throughput {ours['samples_per_s'] / trl['samples_per_s']:.2f}x, "
+          f"peak RSS {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
+    print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped, "trl": trl,
+                              "prefstudio": ours}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,502 @@
+"""A backbone with a scalar head: r(prompt, response) -> float.
+
+Two kinds of backbone, one class:
+
+* ``decoder`` (SmolLM2, Llama, GPT-2...): transformers' ``*ForSequenceClassification`` reads a
+  linear head at the last non-padding token. The chat is rendered with the tokenizer's chat
+  template (prompt + one assistant turn holding the response).
+* ``encoder`` (MiniLM, BERT...): the pooled [CLS] vector through a linear head. The prompt is
+  rendered as "role: content" lines, the response is the second segment:
+  ``[CLS] prompt [SEP] response [SEP]``.
+
+Either way the model is a plain ``AutoModelForSequenceClassification`` with ``num_labels=1``,
+LoRA-wrapped by peft with the head in ``modules_to_save``, so a saved run loads in plain
+transformers + peft (see docs/rewardmodel.md). Long prompts lose their oldest tokens first:
+the response is what is being scored, so it always survives truncation.
+
+A run folder holds ``rm.json`` (backbone spec, kind, max length, LoRA config) and either
+``adapter/`` (peft adapter incl. the head) or ``model/`` (full fine-tuning).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from . import hub
+
+RM_FILE = "rm.json"
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+HEAD_FILE = "head.pt"  # only for reward models that share another model's backbone
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the backbone (Hu et al. 2021); the head is always fully trained."""
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] | str | None = None  # None: peft's default for the architecture
+    modules_to_save: list[str] = field(default_factory=list)  # extra fully-trained modules
+
+
+def detect_kind(config) -> str:
+    """``decoder`` when the checkpoint is a causal LM, ``encoder`` otherwise (BERT-likes)."""
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    if "CausalLM" in archs or "LMHead" in archs:
+        return "decoder"
+    if config.model_type in ("bert", "roberta", "xlm-roberta", "distilbert", "deberta",
+                             "deberta-v2", "electra", "mpnet", "albert", "modernbert"):
+        return "encoder"
+    return "decoder"
+
+
+def render_plain(messages: Sequence[dict]) -> str:
+    """A chat as "role: content" lines, for tokenizers without a chat template."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+class Encoded(NamedTuple):
+    """One (prompt, response) as model input: token ids, token types (encoders only) and how
+    many of the ids are the prompt (decoders: lets responses of one prompt share it)."""
+    ids: list[int]
+    token_types: list[int] | None
+    prompt_len: int
+
+
+def fit_lengths(n_prompt: int, n_response: int, budget: int) -> tuple[int, int]:
+    """How many prompt tokens (kept from the END) and response tokens (from the START) fit.
+
+    The response is kept whole when it fits beside at least a quarter of the budget of prompt;
+    only a response that is itself too long is cut, and then from its end.
+    """
+    keep_response = min(n_response, budget - min(n_prompt, budget // 4))
+    keep_prompt = min(n_prompt, budget - keep_response)
+    return keep_prompt, keep_response
+
+
+class RewardModel(nn.Module):
+    """r(prompt, response): a sequence-classification model with one output, plus its tokenizer.
+
+    ``forward(input_ids, attention_mask[, token_type_ids])`` -> rewards [B] (float32);
+    ``score(prompts, responses)`` tokenises, batches by length and runs without gradients.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, *, kind: str, max_length: int = 512,
+                 spec: str | None = None, lora: LoraSettings | None = None,
+                 adapter: str | None = None, backbone_owner: nn.Module | None = None):
+        super().__init__()
+        if kind not in ("decoder", "encoder"):
+            raise ValueError(f"kind must be decoder or encoder, not {kind!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.max_length = int(max_length)
+        self.spec = spec
+        self.lora = lora
+        # A reward model on a shared backbone (see ``on_backbone``) switches the owner's peft
+        # adapter to its own for the duration of a forward pass.
+        self.adapter = adapter
+        self._owner = [backbone_owner] if backbone_owner is not None else []  # not a submodule
+        self.pad_id = _pad_id(tokenizer)
+        self._shared = False  # True when the backbone belongs to another model (on_backbone)
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: str, *, max_length: int = 512, lora: LoraSettings | None = None,
+                  kind: str | None = None, dropout: bool = False,
+                  dtype: torch.dtype = torch.float32) -> "RewardModel":
+        """A fresh reward model on the backbone ``spec`` (hub.resolve: name, folder, hub id).
+
+        ``lora=None`` trains every weight (full fine-tuning); otherwise only the LoRA matrices
+        and the head (plus ``lora.modules_to_save``) train.
+        """
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = hub.resolve(spec)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder)
+        kind = kind or detect_kind(config)
+        pad_id = _pad_id(tokenizer)
+        model = _quiet_load(AutoModelForSequenceClassification, folder, num_labels=1,
+                            pad_token_id=pad_id, dtype=dtype)
+        model.config.pad_token_id = pad_id
+        if not dropout:
+            disable_dropout(model)
+        if lora is not None:
+            model = _wrap_lora(model, lora)
+        return cls(model, tokenizer, kind=kind, max_length=max_length, spec=spec, lora=lora)
+
+    @classmethod
+    def on_backbone(cls, backbone: nn.Module, tokenizer, *, max_length: int = 512,
+                    kind: str | None = None, adapter: str | None = None,
+                    spec: str | None = None) -> "RewardModel":
+        """A scalar head on a backbone that is already loaded, sharing its weights (no copy).
+
+        ``backbone`` is a transformers model (e.g. the policy's ``*ForCausalLM``) or a peft
+        model around one. Its inner transformer is reused as is; only a new head is created.
+        With ``adapter``, the backbone is a ``PeftModel`` and the named adapter (added by the
+        caller with ``backbone.add_adapter(name, LoraConfig(...))``) is switched on during this
+        reward model's forward passes and switched back afterwards: the policy and its reward
+        model then share one copy of the base weights, each with its own LoRA adapter.
+        Training it (``train(config, data, model=rm)``) updates only that adapter and the head;
+        without ``adapter`` only the head trains. ``spec`` names the base for ``save``/``load``
+        (default: the folder the backbone was loaded from).
+        """
+        from transformers import AutoModelForSequenceClassification
+
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        inner = getattr(base, base.base_model_prefix, base)
+        config = type(base.config).from_dict(base.config.to_dict())
+        config.num_labels = 1
+        config.pad_token_id = _pad_id(tokenizer)
+        with torch.device("meta"):  # allocate no second backbone: it is replaced just below
+            model = AutoModelForSequenceClassification.from_config(config)
+        setattr(model, model.base_model_prefix, inner)
+        for name, child in model.named_children():
+            if name != model.base_model_prefix:
+                child.to_empty(device=next(inner.parameters()).device)
+                _init_linear(child, config)
+        kind = kind or detect_kind(base.config)
+        owner = backbone if adapter is not None else None
+        rm = cls(model, tokenizer, kind=kind, max_length=max_length, adapter=adapter,
+                 backbone_owner=owner, spec=spec or getattr(base.config, "_name_or_path", None))
+        rm._shared = True
+        for _, p in rm.trainable_parameters():
+            p.requires_grad_(True)
+        return rm
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, dtype: torch.dtype = torch.float32) -> "RewardModel":
+        """Load a trained reward model from its run folder (``rm.json`` + adapter or model)."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        run_dir = Path(run_dir)
+        if not (run_dir / RM_FILE).exists():
+            raise hub.ModelNotAvailable(f"{run_dir} is not a reward-model run folder (no {RM_FILE})")
+        info = json.loads((run_dir / RM_FILE).read_text())
+        if (run_dir / MODEL_DIR / "config.json").exists():
+            folder = run_dir / MODEL_DIR
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype)
+        else:
+            folder = hub.resolve(info["backbone"])
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = _quiet_load(AutoModelForSequenceClassification, folder, num_labels=1,
+                                pad_token_id=info["pad_token_id"], dtype=dtype)
+            if (run_dir / HEAD_FILE).exists():  # a head trained on a shared backbone
+                _head(model).load_state_dict(torch.load(run_dir / HEAD_FILE, weights_only=True))
+            if (run_dir / ADAPTER_DIR).exists():
+                from peft import PeftConfig, PeftModel
+                adapter_config = PeftConfig.from_pretrained(run_dir / ADAPTER_DIR)
+                if info.get("shared_backbone"):  # a causal-LM adapter; the head came from head.pt
+                    adapter_config.task_type, adapter_config.modules_to_save = None, None
+                model = PeftModel.from_pretrained(model, run_dir / ADAPTER_DIR, config=adapter_config)
+        model.config.pad_token_id = info["pad_token_id"]
+        disable_dropout(model)
+        model.eval()
+        lora = LoraSettings(**info["lora"]) if info.get("lora") else None
+        return cls(model, tokenizer, kind=info["kind"], max_length=info["max_length"],
+                   spec=info["backbone"], lora=lora)
+
+    def save(self, run_dir: str | Path, **extra) -> None:
+        """Write ``rm.json`` and the weights: the peft adapter (with the head) or a full model."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info = {"backbone": self.spec, "kind": self.kind, "max_length": self.max_length,
+                "pad_token_id": self.pad_id, "num_labels": 1,
+                "head": {"module": _head_name(self.model), "reads": "last non-padding token"
+                         if self.kind == "decoder" else "pooled [CLS]"},
+                "lora": vars(self.lora) if self.lora else None, **extra}
+        if self._shared:  # the owner's named adapter (if any) + our head
+            if self._owner:
+                _save_named_adapter(self._owner[0], self.adapter, run_dir / ADAPTER_DIR)
+            torch.save(_head(self.model).state_dict(), run_dir / HEAD_FILE)
+            info["shared_backbone"] = True
+        elif self.lora is not None:
+            self.model.save_pretrained(run_dir / ADAPTER_DIR)
+        else:
+            self.model.save_pretrained(run_dir / MODEL_DIR)
+            self.tokenizer.save_pretrained(run_dir / MODEL_DIR)
+        tmp = run_dir / (RM_FILE + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(run_dir / RM_FILE)
+
+    # --- text -> token ids ------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str]) -> list[Encoded]:
+        """Token ids (and token types for encoders) of each (prompt, response), truncated."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if self.kind == "decoder":
+            return self._encode_decoder(prompts, responses)
+        return self._encode_encoder(prompts, responses)
+
+    def _encode_decoder(self, prompts, responses):
+        tok = self.tokenizer
+        heads, fulls = [], []
+        for prompt, response in zip(prompts, responses):
+            head, full = _render_chat(tok, list(prompt), response)
+            heads.append(len(head))
+            fulls.append(full)
+        enc = tok(fulls, add_special_tokens=False, return_offsets_mapping=True)
+        out = []
+        for ids, offsets, n_chars in zip(enc["input_ids"], enc["offset_mapping"], heads):
+            # the prompt is every token that starts inside the rendered prompt: exact even
+            # when the tokenizer merges across the boundary
+            n_prompt = sum(1 for start, _ in offsets if start < n_chars)
+            keep_p, keep_r = fit_lengths(n_prompt, len(ids) - n_prompt, self.max_length)
+            out.append(Encoded(ids[n_prompt - keep_p:n_prompt + keep_r], None, keep_p))
+        return out
+
+    def _encode_encoder(self, prompts, responses):
+        tok = self.tokenizer
+        p_ids = tok([render_plain(p) for p in prompts], add_special_tokens=False)["input_ids"]
+        r_ids = tok(list(responses), add_special_tokens=False)["input_ids"]
+        cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+        out = []
+        for p, r in zip(p_ids, r_ids):
+            keep_p, keep_r = fit_lengths(len(p), len(r), self.max_length - 3)
+            first = [cls_id] + p[len(p) - keep_p:] + [sep_id]
+            second = r[:keep_r] + [sep_id]
+            out.append(Encoded(first + second, [0] * len(first) + [1] * len(second), len(first)))
+        return out
+
+    def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """Right-pad to the longest sequence of this batch (dynamic padding)."""
+        width = max(len(e.ids) for e in encoded)
+        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)                    # [B, T]
+        types = torch.zeros((len(encoded), width), dtype=torch.long) if self.kind == "encoder" else None
+        for i, (ids, tt, _) in enumerate(encoded):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            mask[i, :len(ids)] = 1
+            if types is not None:
+                types[i, :len(tt)] = torch.tensor(tt)
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if types is not None:
+            batch["token_type_ids"] = types
+        return batch
+
+    def collate_shared_prompt(self, groups: Sequence[Sequence[Encoded]]) -> dict[str, torch.Tensor]:
+        """Decoders: each group's responses packed behind ONE copy of their common prompt.
+
+        A row is ``prompt, response_1, ..., response_K``; response i sees the prompt and itself
+        (causal), never the other responses, and its positions continue from the prompt's, so
+        its reward is exactly the one it gets as ``prompt + response_i`` alone. The prompt is
+        encoded once instead of K times. Responses whose (truncated) prompts differ get rows of
+        their own. Rewards come out in input order (``read_index`` into the flattened rows).
+        """
+        rows, reads = [], []  # rows: (ids, positions, segment ids); reads: (row, position)
+        for group in groups:
+            by_prompt: dict[tuple, list[int]] = {}
+            for i, e in enumerate(group):
+                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
+            first_read = len(reads)
+            reads += [None] * len(group)
+            for prompt, members in by_prompt.items():
+                ids, pos, seg = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+                for k, i in enumerate(members, start=1):
+                    response = group[i].ids[len(prompt):]
+                    start = len(ids)
+                    ids += response
+                    pos += range(len(prompt), len(prompt) + len(response))
+                    seg += [k] * len(response)
+                    # read where HF's *ForSequenceClassification would: the last non-pad token
+                    last = max((j for j in range(start, len(ids)) if ids[j] != self.pad_id),
+                               default=len(ids) - 1)
+                    reads[first_read + i] = (len(rows), last)
+                rows.append((ids, pos, seg))
+        width = max(len(ids) for ids, _, _ in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)   # [R, T]
+        positions = torch.zeros((len(rows), width), dtype=torch.long)                # [R, T]
+        segments = torch.full((len(rows), width), -1, dtype=torch.long)              # [R, T]
+        for r, (ids, pos, seg) in enumerate(rows):
+            input_ids[r, :len(ids)] = torch.tensor(ids)
+            positions[r, :len(ids)] = torch.tensor(pos)
+            segments[r, :len(ids)] = torch.tensor(seg)
+        q, k = segments[:, :, None], segments[:, None, :]                             # [R, T, 1], [R, 1, T]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()                    # [T, T]
+        allowed = causal & (k >= 0) & ((k == 0) | (k == q))                           # [R, T, T]
+        allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty rows
+        mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        read_index = torch.tensor([r * width + j for r, j in reads])                  # [N]
+        return {"input_ids": input_ids, "attention_mask": mask[:, None], "position_ids": positions,
+                "read_index": read_index}
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                read_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Rewards [B] for a padded batch [B, T] (``collate``), or rewards [N] for packed rows
+        (``collate_shared_prompt``: 4-D mask, position ids and where to read each reward)."""
+        with self._own_adapter():
+            if read_index is not None:
+                seq_cls = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                backbone = getattr(seq_cls, seq_cls.base_model_prefix)  # LoRA layers live inside
+                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids, use_cache=False).last_hidden_state  # [R, T, H]
+                picked = hidden.reshape(-1, hidden.shape[-1])[read_index]                     # [N, H]
+                return _head(self.model)(picked)[:, 0].float()                               # [N]
+            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {"use_cache": False}
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        return logits[:, 0].float()  # [B, 1] -> [B]
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str], *,
+              batch_size: int = 16, tags: Sequence[Iterable[str]] | None = None) -> torch.Tensor:
+        """Rewards [N] of N (prompt, response) pairs, ``batch_size`` responses per forward pass,
+        batched by length. A decoder scores the responses to one prompt behind one copy of it
+        (K samples per prompt in rejection sampling cost one prompt pass, not K). ``tags`` is
+        accepted for the ensemble interface (a single model ignores it)."""
+        was_training = self.training
+        self.eval()
+        encoded = self.encode(prompts, responses)
+        if self.kind == "decoder":
+            by_prompt: dict[tuple, list[int]] = {}
+            for i, e in enumerate(encoded):
+                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
+            groups = []
+            for members in by_prompt.values():  # at most batch_size responses per group
+                groups += [members[j:j + batch_size] for j in range(0, len(members), batch_size)]
+        else:
+            groups = [[i] for i in range(len(encoded))]
+        groups.sort(key=lambda g: sum(len(encoded[i].ids) for i in g))
+        rewards = torch.empty(len(encoded))
+        batch: list[list[int]] = []
+        for g in groups + [None]:  # None flushes the last batch
+            if batch and (g is None or sum(map(len, batch)) + len(g) > batch_size):
+                items = [[encoded[i] for i in members] for members in batch]
+                inputs = (self.collate_shared_prompt(items) if self.kind == "decoder"
+                          else self.collate([members[0] for members in items]))
+                rewards[[i for members in batch for i in members]] = \
+                    self(**{k: v.to(self.device) for k, v in inputs.items()}).cpu()
+                batch = []
+            if g is not None:
+                batch.append(g)
+        self.train(was_training)
+        return rewards
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """What the reward trainer optimises. On a shared backbone: the head and our own
+        adapter only, whatever the owner has switched on for its own training."""
+        if not self._shared:
+            return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        prefix = f"model.{self.model.base_model_prefix}."
+        return [(n, p) for n, p in self.named_parameters()
+                if not n.startswith(prefix) or (self.adapter and f".{self.adapter}." in n)]
+
+    @contextlib.contextmanager
+    def _own_adapter(self):
+        if not self._owner:
+            yield
+            return
+        owner = self._owner[0]
+        previous = owner.active_adapter
+        flags = {p: p.requires_grad for p in owner.parameters()}
+        owner.set_adapter(self.adapter)
+        try:
+            yield
+        finally:
+            owner.set_adapter(previous)
+            for p, flag in flags.items():  # set_adapter also flips requires_grad: undo that
+                p.requires_grad_(flag)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _render_chat(tok, prompt: list[dict], response: str) -> tuple[str, str]:
+    """(rendered prompt ending where the response starts, rendered prompt + response)."""
+    if tok.chat_template:
+        head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": response}],
+                                       tokenize=False)
+        if full.startswith(head):
+            return head, full
+        # templates that restyle earlier turns: fall back to appending the response
+        return head, head + response + (tok.eos_token or "")
+    head = render_plain(prompt) + "\nassistant: "
+    return head, head + response + (tok.eos_token or "")
+
+
+def _pad_id(tokenizer) -> int:
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.sep_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError("the tokenizer has no pad, eos or sep token to pad with")
+
+
+def _quiet_load(auto_cls, folder, **kwargs):
+    """from_pretrained without the expected 'score.weight newly initialised' report."""
+    from transformers.utils import logging as hf_logging
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        return auto_cls.from_pretrained(folder, **kwargs)
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _wrap_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha,
+                        lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                        modules_to_save=list(lora.modules_to_save) or None)
+    # SEQ_CLS puts the head ("score" / "classifier") in modules_to_save: trained and saved
+    return get_peft_model(model, config)
+
+
+def _head_name(model: nn.Module) -> str:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name in ("score", "classifier"):
+        if hasattr(inner, name):
+            return name
+    raise ValueError(f"{type(inner).__name__} has no score/classifier head")
+
+
+def _head(model: nn.Module) -> nn.Module:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(inner, _head_name(model))
+
+
+def _init_linear(module: nn.Module, config) -> None:
+    std = getattr(config, "initializer_range", 0.02)
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.normal_(sub.weight, std=std)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+
+
+def _save_named_adapter(owner: nn.Module, name: str, target: Path) -> None:
+    """Save one adapter of a multi-adapter peft model as a plain adapter folder ``target``."""
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        owner.save_pretrained(tmp, selected_adapters=[name])
+        source = Path(tmp) / name if name != "default" else Path(tmp)  # peft's layout
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(source), target)
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Reward models train without dropout: it makes r(x, y) noisy for the same input."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0

@@ -1,0 +1,130 @@
+"""The scoring API for policy trainers, judges and evaluation: ``load_scorer(path).score(...)``.
+
+``path`` is a reward-model run folder (``RewardModel``) or an ensemble config (``*.json``):
+
+    {"models": [{"path": "runs/rm-helpful", "weight": 1.0},
+                {"path": "runs/rm-style",   "weight": 0.3}],
+     "safety": {"path": "runs/rm-safety", "threshold": 0.15, "tags": ["safety"]}}
+
+The ensemble's score is the weighted sum of its models; with a ``safety`` model it is gated as
+in Llama 2 (Touvron et al. 2023, §3.2.2): where the safety score falls below ``threshold`` or
+the prompt carries one of ``tags`` (safety-sensitive), the safety score takes over.
+Relative paths are read from the config's folder; a member may itself be an ensemble.
+
+Every scorer has ``score(prompts, responses, *, batch_size=16, tags=None) -> Tensor[N]``:
+``prompts`` are chat message lists, ``tags`` (optional) one iterable of tags per prompt.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import torch
+
+from .hub import ModelNotAvailable
+from .model import RewardModel
+
+
+class Scorer(Protocol):
+    def score(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str], *,
+              batch_size: int = 16, tags: Sequence[Iterable[str]] | None = None) -> torch.Tensor: ...
+
+
+@dataclass
+class Member:
+    scorer: Scorer
+    weight: float = 1.0
+    path: str = ""
+
+
+@dataclass
+class SafetyGate:
+    scorer: Scorer
+    threshold: float
+    tags: tuple[str, ...] = ("safety",)
+    path: str = ""
+
+
+class Ensemble:
+    """Weighted sum of reward models, optionally gated by a safety reward model."""
+
+    def __init__(self, members: list[Member], safety: SafetyGate | None = None):
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.members = members
+        self.safety = safety
+
+    @classmethod
+    def load(cls, config_path: str | Path) -> "Ensemble":
+        config_path = Path(config_path)
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{config_path}: not a readable ensemble config: {err}") from None
+        if not isinstance(config, dict) or not isinstance(config.get("models"), list):
+            raise ValueError(f'{config_path}: models: expected a list of {{"path": ..., "weight": ...}}')
+        loaded: dict[Path, Scorer] = {}  # a model listed twice is loaded once
+
+        def scorer(entry, where: str) -> tuple[Scorer, str]:
+            if not isinstance(entry, dict) or not entry.get("path"):
+                raise ValueError(f"{config_path}: {where}: path: missing")
+            path = (config_path.parent / entry["path"]).resolve()
+            if path not in loaded:
+                loaded[path] = load_scorer(path)
+            return loaded[path], str(path)
+
+        members = []
+        for i, entry in enumerate(config["models"]):
+            s, path = scorer(entry, f"models[{i}]")
+            weight = entry.get("weight", 1.0)
+            if not isinstance(weight, (int, float)):
+                raise ValueError(f"{config_path}: models[{i}]: weight: expected a number")
+            members.append(Member(s, float(weight), path))
+        safety = None
+        if config.get("safety") is not None:
+            entry = config["safety"]
+            s, path = scorer(entry, "safety")
+            if not isinstance(entry.get("threshold"), (int, float)):
+                raise ValueError(f"{config_path}: safety: threshold: expected a number")
+            safety = SafetyGate(s, float(entry["threshold"]), tuple(entry.get("tags", ["safety"])), path)
+        return cls(members, safety)
+
+    def score(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str], *,
+              batch_size: int = 16, tags: Sequence[Iterable[str]] | None = None) -> torch.Tensor:
+        total = torch.zeros(len(responses))
+        for m in self.members:
+            total += m.weight * m.scorer.score(prompts, responses, batch_size=batch_size, tags=tags)
+        if self.safety is None:
+            return total
+        s = self.safety.scorer.score(prompts, responses, batch_size=batch_size, tags=tags)
+        return safety_gated(total, s, self.safety.threshold,
+                            is_safety_prompt(tags, self.safety.tags, len(responses)))
+
+
+def safety_gated(helpful: torch.Tensor, safety: torch.Tensor, threshold: float,
+                 sensitive: torch.Tensor) -> torch.Tensor:
+    """Llama 2's combined reward:  R = R_s  if sensitive(p) or R_s < threshold,  else R_h.
+
+    Shapes: helpful, safety, sensitive (bool) [N] → [N].
+    """
+    return torch.where(sensitive | (safety < threshold), safety, helpful)
+
+
+def is_safety_prompt(tags: Sequence[Iterable[str]] | None, safety_tags: Iterable[str], n: int
+                     ) -> torch.Tensor:
+    if tags is None:
+        return torch.zeros(n, dtype=torch.bool)
+    wanted = set(safety_tags)
+    return torch.tensor([bool(wanted & set(t or ())) for t in tags], dtype=torch.bool)
+
+
+def load_scorer(path: str | Path) -> Scorer:
+    """A reward-model run folder or an ensemble ``.json`` (what ``--rm`` accepts)."""
+    path = Path(path)
+    if path.suffix == ".json" and path.is_file():
+        return Ensemble.load(path)
+    if not path.exists():
+        raise ModelNotAvailable(f"reward model {path} does not exist")
+    return RewardModel.load(path)

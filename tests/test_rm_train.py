@@ -1,0 +1,207 @@
+"""Reward-model training on tiny real models: learning, resume after a kill, two processes, export."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from annotate.runlog import read_metrics, read_run
+from rm_synthetic import marker_data, weights_checksum
+from rewardmodel.evaluate import evaluate
+from rewardmodel.model import RewardModel
+from rewardmodel.train import CHECKPOINT_DIR, STATE_FILE, RMConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "tests" / "rm_synthetic.py"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.mark.parametrize("backbone", ["tiny_lm", "tiny_bert"])
+def test_tiny_model_learns_marker_preference(backbone, request, tmp_path):
+    base = str(request.getfixturevalue(backbone))
+    config = RMConfig(out=str(tmp_path / "run"), base=base, max_length=48, lora_r=8, lr=1e-2,
+                      batch_size=8, epochs=2, eval_every=20, log_every=5)
+    summary = train(config, marker_data(300, seed=1, rankings=40))
+    assert summary["steps"] == summary["total_steps"] > 0
+
+    losses = [m["value"] for m in read_metrics(tmp_path / "run") if m["name"] == "loss"]
+    assert losses[-1] < 0.5 * losses[0]  # the loss went down
+    rm = RewardModel.load(tmp_path / "run")  # the saved (best) model, on fresh held-out data
+    result = evaluate(rm, marker_data(200, seed=99))
+    assert result["accuracy"] >= 0.95, result
+    assert read_run(tmp_path / "run")["status"] == "done"
+
+
+def test_resume_after_kill_reaches_same_steps_and_close_loss(tiny_lm, tmp_path):
+    steps = 40
+    cmd = [sys.executable, str(SCRIPT), "--base", str(tiny_lm), "--steps", str(steps),
+           "--eval-every", "5", "--lr", "1e-3"]
+    # reference: one uninterrupted run
+    subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, env=_env(),
+                   capture_output=True, timeout=600)
+    ref = json.loads((tmp_path / "ref" / "rank0.json").read_text())["summary"]
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cmd + ["--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state_file = out / CHECKPOINT_DIR / STATE_FILE
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if state_file.exists():
+            step = torch.load(state_file, weights_only=False)["step"]
+            if step >= 10:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                killed_at = step
+                break
+        time.sleep(0.05)
+    assert killed_at is not None and killed_at < steps, "the run ended before it could be killed"
+    assert not (out / "rank0.json").exists()
+    assert read_run(out)["status"] == "running"  # what a crash leaves behind
+
+    subprocess.run(cmd + ["--out", str(out)], check=True, env=_env(), capture_output=True, timeout=600)
+    resumed = json.loads((out / "rank0.json").read_text())["summary"]
+    assert "resumed from step" in (out / "log.txt").read_text()
+    assert resumed["steps"] == ref["steps"] == steps
+    assert read_run(out)["id"] == resumed["run_id"]
+    assert resumed["final_loss"] == pytest.approx(ref["final_loss"], rel=0.05, abs=1e-3)
+    assert resumed["best_eval_accuracy"] == pytest.approx(ref["best_eval_accuracy"], abs=0.05)
+
+
+def test_two_processes_train_one_model(tiny_lm, tmp_path):
+    out = tmp_path / "ddp"
+    # `accelerate launch --cpu` (accelerate 1.15) starts ONE process and leaves the others to
+    # mpirun; `--multi_gpu` starts them through torchrun, and on a machine without a GPU the
+    # trainer's Accelerator(cpu=True) joins them with gloo: two CPU processes, one model.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", "29517",
+           str(SCRIPT), "--base", str(tiny_lm), "--out", str(out), "--steps", "12",
+           "--eval-every", "6", "--batch-size", "4", "--grad-accum", "2"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["processes"] for r in ranks] == [2, 2]
+    assert ranks[0]["summary"]["processes"] == 2
+    # each rank saw different micro-batches; identical weights after 12 steps means the
+    # gradients were averaged across ranks before every optimizer step
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6, abs=1e-6)
+    fresh = RewardModel.from_spec(str(tiny_lm), max_length=48,
+                                  lora=RMConfig(lora_r=8).lora())
+    assert weights_checksum(fresh) != pytest.approx(ranks[0]["checksum"], rel=1e-6)  # it trained
+    # one run folder, written by rank 0 only
+    metrics = read_metrics(out)
+    assert len([m for m in metrics if m["name"] == "loss"]) == len({m["step"] for m in metrics
+                                                                    if m["name"] == "loss"})
+    assert read_run(out)["status"] == "done"
+
+
+def _plain_score(kind: str, base: Path, run_dir: Path, prompt: list[dict], response: str) -> float:
+    """The docs/rewardmodel.md recipe, verbatim: plain transformers + peft, no prefstudio."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=1, pad_token_id=tok.pad_token_id)
+    model = PeftModel.from_pretrained(model, run_dir / "adapter").eval()
+    if kind == "decoder":   # chat template: the prompt plus the response as the assistant turn
+        text = tok.apply_chat_template(prompt + [{"role": "assistant", "content": response}],
+                                       tokenize=False)
+        inputs = tok(text, add_special_tokens=False, return_tensors="pt")
+    else:                   # encoder: "role: content" lines, then the response as segment two
+        context = "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+        inputs = tok(context, response, return_tensors="pt")
+    with torch.no_grad():
+        return model(**inputs).logits[0, 0].item()
+
+
+@pytest.mark.parametrize("backbone", ["tiny_lm", "tiny_bert"])
+def test_export_loads_in_plain_transformers_and_peft(backbone, request, tmp_path):
+    base = request.getfixturevalue(backbone)
+    config = RMConfig(out=str(tmp_path / "run"), base=str(base), max_length=64, lora_r=8,
+                      lr=1e-2, batch_size=8, max_steps=15, eval_fraction=0)
+    train(config, marker_data(120, seed=2))
+    rm = RewardModel.load(tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "rm.json").read_text())
+    assert info["kind"] == rm.kind and (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
+
+    data = marker_data(6, seed=3)
+    prompts = [p.prompt for p in data.pairs] * 2
+    responses = [p.chosen for p in data.pairs] + [p.rejected for p in data.pairs]
+    ours = rm.score(prompts, responses, batch_size=4)
+    plain = torch.tensor([_plain_score(rm.kind, base, tmp_path / "run", p, r)
+                          for p, r in zip(prompts, responses)])
+    assert torch.allclose(ours, plain, atol=1e-4), (ours, plain)
+    assert ours.std() > 1e-3  # a trained head, not a constant
+
+
+def test_reward_head_on_the_policy_backbone_shares_weights_and_trains_its_own_adapter(
+        tiny_lm, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    policy = get_peft_model(lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    policy.add_adapter("reward", LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    rm = RewardModel.on_backbone(policy, tok, max_length=48, adapter="reward", spec=str(tiny_lm))
+    assert rm.model.model is lm.model  # one copy of the base weights
+
+    names = [n for n, _ in rm.trainable_parameters()]
+    assert names and all(".reward." in n or n.startswith("model.score") for n in names)
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if ".reward." not in n}
+    mine = {n: p.detach().clone() for n, p in rm.trainable_parameters()}
+    train(RMConfig(out=str(tmp_path / "run"), base=str(tiny_lm), max_length=48, lr=1e-2,
+                   batch_size=8, max_steps=40, eval_fraction=0), marker_data(300, seed=8), model=rm)
+
+    assert policy.active_adapter == "default"  # the policy's own adapter is back on
+    for n, p in policy.named_parameters():
+        if ".reward." not in n:  # base and policy adapter untouched
+            assert torch.equal(p, frozen[n]), n
+    assert all(not torch.equal(p, mine[n]) for n, p in rm.trainable_parameters())
+    result = evaluate(rm, marker_data(100, seed=98))
+    assert result["accuracy"] >= 0.9, result
+
+    loaded = RewardModel.load(tmp_path / "run")  # standalone: base + adapter + head.pt
+    data = marker_data(5, seed=9)
+    prompts, responses = [p.prompt for p in data.pairs], [p.chosen for p in data.pairs]
+    assert torch.allclose(loaded.score(prompts, responses), rm.score(prompts, responses), atol=1e-5)
+
+
+def test_early_stopping_and_full_finetuning(tiny_lm, tmp_path):
+    # lr 0: the held-out accuracy can never improve, so patience 2 stops at the 3rd evaluation
+    summary = train(RMConfig(out=str(tmp_path / "stuck"), base=str(tiny_lm), max_length=48,
+                             lr=0.0, batch_size=8, max_steps=50, eval_every=5, patience=2,
+                             warmup_ratio=0), marker_data(120, seed=10))
+    assert summary["stopped_early"] and summary["steps"] == 15
+    assert "early stop at step 15" in (tmp_path / "stuck" / "log.txt").read_text()
+
+    # lora_r 0: every weight trains, the run folder holds a full model
+    out = tmp_path / "full"
+    train(RMConfig(out=str(out), base=str(tiny_lm), max_length=48, lora_r=0, lr=1e-3,
+                   batch_size=8, max_steps=30, eval_fraction=0), marker_data(200, seed=11))
+    assert (out / "model" / "config.json").exists() and not (out / "adapter").exists()
+    rm = RewardModel.load(out)
+    assert rm.lora is None
+    assert evaluate(rm, marker_data(100, seed=97))["accuracy"] >= 0.9
