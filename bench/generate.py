@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from annotate.promptfile import read_prompt_file  # noqa: E402
+from annotate.formats import read_prompts  # noqa: E402
 from policy.generate import SamplingParams, _eos_ids, generate  # noqa: E402
 from policy.lm import load_policy, render_chat  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    prompts = [p["messages"] for p in read_prompt_file(args.prompts)][:args.n]
+    prompts = read_prompts(args.prompts)[:args.n]
     model, tok = load_policy(args.model, dtype=getattr(torch, args.dtype))
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed)
