@@ -479,6 +479,20 @@ def _eval_rm(args) -> None:
     emit(args, result)  # eval always prints one JSON line
 
 
+def _eval_judge(args):
+    """An AI judge comparing the policy's answer with the reference's (both orders)."""
+    from annotate import judges
+    from policy.evaluate import judge_preferences
+
+    spec = judges.parse_judge_spec(args.judge)
+    config = judges.JudgeConfig(judge=spec.public, principle=args.principle)
+    principle = judges.select_principle(judges.load_principles(None), args.principle)
+    if principle is None:
+        raise CliError("eval policy: --principle random is not supported; name one")
+    prefer = judge_preferences(_make_judge(spec, config), principle)
+    return prefer
+
+
 def _eval_policy(args) -> None:
     """eval policy: the policy vs its reference on held-out prompts; prints one JSON line."""
     from annotate.runlog import new_run_id
@@ -500,9 +514,14 @@ def _eval_policy(args) -> None:
     try:
         prompts = load_prompts(args.prompts)
         reward_fn, reward_name = load_reward(args.rm, args.reward)
-        result = evaluate_policy(args.model, prompts, reward_fn, out, cfg,
-                                 reward_name=reward_name, progress=not args.json)
-    except (ValueError, FileNotFoundError) as err:
+        judge = _eval_judge(args) if args.judge else None
+        try:
+            result = evaluate_policy(args.model, prompts, reward_fn, out, cfg, judge=judge,
+                                     reward_name=reward_name, progress=not args.json)
+        finally:
+            if judge is not None:
+                judge.judge.close()
+    except (ValueError, FileNotFoundError) as err:   # incl. judges' config errors
         raise CliError(f"eval policy: {err}") from None
     result.pop("config", None)
     emit(args, result)
@@ -640,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--temperature", type=float, help="eval policy: 1.0 (default) makes the "
                                                       "KL estimate unbiased")
     sp.add_argument("--seed", type=int)
+    sp.add_argument("--judge", help="eval policy: also compare the answers with an AI judge "
+                                    "(openai:URL#MODEL | local:SPEC | rm:DIR; principle from "
+                                    "--principle)")
     return p
 
 

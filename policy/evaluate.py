@@ -183,4 +183,5 @@ def judge_preferences(judge, principle) -> JudgeFn:
             else:
                 out.append((first.p_first + (1.0 - second.p_first)) / 2)
         return out
+    prefer.judge = judge    # the caller closes it
     return prefer
