@@ -517,7 +517,7 @@ def _eval_policy(args) -> None:
         judge = _eval_judge(args) if args.judge else None
         try:
             result = evaluate_policy(args.model, prompts, reward_fn, out, cfg, judge=judge,
-                                     reward_name=reward_name, progress=not args.json)
+                                     reward_name=reward_name)
         finally:
             if judge is not None:
                 judge.judge.close()
