@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from annotate.trainingdata import PairExample  # noqa: E402  (after the sys.path line)
+
 HH = ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl"
 
 
@@ -259,14 +261,18 @@ SIDES = {
     },
     "rloo": {"rloo": rloo_prefstudio, "ppo": ppo_prefstudio},
 }
-DATA = {"dpo": dpo_pairs, "ppo": rl_prompts, "rloo": rl_prompts}
+# The parent selects the data once (reading HH goes through a DuckDB import, which would
+# otherwise count in each side's peak RSS) and hands the children a plain JSON file.
+DATA = {"dpo": lambda args: [vars(p) for p in dpo_pairs(args)], "ppo": rl_prompts,
+        "rloo": rl_prompts}
+LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows], "ppo": list, "rloo": list}
 
 
 def child(part: str, side: str, args) -> None:
     """One side in this process: prints one JSON line with its time and peak RSS."""
     import torch
     torch.manual_seed(0)
-    data = DATA[part](args)
+    data = LOAD[part](json.loads(Path(args.data_file).read_text()))
     with tempfile.TemporaryDirectory(prefix=f"bench-{part}-{side}-") as tmp:
         start = time.perf_counter()
         extra = SIDES[part][side](args, data, Path(tmp) / "run")
@@ -280,10 +286,13 @@ def child(part: str, side: str, args) -> None:
 
 def parent(part: str, args, argv: list[str]) -> None:
     results = []
+    data_file = Path(tempfile.mkdtemp(prefix="bench-data-")) / f"{part}.json"
+    data_file.write_text(json.dumps(DATA[part](args), default=list))
     for side in (args.sides or ",".join(SIDES[part])).split(","):
         if side not in SIDES[part]:
             raise SystemExit(f"unknown side {side!r} for {part}; known: {', '.join(SIDES[part])}")
-        proc = subprocess.run([sys.executable, __file__, part, "--child", side, *argv],
+        proc = subprocess.run([sys.executable, __file__, part, "--child", side,
+                               "--data-file", str(data_file), *argv],
                               capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-4000:])
@@ -303,13 +312,15 @@ def parent(part: str, args, argv: list[str]) -> None:
     print(f"(speed × = {ours['side']} samples/s ÷ this side's; "
           f"memory × = {ours['side']} peak RSS ÷ this side's)")
     print(json.dumps({"part": part, "config": {k: v for k, v in vars(args).items()
-                                               if k not in ("child",)}, "results": results}))
+                                               if k not in ("child", "data_file")},
+                      "results": results}))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=sorted(SIDES))
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--data-file", help=argparse.SUPPRESS)
     p.add_argument("--sides", help="comma-separated (default: every side of the part)")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--data", default=str(HH))
