@@ -174,6 +174,7 @@ def test_undo_then_edit_from_my_labels(page, pairwise_server):
     page.locator("#ps-undo").click()  # the task comes back, answered as before
     expect(page.locator("#ps-task-info")).to_contain_text(task_id, timeout=30_000)
     expect(page.locator("#ps-choice input:checked")).to_have_value("A")
+    expect(page.locator("#ps-done-total b")).to_have_text("0", timeout=30_000)  # undo counted
     assert store.current_label(srv.db, task_id, "cid") is None
     pick(page, "ps-choice", "Tie")
     page.locator("#ps-submit").click()
