@@ -41,3 +41,6 @@ def test_ppo_with_a_reward_model_on_the_policys_base(tiny_policy, tmp_path):
     cfg.sampling.max_new_tokens = 5
     train_ppo(cfg, tiny_prompts(4), reward_fn, tmp_path / "ppo")
     assert read_run(tmp_path / "ppo")["status"] == "done"
+    # the policy run folder holds the policy's adapter only, not a copy of the reward model's
+    assert not (tmp_path / "ppo" / "adapter" / "reward").exists()
+    assert (tmp_path / "ppo" / "adapter" / "adapter_model.safetensors").exists()
