@@ -268,40 +268,43 @@ def _make_judge(spec, config):
 def cmd_train(args) -> None:
     if args.kind == "rm":
         return _train_rm(args)
-    if args.kind in ("sft", "rs", "dpo"):
-        return _train_policy_offline(args)
-    raise CliError(f"train {args.kind}: not implemented yet")
+    return _train_policy(args)
 
 
 # Options of `train sft|rs|dpo|ppo|rloo` that map onto the stage's config fields.
 POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r",
                   "gradient_checkpointing",
                   "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
-                  "select", "top_fraction", "min_reward", "max_new_tokens", "temperature")
+                  "select", "top_fraction", "min_reward", "max_new_tokens", "temperature",
+                  "kl_target", "critic", "ppo_epochs", "minibatch_size")
 
 
-def _train_policy_offline(args) -> None:
-    """train sft | rs | dpo: build the config, read the data, run the trainer, ingest the run."""
+def _train_policy(args) -> None:
+    """train sft | rs | dpo | ppo | rloo: build the config, read the data (rs/ppo/rloo: prompts
+    and a reward), run the trainer, ingest the run."""
     from annotate.runlog import read_run
-    from policy import dpo, rs, sft
+    from policy import dpo, ppo, rloo, rs, sft
     from policy.rewards import load_reward
     from policy.train_utils import build_config, run_parents
 
     stage = {"sft": (sft.SFTConfig, sft.train_sft), "rs": (rs.RSConfig, rs.train_rs),
-             "dpo": (dpo.DPOConfig, dpo.train_dpo)}
+             "dpo": (dpo.DPOConfig, dpo.train_dpo), "ppo": (ppo.PPOConfig, ppo.train_ppo),
+             "rloo": (rloo.RLOOConfig, rloo.train_rloo)}
     config_cls, train = stage[args.kind]
-    options = {k: getattr(args, k) for k in POLICY_OPTIONS}
+    options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}   # max_len comes from --max-length
     options.update(model=args.model, max_steps=args.max_steps, max_len=args.max_length)
     try:
         config = build_config(config_cls, options, args.config)
-        if args.kind == "rs":
+        if args.kind in ("rs", "ppo", "rloo"):
             if not args.prompts:
-                raise CliError("train rs needs --prompts FILE (JSONL of {\"prompt\": ...})")
+                raise CliError(f"train {args.kind} needs --prompts FILE "
+                               "(JSONL of {\"prompt\": ...})")
             from annotate.trainingdata import load_prompts
             prompts = load_prompts(args.prompts)
             reward_fn, scorer = load_reward(args.rm, args.reward)
-            out = train(config, prompts, reward_fn, args.out, scorer=scorer,
-                        parents=run_parents(config.model, args.rm))
+            extra = {"scorer": scorer} if args.kind == "rs" else {}
+            out = train(config, prompts, reward_fn, args.out,
+                        parents=run_parents(config.model, args.rm), **extra)
         else:
             data, lineage = _policy_training_data(args)
             out = train(config, data, args.out, parents=run_parents(config.model), **lineage)
@@ -476,6 +479,20 @@ def _eval_rm(args) -> None:
     emit(args, result)  # eval always prints one JSON line
 
 
+def _eval_judge(args):
+    """An AI judge comparing the policy's answer with the reference's (both orders)."""
+    from annotate import judges
+    from policy.evaluate import judge_preferences
+
+    spec = judges.parse_judge_spec(args.judge)
+    config = judges.JudgeConfig(judge=spec.public, principle=args.principle)
+    principle = judges.select_principle(judges.load_principles(None), args.principle)
+    if principle is None:
+        raise CliError("eval policy: --principle random is not supported; name one")
+    prefer = judge_preferences(_make_judge(spec, config), principle)
+    return prefer
+
+
 def _eval_policy(args) -> None:
     """eval policy: the policy vs its reference on held-out prompts; prints one JSON line."""
     from annotate.runlog import new_run_id
@@ -497,9 +514,14 @@ def _eval_policy(args) -> None:
     try:
         prompts = load_prompts(args.prompts)
         reward_fn, reward_name = load_reward(args.rm, args.reward)
-        result = evaluate_policy(args.model, prompts, reward_fn, out, cfg,
-                                 reward_name=reward_name, progress=not args.json)
-    except (ValueError, FileNotFoundError) as err:
+        judge = _eval_judge(args) if args.judge else None
+        try:
+            result = evaluate_policy(args.model, prompts, reward_fn, out, cfg, judge=judge,
+                                     reward_name=reward_name)
+        finally:
+            if judge is not None:
+                judge.judge.close()
+    except (ValueError, FileNotFoundError) as err:   # incl. judges' config errors
         raise CliError(f"eval policy: {err}") from None
     result.pop("config", None)
     emit(args, result)
@@ -637,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--temperature", type=float, help="eval policy: 1.0 (default) makes the "
                                                       "KL estimate unbiased")
     sp.add_argument("--seed", type=int)
+    sp.add_argument("--judge", help="eval policy: also compare the answers with an AI judge "
+                                    "(openai:URL#MODEL | local:SPEC | rm:DIR; principle from "
+                                    "--principle)")
     return p
 
 
@@ -659,6 +684,12 @@ def _add_policy_train_options(sp) -> None:
     g.add_argument("--min-reward", type=float, help="rs: never keep a sample below this reward")
     g.add_argument("--max-new-tokens", type=int, help="rs/ppo/rloo: response length limit")
     g.add_argument("--temperature", type=float, help="rs/ppo/rloo: sampling temperature")
+    g.add_argument("--kl-target", type=float,
+                   help="ppo/rloo: adapt β towards this KL per response (nats)")
+    g.add_argument("--critic", choices=["shared", "adapter"],
+                   help="ppo: value head on the policy's hidden states (shared) or its own adapter")
+    g.add_argument("--ppo-epochs", type=int, help="ppo: passes over each rollout batch (4)")
+    g.add_argument("--minibatch-size", type=int, help="ppo: rollouts per optimizer update")
 
 
 def _add_data_filters(sp) -> None:

@@ -4,8 +4,15 @@
 
 Each side runs in its own subprocess (so its peak RSS is its own) on the same model, data,
 batch size and number of optimizer steps; the parent prints a table and the ratios against
-prefstudio, then one JSON line with everything. Parts: ``dpo`` (vs TRL's DPOTrainer); the
-PPO and RLOO parts live beside it (same harness: add a SIDES entry).
+prefstudio, then one JSON line with everything. Parts: ``dpo`` (vs TRL's DPOTrainer), ``ppo``
+(vs TRL's experimental PPOTrainer) and ``rloo`` (vs prefstudio's own PPO):
+
+    flock /work/heavy.lock python bench/policy.py ppo --prompts 32 --batch 8 --steps 4 \
+        --max-prompt-len 48 --max-response-len 24
+    flock /work/heavy.lock python bench/policy.py rloo --prompts 32 --batch 8 --steps 4 \
+        --max-prompt-len 48 --max-response-len 24
+
+``--batch`` is samples per step for every part (RLOO: batch / 4 prompts × k = 4).
 
 Timing is end to end for each side: load the model, tokenize, (prefstudio: compute and cache
 the reference log-probs), train, save the adapter. Other people's jobs on the machine affect
@@ -28,11 +35,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# ../shared/data beside the checkout (or beside the worktrees folder, for a git worktree)
 from annotate.trainingdata import PairExample  # noqa: E402  (after the sys.path line)
 
-HH = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.exists()),
-          ROOT.parent / "shared") / "data" / "hh-harmless-1500.jsonl"
+HH = ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl"
 
 
 # --- DPO ------------------------------------------------------------------------------------
@@ -68,7 +73,7 @@ def dpo_prefstudio(args, pairs, out: Path) -> dict:
     train_dpo(config, pairs, out)
     from annotate.runlog import read_metrics
     losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
-    return {"first_loss": losses[0], "last_loss": losses[-1]}
+    return {"first": losses[0], "last": losses[-1]}
 
 
 def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False) -> dict:
@@ -99,7 +104,145 @@ def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False) -> dic
     trainer.train()
     trainer.save_model(str(out / "adapter"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"first_loss": losses[0], "last_loss": losses[-1]}
+    return {"first": losses[0], "last": losses[-1]}
+
+
+
+# --- PPO and RLOO ---------------------------------------------------------------------------
+# The reward model of every side is SmolLM2's base with a scalar head on its last token (the
+# head drawn once from a seeded generator; no reward training, so "reward" only shows that the
+# loop runs, not that it learns anything useful): TRL holds it as a fourth model
+# (AutoModelForSequenceClassification); prefstudio loads the same run folder through
+# ``load_reward(rm=...)``, which reads it off the policy's own base (``SharedBaseReward``).
+
+def rl_prompts(args) -> list:
+    """The first ``--prompts`` HH prompts (the chat before the first reply) that fit the limit."""
+    from annotate.trainingdata import from_file
+    from policy.lm import load_tokenizer, render_chat
+
+    tok = load_tokenizer(args.model)
+    prompts, seen = [], set()
+    for pair in from_file(args.data).pairs:
+        key = json.dumps(pair.prompt)
+        if key in seen or len(tok(render_chat(tok, pair.prompt), add_special_tokens=False)[
+                "input_ids"]) > args.max_prompt_len:
+            continue
+        seen.add(key)
+        prompts.append(pair.prompt)
+        if len(prompts) == args.prompts:
+            return prompts
+    raise SystemExit(f"only {len(prompts)} prompts of {args.data} fit --max-prompt-len")
+
+
+def reward_head(hidden_size: int):
+    import torch
+    g = torch.Generator().manual_seed(1234)
+    return torch.randn(1, hidden_size, generator=g) * hidden_size ** -0.5    # [1, H]
+
+
+def make_reward_model(model: str, folder: Path) -> Path:
+    """A reward-model run folder on the base ``model``: no adapter, the seeded head (head.pt),
+    marked ``shared_backbone`` so prefstudio loads it onto the policy's own base."""
+    import torch
+    from policy.lm import load_policy
+    from rewardmodel.model import RewardModel, _head
+
+    base, tok = load_policy(model)
+    rm = RewardModel.on_backbone(base, tok, spec=model)
+    with torch.no_grad():
+        _head(rm.model).weight.copy_(reward_head(base.config.hidden_size))
+    rm.save(folder)
+    return folder
+
+
+def _rl_result(out: Path) -> dict:
+    from annotate.runlog import read_metrics
+    rewards = [m["value"] for m in read_metrics(out) if m["name"] == "reward"]
+    kl = [m["value"] for m in read_metrics(out) if m["name"] == "kl"]
+    return {"first": rewards[0], "last": rewards[-1], "last_kl": kl[-1]}
+
+
+def ppo_prefstudio(args, prompts, out: Path, critic: str = "shared") -> dict:
+    from policy.lm import LoraSettings
+    from policy.ppo import PPOConfig, train_ppo
+    from policy.rewards import load_reward
+
+    cfg = PPOConfig(model=args.model, lr=args.lr, batch_size=args.batch,
+                    minibatch_size=args.batch // 2, ppo_epochs=4, max_steps=args.steps,
+                    save_every=0, seed=0, beta=0.05, critic=critic,
+                    lora=LoraSettings(r=16, alpha=32), forward_batch_size=args.batch)
+    cfg.sampling.max_new_tokens = args.max_response_len
+    cfg.sampling.max_prompt_tokens = args.max_prompt_len
+    cfg.shaping.normalize = False          # TRL uses the raw score
+    reward_fn, _ = load_reward(rm=args.rm_dir)      # a SharedBaseReward: bound to the policy
+    train_ppo(cfg, prompts, reward_fn, out)
+    return _rl_result(out)
+
+
+def rloo_prefstudio(args, prompts, out: Path) -> dict:
+    from policy.lm import LoraSettings
+    from policy.rewards import load_reward
+    from policy.rloo import RLOOConfig, train_rloo
+
+    k = 4
+    cfg = RLOOConfig(model=args.model, lr=args.lr, batch_size=args.batch // k, k=k,
+                     max_steps=args.steps, save_every=0, seed=0, beta=0.05,
+                     lora=LoraSettings(r=16, alpha=32))
+    cfg.sampling.max_new_tokens = args.max_response_len
+    cfg.sampling.max_prompt_tokens = args.max_prompt_len
+    cfg.shaping.normalize = False
+    reward_fn, _ = load_reward(rm=args.rm_dir)
+    train_rloo(cfg, prompts, reward_fn, out)
+    return _rl_result(out)
+
+
+def ppo_trl(args, prompts, out: Path, lora: bool = False) -> dict:
+    """TRL's experimental PPOTrainer: policy, reference, reward and value as separate models
+    (with ``lora``: the policy is a LoRA adapter and the reference its disabled adapter)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification,
+                              AutoTokenizer)
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from policy.lm import render_chat
+    from rewardmodel.hub import resolve
+
+    folder = resolve(args.model)
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    # SmolLM2's pad token is its EOS; TRL masks every pad-id token, which would hide the
+    # prompt's end-of-turn tokens from its models. Give it a pad token of its own.
+    tok.pad_token = "<|endoftext|>"
+    load_lm = lambda: AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    load_cls = lambda: AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=1, dtype=torch.float32)
+    policy = load_lm()
+    ref = None if lora else load_lm()
+    value, reward = load_cls(), load_cls()
+    for m in (value, reward):
+        m.config.pad_token_id = tok.pad_token_id
+    with torch.no_grad():
+        reward.score.weight.copy_(reward_head(reward.config.hidden_size))
+    ids = [tok(render_chat(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    data = Dataset.from_list([{"input_ids": i} for i in ids])
+    config = PPOConfig(output_dir=str(out), per_device_train_batch_size=args.batch,
+                       gradient_accumulation_steps=1, num_mini_batches=2, num_ppo_epochs=4,
+                       total_episodes=args.steps * args.batch, response_length=args.max_response_len,
+                       local_rollout_forward_batch_size=args.batch, stop_token="eos",
+                       temperature=1.0, missing_eos_penalty=1.0, kl_coef=0.05,
+                       learning_rate=args.lr, lr_scheduler_type="constant",
+                       num_sample_generations=0, report_to="none", save_strategy="no",
+                       use_cpu=True, bf16=False, logging_steps=1, seed=0, disable_tqdm=True)
+    trainer = PPOTrainer(
+        args=config, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
+        value_model=value, train_dataset=data, eval_dataset=data.select(range(2)),
+        peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                               task_type="CAUSAL_LM") if lora else None)
+    trainer.train()
+    scores = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
+    kl = [h["objective/kl"] for h in trainer.state.log_history if "objective/kl" in h]
+    return {"first": scores[0], "last": scores[-1], "last_kl": kl[-1]}
 
 
 # --- the harness ----------------------------------------------------------------------------
@@ -110,11 +253,19 @@ SIDES = {
         "trl": dpo_trl,
         "trl+gc": lambda args, pairs, out: dpo_trl(args, pairs, out, gradient_checkpointing=True),
     },
+    "ppo": {
+        "prefstudio": ppo_prefstudio,
+        "prefstudio+critic-adapter": lambda a, p, o: ppo_prefstudio(a, p, o, critic="adapter"),
+        "trl": ppo_trl,
+        "trl+lora": lambda a, p, o: ppo_trl(a, p, o, lora=True),
+    },
+    "rloo": {"rloo": rloo_prefstudio, "ppo": ppo_prefstudio},
 }
 # The parent selects the data once (reading HH goes through a DuckDB import, which would
 # otherwise count in each side's peak RSS) and hands the children a plain JSON file.
-DATA = {"dpo": lambda args: [vars(p) for p in dpo_pairs(args)]}
-LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows]}
+DATA = {"dpo": lambda args: [vars(p) for p in dpo_pairs(args)], "ppo": rl_prompts,
+        "rloo": rl_prompts}
+LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows], "ppo": list, "rloo": list}
 
 
 def child(part: str, side: str, args) -> None:
@@ -137,7 +288,7 @@ def parent(part: str, args, argv: list[str]) -> None:
     results = []
     data_file = Path(tempfile.mkdtemp(prefix="bench-data-")) / f"{part}.json"
     data_file.write_text(json.dumps(DATA[part](args), default=list))
-    for side in args.sides.split(","):
+    for side in (args.sides or ",".join(SIDES[part])).split(","):
         if side not in SIDES[part]:
             raise SystemExit(f"unknown side {side!r} for {part}; known: {', '.join(SIDES[part])}")
         proc = subprocess.run([sys.executable, __file__, part, "--child", side,
@@ -147,16 +298,19 @@ def parent(part: str, args, argv: list[str]) -> None:
             sys.stderr.write(proc.stderr[-4000:])
             raise SystemExit(f"{part}/{side} failed (exit {proc.returncode})")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    ours = next((r for r in results if r["side"] == "prefstudio"), results[0])
-    print(f"{part}: {args.pairs} pairs, batch {args.batch}, {args.steps} steps, model {args.model}")
-    print(f"{'side':<12}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}"
-          f"{'speed ×':>9}{'memory ×':>10}{'loss first→last':>20}")
+    ours = next((r for r in results if r["side"] in ("prefstudio", "rloo")), results[0])
+    data = f"{args.pairs} pairs" if part == "dpo" else f"{args.prompts} prompts"
+    metric = "loss" if part == "dpo" else "reward"
+    print(f"{part}: {data}, batch {args.batch}, {args.steps} steps, model {args.model}")
+    print(f"{'side':<28}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}"
+          f"{'speed ×':>9}{'memory ×':>10}{metric + ' first→last':>22}")
     for r in results:
-        print(f"{r['side']:<12}{r['seconds']:>9.1f}{r['samples_per_s']:>11.3f}"
+        print(f"{r['side']:<28}{r['seconds']:>9.1f}{r['samples_per_s']:>11.3f}"
               f"{r['peak_rss_mb']:>13.0f}{ours['samples_per_s'] / r['samples_per_s']:>9.2f}"
               f"{ours['peak_rss_mb'] / r['peak_rss_mb']:>10.2f}"
-              f"{r['first_loss']:>11.3f} → {r['last_loss']:.3f}")
-    print("(speed × = prefstudio samples/s ÷ this side's; memory × = prefstudio peak RSS ÷ this side's)")
+              f"{r['first']:>13.3f} → {r['last']:.3f}")
+    print(f"(speed × = {ours['side']} samples/s ÷ this side's; "
+          f"memory × = {ours['side']} peak RSS ÷ this side's)")
     print(json.dumps({"part": part, "config": {k: v for k, v in vars(args).items()
                                                if k not in ("child", "data_file")},
                       "results": results}))
@@ -167,19 +321,25 @@ def main() -> None:
     p.add_argument("part", choices=sorted(SIDES))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--data-file", help=argparse.SUPPRESS)
-    p.add_argument("--sides", default="prefstudio,trl,trl+gc")
+    p.add_argument("--sides", help="comma-separated (default: every side of the part)")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--data", default=str(HH))
     p.add_argument("--pairs", type=int, default=32)
+    p.add_argument("--prompts", type=int, default=32, help="ppo/rloo: prompts")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--max-prompt-len", type=int, default=128)
     p.add_argument("--max-response-len", type=int, default=96)
+    p.add_argument("--rm-dir", help=argparse.SUPPRESS)   # ppo/rloo: made by the parent
     args = p.parse_args()
     if args.child:
         return child(args.part, args.child, args)
     argv = [a for a in sys.argv[2:]]
+    if args.part in ("ppo", "rloo") and not args.rm_dir:
+        with tempfile.TemporaryDirectory(prefix="bench-rm-") as tmp:
+            args.rm_dir = str(make_reward_model(args.model, Path(tmp) / "rm"))
+            return parent(args.part, args, argv + ["--rm-dir", args.rm_dir])
     parent(args.part, args, argv)
 
 

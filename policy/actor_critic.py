@@ -8,8 +8,8 @@ on the same hidden states, and the reference policy is the base with the adapter
 same base instead (the actor's gradients and the critic's then stop interfering, at the price
 of a second backbone pass per step).
 
-Only the response positions go through the LM head: logits for the prompt would be the
-largest tensor of the step ([B, P, vocab]) and nobody needs them.
+Only the response positions go through the LM head (``lm.response_logprobs``): logits for the
+prompt would be the largest tensor of the step ([B, P, vocab]) and nobody needs them.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .lm import logprobs_from_logits, reference
+from .lm import reference, response_logprobs
 
 CRITIC_ADAPTER = "critic"
 
@@ -48,24 +48,12 @@ class ActorCritic(nn.Module):
         # switching adapters makes PEFT freeze the inactive one; remember what trains
         self._trainable = [p for p in self.parameters() if p.requires_grad]
 
-    # --- backbone ------------------------------------------------------------------------------
-
-    def _lm(self):
-        """The transformers model (LoRA layers injected in place when the policy is a PeftModel)."""
-        return self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
-
-    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Last hidden states (after the final norm, what the LM head reads): [B, T, H]."""
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)   # left padding
-        decoder = self._lm().get_decoder()
-        return decoder(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids, use_cache=False).last_hidden_state
+    # --- adapters ------------------------------------------------------------------------------
 
     @contextmanager
     def _adapter(self, name: str):
-        if not self.critic_adapter:
-            yield
-            return
+        """Run with the critic's adapter active (PEFT freezes the inactive adapter on a switch:
+        restore what trains)."""
         self.policy.base_model.set_adapter(name)
         for p in self._trainable:
             p.requires_grad_(True)
@@ -76,41 +64,36 @@ class ActorCritic(nn.Module):
             for p in self._trainable:
                 p.requires_grad_(True)
 
-    def _response_logprobs(self, hidden: torch.Tensor, input_ids: torch.Tensor,
-                           prompt_len: int) -> torch.Tensor:
-        # the state at position t predicts token t+1: response token j is read at P-1+j
-        h = hidden[:, prompt_len - 1:-1]                                          # [B, R, H]
-        logits = self._lm().get_output_embeddings()(h)                           # [B, R, V]
-        if self.temperature != 1.0:  # log-probs of the distribution the rollout sampled from
-            logits = logits / self.temperature
-        return logprobs_from_logits(logits, input_ids[:, prompt_len:])            # [B, R]
-
     # --- what the trainers call --------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 prompt_len: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """input_ids, attention_mask: [B, P+R] → logprobs [B, R], values [B, R] (or None).
 
-        values[:, j] is the critic's estimate of the return from response token j on,
-        read from the same state that predicts token j.
+        values[:, j] is the critic's estimate of the return from response token j on, read
+        from the same hidden state that predicts token j (one backbone pass for both).
         """
-        hidden = self._hidden(input_ids, attention_mask)                          # [B, T, H]
-        logprobs = self._response_logprobs(hidden, input_ids, prompt_len)
+        shared = self.value_head is not None and not self.critic_adapter
+        out = response_logprobs(self.policy, input_ids, attention_mask, prompt_len,
+                                self.temperature, hidden=shared)
         if self.value_head is None:
-            return logprobs, None
-        if self.critic_adapter:
+            return out, None
+        if shared:
+            logprobs, hidden = out                                                # [B, R, H]
+        else:
+            logprobs = out
             with self._adapter(CRITIC_ADAPTER):
-                hidden = self._hidden(input_ids, attention_mask)
-        values = self.value_head(hidden[:, prompt_len - 1:-1]).squeeze(-1)       # [B, R]
-        return logprobs, values
+                _, hidden = response_logprobs(self.policy, input_ids, attention_mask,
+                                              prompt_len, hidden=True)
+        return logprobs, self.value_head(hidden).squeeze(-1)                      # [B, R]
 
     @torch.no_grad()
     def reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            prompt_len: int) -> torch.Tensor:
         """The same log-probs under the reference policy (adapters off): [B, R]."""
         with reference(self.policy):
-            hidden = self._hidden(input_ids, attention_mask)
-            return self._response_logprobs(hidden, input_ids, prompt_len)
+            return response_logprobs(self.policy, input_ids, attention_mask, prompt_len,
+                                     self.temperature)
 
     def value_head_state(self) -> dict:
         return {} if self.value_head is None else self.value_head.state_dict()

@@ -9,7 +9,7 @@ each answer every prompt with the same sampling settings and the same random see
                                       AI judge, when one is given (both orders, averaged)
     kl                                KL(π ‖ π_ref) per response in nats: the mean over the
                                       policy's samples of Σ_t log π(y_t) − log π_ref(y_t)
-                                      (an unbiased estimate when temperature = 1, top_p = 1)
+                                      (policy.measure; unbiased when temperature = 1, top_p = 1)
     length_policy, length_reference   mean response length in tokens: a policy that wins by
                                       writing ever longer answers is hacking the reward model
     samples                           a side-by-side table (Markdown) of the first answers, and
@@ -22,12 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-from tqdm.auto import tqdm
-
-from .actor_critic import ActorCritic
-from .generate import SamplingParams, sample
+from .generate import SamplingParams
 from .lm import load_policy, reference
+from .measure import sample_responses
 from .rewards import RewardFn, bind_reward, score_in_batches
 
 # judge(prompts, policy_texts, reference_texts) -> p(policy's answer is better) per prompt,
@@ -54,32 +51,9 @@ class PolicyEvalConfig:
             raise ValueError("eval needs a sampling seed: both sides must see the same noise")
 
 
-@torch.no_grad()
-def answer(ac: ActorCritic, tok, prompts: list[list[dict]], params: SamplingParams,
-           seed: int, use_reference: bool) -> dict:
-    """One answer per prompt from the policy or the reference, with per-answer KL and length."""
-    torch.manual_seed(seed)
-    if use_reference:
-        with reference(ac.policy):
-            roll = sample(ac.policy, tok, prompts, params)
-    else:
-        roll = sample(ac.policy, tok, prompts, params)
-    P = roll.prompt_len
-    mask = roll.response_mask[:, P:].float()                                     # [B, R]
-    out = {"texts": roll.texts, "finished": roll.finished, "tokens": mask.sum(-1).tolist()}
-    if not use_reference:
-        device = next(ac.parameters()).device
-        ids, att = roll.input_ids.to(device), roll.attention_mask.to(device)
-        logprobs, _ = ac(ids, att, P)
-        ref = ac.reference_logprobs(ids, att, P)
-        out["kl"] = ((logprobs - ref) * mask.to(device)).sum(-1).tolist()        # [B]
-    return out
-
-
 def evaluate_policy(model: str, prompts: Sequence[list[dict]], reward_fn: RewardFn,
                     out_dir: str | Path, cfg: PolicyEvalConfig | None = None, *,
-                    judge: JudgeFn | None = None, reward_name: str = "",
-                    progress: bool = True) -> dict:
+                    judge: JudgeFn | None = None, reward_name: str = "") -> dict:
     """Compare a policy run folder (or adapter) with its reference; write samples; return JSON."""
     cfg = cfg or PolicyEvalConfig()
     cfg.check()
@@ -88,19 +62,14 @@ def evaluate_policy(model: str, prompts: Sequence[list[dict]], reward_fn: Reward
         raise ValueError("no prompts to evaluate on")
     policy, tok = load_policy(model)
     bind_reward(reward_fn, policy, tok)
-    ac = ActorCritic(policy, value_head=False, temperature=cfg.sampling.temperature)
-    ac.eval()
-
-    pol: dict[str, list] = {"texts": [], "finished": [], "tokens": [], "kl": []}
-    ref: dict[str, list] = {"texts": [], "finished": [], "tokens": []}
-    starts = range(0, len(prompts), cfg.batch_size)
-    for n, start in enumerate(tqdm(starts, desc="eval", unit="batch",
-                                   disable=not progress or len(starts) < 2)):
-        batch = prompts[start:start + cfg.batch_size]
-        seed = cfg.sampling.seed + n            # the same noise for both sides of a batch
-        for side, use_ref in ((pol, False), (ref, True)):
-            for key, values in answer(ac, tok, batch, cfg.sampling, seed, use_ref).items():
-                side[key] += values
+    # both sides start from the same seed: identical weights would give identical answers
+    rows = sample_responses(policy, tok, prompts, cfg.sampling, batch_size=cfg.batch_size)
+    with reference(policy):
+        ref_rows = sample_responses(policy, tok, prompts, cfg.sampling,
+                                    batch_size=cfg.batch_size, with_kl=False)
+    pol = {key: [r[key] for r in rows] for key in ("text", "finished", "tokens", "kl")}
+    ref = {key: [r[key] for r in ref_rows] for key in ("text", "finished", "tokens")}
+    pol["texts"], ref["texts"] = pol.pop("text"), ref.pop("text")
 
     r_pol = score_in_batches(reward_fn, prompts, pol["texts"])                   # [N]
     r_ref = score_in_batches(reward_fn, prompts, ref["texts"])
@@ -183,4 +152,5 @@ def judge_preferences(judge, principle) -> JudgeFn:
             else:
                 out.append((first.p_first + (1.0 - second.p_first)) / 2)
         return out
+    prefer.judge = judge    # the caller closes it
     return prefer

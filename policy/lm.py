@@ -134,16 +134,25 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      prompt_len: int) -> torch.Tensor:
+                      prompt_len: int, temperature: float = 1.0, hidden: bool = False):
     """log π of the response tokens only, for the layout prompt left-padded to P + response
     right-padded to R (``Rollout``, DPO batches).
 
     input_ids, attention_mask: [B, P + R]  →  [B, R] (mask it with the response mask)
     Only the R + 1 last positions go through the LM head (``logits_to_keep``): the prompt's
     logits are never materialised, which is most of the memory of a [B, T, V] float tensor.
+    ``temperature``: log-probs of the temperature-scaled distribution (what sampling drew
+    from). ``hidden=True`` also returns the last hidden states that predict each response
+    token, [B, R, H] (what a value head reads): ``(logprobs, hidden)``.
     """
     R = input_ids.shape[1] - prompt_len
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False, logits_to_keep=R + 1).logits[:, :-1]     # [B, R, V]
-    return logprobs_from_logits(logits, input_ids[:, prompt_len:])
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=False, logits_to_keep=R + 1, output_hidden_states=hidden)
+    logits = out.logits[:, :-1]                                                   # [B, R, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    logprobs = logprobs_from_logits(logits, input_ids[:, prompt_len:])
+    if not hidden:
+        return logprobs
+    return logprobs, out.hidden_states[-1][:, prompt_len - 1:-1]                   # [B, R, H]

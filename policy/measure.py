@@ -30,9 +30,10 @@ def rollout_kl(model, roll: Rollout) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_responses(model, tok, prompts: Sequence[Sequence[dict]], params: SamplingParams,
-                     k: int = 1, batch_size: int = 16) -> list[dict]:
+                     k: int = 1, batch_size: int = 16, with_kl: bool = True) -> list[dict]:
     """K sampled responses per prompt with their KL to the reference, in prompt order:
-    ``[{"prompt_index", "text", "finished", "tokens", "kl"}]`` (k rows per prompt)."""
+    ``[{"prompt_index", "text", "finished", "tokens", "kl"}]`` (k rows per prompt; ``kl`` is
+    None with ``with_kl=False``, e.g. when sampling from the reference itself)."""
     was_training = model.training
     model.eval()
     if params.seed is not None:
@@ -42,7 +43,7 @@ def sample_responses(model, tok, prompts: Sequence[Sequence[dict]], params: Samp
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         roll = sample(model, tok, [list(prompts[i]) for i in chunk], params)
-        kl = rollout_kl(model, roll).tolist()
+        kl = rollout_kl(model, roll).tolist() if with_kl else [None] * len(chunk)
         tokens = roll.response_mask.sum(-1).tolist()
         rows += [{"prompt_index": i, "text": text, "finished": done, "tokens": int(n), "kl": d}
                  for i, text, done, n, d in zip(chunk, roll.texts, roll.finished, tokens, kl)]

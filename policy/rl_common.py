@@ -16,7 +16,7 @@ import torch
 from .actor_critic import ActorCritic
 from .advantages import AdaptiveKLController, FixedKLController, ScoreShaper, ScoreShaping
 from .generate import SamplingParams
-from .rewards import bind_reward
+from .rewards import SharedBaseReward, bind_reward
 from .train_utils import TrainingRun, TrainSettings, load_for_training
 
 
@@ -108,6 +108,9 @@ class OnlineRun:
                              "moments": self.shaper.moments.state_dict()}
                 history.append(stats)
                 run.maybe_checkpoint()
+            policy = self.ac.policy
+            if SharedBaseReward.ADAPTER in getattr(policy, "peft_config", {}):
+                policy.delete_adapter(SharedBaseReward.ADAPTER)   # the reward model's, not ours
             out = run.finish(**summarize(history))
             if run.is_main and self.ac.value_head is not None:
                 torch.save(self.ac.value_head_state(), out / "value_head.pt")

@@ -100,3 +100,17 @@ def test_cli_eval_policy_bad_input_is_one_line(tiny_policy, tmp_path, extra, mes
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+def test_cli_eval_policy_with_a_reward_model_judge(tiny_policy, tmp_path):
+    from policy_helpers import shared_base_rm
+    folder = untrained_policy(tiny_policy, tmp_path / "policy")
+    rm = shared_base_rm(tiny_policy, tmp_path / "rm")
+    prompts = write_prompts(tmp_path / "heldout.jsonl", tiny_prompts(3))
+    proc = run_cli("eval", "policy", "--model", folder, "--rm", rm, "--judge", f"rm:{rm}",
+                   "--prompts", prompts, "--max-new-tokens", 5, "--out", tmp_path / "eval")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    # the policy is its reference: identical answers, so the judge cannot prefer either
+    assert result["judge_decided"] == 3 and result["judge_win_rate"] == pytest.approx(0.5)
+    assert result["reward"].startswith("rm:") and result["win_rate"] == 0.5

@@ -3,26 +3,11 @@ head), so PPO keeps one base model in memory, and scores exactly as the stand-al
 import torch
 
 from annotate.runlog import read_run
-from policy.lm import LoraSettings, load_policy
+from policy.lm import load_policy
 from policy.ppo import PPOConfig, train_ppo
 from policy.rewards import SharedBaseReward, load_reward
-from policy_helpers import TINY_LORA, tiny_prompts
+from policy_helpers import TINY_LORA, shared_base_rm, tiny_prompts
 from rewardmodel.model import RewardModel
-
-
-def shared_base_rm(base, folder):
-    """A reward model on ``base``'s weights: its own LoRA adapter (random, non-zero) + head."""
-    from peft import LoraConfig
-    model, tok = load_policy(str(base), lora=LoraSettings(r=4, alpha=8), trainable=True)
-    model.add_adapter("reward", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
-    rm = RewardModel.on_backbone(model, tok, adapter="reward", spec=str(base))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B.reward" in name:
-                p.normal_(0, 0.3)
-    rm.save(folder)
-    return folder
 
 
 def test_shared_base_reward_scores_like_the_standalone_model(tiny_policy, tmp_path):
@@ -56,3 +41,6 @@ def test_ppo_with_a_reward_model_on_the_policys_base(tiny_policy, tmp_path):
     cfg.sampling.max_new_tokens = 5
     train_ppo(cfg, tiny_prompts(4), reward_fn, tmp_path / "ppo")
     assert read_run(tmp_path / "ppo")["status"] == "done"
+    # the policy run folder holds the policy's adapter only, not a copy of the reward model's
+    assert not (tmp_path / "ppo" / "adapter" / "reward").exists()
+    assert (tmp_path / "ppo" / "adapter" / "adapter_model.safetensors").exists()
