@@ -63,6 +63,7 @@ def emit(args, result: dict, text: str | None = None) -> None:
 
 def cmd_serve(args) -> None:
     from annotate.ui import serve
+    open_store(args.db).close()  # a new workspace gets the sample project before serving
     serve(db_path=args.db or default_db(), host=args.host, port=args.port,
           workspace=default_workspace())
 
@@ -117,22 +118,248 @@ def _read_password(args) -> str:
 
 
 def cmd_generate(args) -> None:
-    raise CliError("generate: not implemented yet")
+    from annotate import formats, store
+    from annotate.runlog import new_run_id
+    from policy.candidates import GenerateConfig, generate_candidates, model_identity
+
+    try:
+        config = GenerateConfig(
+            model=args.model, adapter=args.adapter, k=args.k, temperatures=args.temperature,
+            top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+            batch_size=args.batch_size, task=args.task, round=args.round, dtype=args.dtype).check()
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be a positive integer")
+    if args.out and not args.out.endswith(".jsonl"):
+        raise CliError(f"{args.out}: --out writes the responses format as JSONL: name it FILE.jsonl")
+
+    if args.run_dir and (Path(args.run_dir) / "run.json").exists():
+        raise CliError(f"{args.run_dir}: already holds a run; give a new --run-dir")
+    # a prompts file is read (and refused if bad) before the database is opened or created
+    prompts = formats.read_prompts(args.prompts)[:args.limit] if args.prompts else None
+
+    def prompts_short_of_k(db) -> list[list[dict]]:
+        model, adapter = model_identity(args.model, args.adapter)
+        rows = store.prompts_needing_responses(db, args.k, model, adapter, args.limit)
+        return [row["messages"] for row in rows]
+
+    if args.out:  # a file instead of the database; a database only supplies the prompts
+        if prompts is None:
+            with open_store(args.db, read_only=True) as db:
+                prompts = prompts_short_of_k(db)
+        lines, summary = generate_candidates(config, prompts, None, progress=not args.json)
+        _write_jsonl(Path(args.out), lines)
+        emit(args, {**summary, "out": args.out}, _describe_generate(summary) + f"; wrote {args.out}")
+        return
+    with open_store(args.db) as db:
+        if prompts is None:
+            prompts = prompts_short_of_k(db)
+        if not prompts:
+            emit(args, {"prompts": 0}, f"nothing to do: every prompt has {args.k} responses "
+                                       f"from {args.model}")
+            return
+        run_id = new_run_id("generate")
+        run_dir = Path(args.run_dir or db.path.parent / "runs" / run_id)
+        try:
+            lines, summary = generate_candidates(config, prompts, run_dir, run_id=run_id,
+                                                 progress=not args.json)
+        finally:  # a failed or interrupted run still leaves what it generated in the store
+            added = store.ingest_run_dir(db, run_dir) if (run_dir / "run.json").exists() else {}
+    new = ", ".join(f"{added[k]} {k}" for k in ("prompts", "responses", "tasks"))
+    emit(args, {**summary, "run_dir": str(run_dir), "added": added},
+         _describe_generate(summary) + f"; added {new}; run folder {run_dir}")
+
+
+def _describe_generate(s: dict) -> str:
+    text = (f"generated {s['responses']} responses to {s['prompts']} prompts "
+            f"({s['ranking_tasks']} ranking and {s['pairwise_tasks']} pairwise tasks), "
+            f"{s['tokens']} tokens at {s['tokens_per_s']} tokens/s")
+    if s["dropped"]:
+        text += f"; {s['dropped']} empty or repeated candidates left out"
+    return text
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write all or nothing: a crash never leaves half a file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
 
 
 def cmd_judge(args) -> None:
-    raise CliError("judge: not implemented yet")
+    from annotate import judges, store
+    from annotate.runlog import new_run_id
+    try:
+        if args.report:
+            name = judges.judge_name(judges.parse_judge_spec(args.judge).public, args.principle) \
+                if args.judge and not args.name else args.name
+            with open_store(args.db, read_only=True) as db:
+                emit(args, judges.agreement_report(db, name))
+            return
+        if not args.judge:
+            raise CliError("--judge: required (openai:URL#MODEL, local:SPEC or rm:DIR)")
+        spec = judges.parse_judge_spec(args.judge)
+        config = judges.JudgeConfig(
+            judge=spec.public, name=args.name or "", both_orders=args.both_orders,
+            principles_file=args.principles, principle=args.principle,
+            rationale_first=args.rationale_first, labels=tuple(args.labels),
+            tie_threshold=args.tie_threshold, margins=_margins(args.margin_thresholds),
+            batch_size=args.batch_size, concurrency=args.concurrency, timeout=args.timeout,
+            max_retries=args.max_retries, api_key_env=args.api_key_env, limit=args.limit)
+        judges.select_principle(judges.load_principles(args.principles), args.principle)
+        tasks = judges.read_task_snapshot(args.tasks) if args.tasks else None
+        if tasks is not None and not args.out:
+            raise CliError("--tasks: needs --out RUN_DIR (a snapshot run never opens the database)")
+        judge = _make_judge(spec, config)
+    except (judges.JudgeConfigError, judges.PrinciplesError) as err:
+        raise CliError(str(err)) from None
+    out = Path(args.out) if args.out else default_workspace() / "runs" / new_run_id("judge")
+    progress = sys.stderr.isatty()
+    try:
+        if tasks is not None:
+            from annotate.runlog import RunLog
+            summary = judges.run_judge(tasks, judge, config, RunLog(out, "judge", config.to_json()),
+                                       progress=progress)
+        else:
+            with open_store(args.db) as db:
+                summary = judges.judge_store(db, judge, config, out, progress=progress)
+    finally:
+        judge.close()
+    consistency = summary["position_consistency"]
+    emit(args, summary, f"{summary['status']}: judged {summary['judged']} of {summary['tasks']} tasks "
+         f"with {summary['annotator']} ({summary['failed']} failed)"
+         + (f", position consistency {consistency:.3f}" if consistency is not None else "")
+         + f"; run folder {summary['out']}")
+    if summary["status"] != "done" or summary["failed"]:
+        raise SystemExit(1)
+
+
+def _margins(text: str) -> dict:
+    """``--margin-thresholds 0.9,0.75,0.6`` → p(winner) needed for significantly/better/slightly."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not values[0] >= values[1] >= values[2]:
+        raise CliError("--margin-thresholds: three decreasing probabilities, e.g. 0.9,0.75,0.6")
+    return dict(zip(("significantly", "better", "slightly"), values))
+
+
+def _make_judge(spec, config):
+    """Load what the judge needs (the local LM, the reward model's scorer); annotate never does."""
+    from annotate import judges
+    lm = scorer = None
+    if spec.kind == "local":  # a model spec, or a policy run folder (base + LoRA adapter)
+        from policy.lm import load_policy
+        lm = load_policy(spec.target)
+    elif spec.kind == "rm":
+        try:  # the reward-model engineer's batched scoring API
+            from rewardmodel.score import load_scorer
+        except ImportError:
+            raise CliError("--judge rm: this version has no rewardmodel.score yet") from None
+        scorer = load_scorer(spec.target).score
+    return judges.build_judge(spec, config, lm=lm, scorer=scorer)
 
 
 def cmd_train(args) -> None:
     if args.kind == "rm":
         return _train_rm(args)
+    if args.kind in ("sft", "rs", "dpo"):
+        return _train_policy_offline(args)
     raise CliError(f"train {args.kind}: not implemented yet")
+
+
+# Options of `train sft|rs|dpo|ppo|rloo` that map onto the stage's config fields.
+POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r",
+                  "gradient_checkpointing",
+                  "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
+                  "select", "top_fraction", "min_reward", "max_new_tokens", "temperature")
+
+
+def _train_policy_offline(args) -> None:
+    """train sft | rs | dpo: build the config, read the data, run the trainer, ingest the run."""
+    from annotate.runlog import read_run
+    from policy import dpo, rs, sft
+    from policy.rewards import load_reward
+    from policy.train_utils import build_config, run_parents
+
+    stage = {"sft": (sft.SFTConfig, sft.train_sft), "rs": (rs.RSConfig, rs.train_rs),
+             "dpo": (dpo.DPOConfig, dpo.train_dpo)}
+    config_cls, train = stage[args.kind]
+    options = {k: getattr(args, k) for k in POLICY_OPTIONS}
+    options.update(model=args.model, max_steps=args.max_steps, max_len=args.max_length)
+    try:
+        config = build_config(config_cls, options, args.config)
+        if args.kind == "rs":
+            if not args.prompts:
+                raise CliError("train rs needs --prompts FILE (JSONL of {\"prompt\": ...})")
+            from annotate.trainingdata import load_prompts
+            prompts = load_prompts(args.prompts)
+            reward_fn, scorer = load_reward(args.rm, args.reward)
+            out = train(config, prompts, reward_fn, args.out, scorer=scorer,
+                        parents=run_parents(config.model, args.rm))
+        else:
+            data, lineage = _policy_training_data(args)
+            out = train(config, data, args.out, parents=run_parents(config.model), **lineage)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(f"train {args.kind}: {err}") from None
+    from accelerate import PartialState
+    if not PartialState().is_main_process:
+        return   # under `accelerate launch`, rank 0 ingests and reports
+    _ingest_run(args, out)
+    run = read_run(out)
+    summary = run.get("summary") or {}
+    emit(args, {"kind": args.kind, "run": run["id"], "out": str(out), "summary": summary},
+         f"{args.kind} run {run['id']}: {summary.get('steps', 0)} steps, policy saved in {out}")
+
+
+def _policy_training_data(args) -> tuple[list, dict]:
+    """Pairs (dpo) or chats (sft) from --data FILE or the store, with their lineage."""
+    from annotate import trainingdata
+    from policy.sft import chats_from_pairs, read_chats
+
+    if args.kind == "sft" and args.data and _is_chat_file(args.data):
+        return read_chats(args.data), {}
+    if args.data:
+        data = trainingdata.from_file(args.data)
+    else:
+        with open_store(args.db) as db:
+            data = trainingdata.from_store(db)
+    if not data.pairs:
+        raise CliError(f"train {args.kind}: no preference pairs in "
+                       f"{args.data or args.db or default_db()}")
+    lineage = {"data_hash": data.data_hash, "label_ids": data.label_ids}
+    return (chats_from_pairs(data.pairs) if args.kind == "sft" else data.pairs), lineage
+
+
+def _is_chat_file(path: str) -> bool:
+    """A JSONL file whose first record has "messages" is a chat file for SFT."""
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        return isinstance(row := json.loads(first), dict) and "messages" in row
+    except json.JSONDecodeError:
+        return False
+
+
+def _ingest_run(args, out) -> None:
+    """The CLI owns the database while its job runs in-process: ingest the run folder."""
+    if not args.db and (args.data or args.prompts):
+        return   # trained from files: the store is not involved unless --db is given
+    from annotate import store
+    with open_store(args.db) as db:
+        store.ingest_run_dir(db, out)
 
 
 def cmd_eval(args) -> None:
     if args.what == "rm":
         return _eval_rm(args)
+    if args.what == "policy":
+        return _eval_policy(args)
     raise CliError(f"eval {args.what}: not implemented yet")
 
 
@@ -145,7 +372,7 @@ def _is_main_rank() -> bool:
 def _rm_training_data(args, path: str | None, create_db: bool = True):
     """TrainingData from a file (any import format) or, without one, from the store."""
     from annotate import trainingdata
-    rounds = [int(r) for r in args.rounds.split(",")] if getattr(args, "rounds", None) else None
+    rounds = [int(r) for r in args.label_rounds.split(",")] if getattr(args, "label_rounds", None) else None
     filters = dict(source=args.source, rounds=rounds, min_agreement=args.min_agreement,
                    principle=args.principle)
     if path:
@@ -249,7 +476,43 @@ def _eval_rm(args) -> None:
     emit(args, result)  # eval always prints one JSON line
 
 
+def _eval_policy(args) -> None:
+    """eval policy: the policy vs its reference on held-out prompts; prints one JSON line."""
+    from annotate.runlog import new_run_id
+    from annotate.trainingdata import load_prompts
+    from policy.evaluate import PolicyEvalConfig, evaluate_policy
+    from policy.rewards import load_reward
+
+    if not args.prompts:
+        raise CliError("eval policy needs --prompts FILE (JSONL of {\"prompt\": ...})")
+    cfg = PolicyEvalConfig()
+    for key in ("max_new_tokens", "temperature", "seed"):
+        if getattr(args, key) is not None:
+            setattr(cfg.sampling, key, getattr(args, key))
+    cfg.batch_size = args.batch_size or cfg.batch_size
+    cfg.max_prompts = args.max_prompts
+    model = Path(args.model)
+    out = Path(args.out) if args.out else (
+        (model if model.is_dir() else default_workspace() / "runs") / new_run_id("eval"))
+    try:
+        prompts = load_prompts(args.prompts)
+        reward_fn, reward_name = load_reward(args.rm, args.reward)
+        result = evaluate_policy(args.model, prompts, reward_fn, out, cfg,
+                                 reward_name=reward_name, progress=not args.json)
+    except (ValueError, FileNotFoundError) as err:
+        raise CliError(f"eval policy: {err}") from None
+    result.pop("config", None)
+    emit(args, result)
+
+
 # --- argument parsing -----------------------------------------------------------------------
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, not {text!r}")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefstudio", description=__doc__.splitlines()[0])
@@ -290,13 +553,56 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
     sp = command("generate", cmd_generate, "generate K candidate responses per prompt")
-    sp.add_argument("--model", default="smollm2-135m-instruct")
+    sp.add_argument("--model", default="smollm2-135m-instruct",
+                    help="model spec, folder or policy run folder")
     sp.add_argument("--adapter", help="a LoRA adapter folder (or run folder)")
-    sp.add_argument("--k", type=int, default=4)
+    sp.add_argument("--k", type=int, default=4, help="candidates per prompt (default 4)")
+    sp.add_argument("--prompts", help="JSONL of {\"prompt\": text or messages} to answer (default: "
+                                      "the store's prompts with fewer than K responses from --model)")
+    sp.add_argument("--temperature", type=_float_list, default=[0.3, 0.7, 1.0, 1.2],
+                    help="one value, or a comma list cycled over the K candidates "
+                         "(default 0.3,0.7,1.0,1.2)")
+    sp.add_argument("--top-p", type=float, default=0.95)
+    sp.add_argument("--max-new-tokens", type=int, default=256)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    sp.add_argument("--limit", type=int, help="answer at most this many prompts")
+    sp.add_argument("--task", default="none", choices=["ranking", "pairwise", "mixed", "none"],
+                    help="make a task of each prompt's candidates: all of them (ranking), the "
+                         "first and last (pairwise), alternating (mixed), or none")
+    sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
+    sp.add_argument("--out", help="write the responses format to FILE.jsonl instead of the store")
+    sp.add_argument("--run-dir", help="run folder (default: runs/<run id> beside the database)")
 
     sp = command("judge", cmd_judge, "label tasks with an AI judge (RLAIF)")
     sp.add_argument("--judge", help="openai:URL#MODEL | local:SPEC | rm:DIR")
-    sp.add_argument("--both-orders", action="store_true")
+    sp.add_argument("--both-orders", action="store_true",
+                    help="ask A/B and B/A and average (position bias); K-way: every pair both ways")
+    sp.add_argument("--principles", help="principles file (.md with '## name' sections, or .json; "
+                                         "default data/principles.md)")
+    sp.add_argument("--principle", help="principle to judge by (default: the file's first; "
+                                        "'random': one per task)")
+    sp.add_argument("--rationale-first", action="store_true",
+                    help="let the judge explain before its verdict (chain of thought)")
+    sp.add_argument("--tie-threshold", type=float, default=0.05,
+                    help="store a tie when |p - 0.5| <= this (default 0.05)")
+    sp.add_argument("--margin-thresholds", default="0.9,0.75,0.6",
+                    help="p(winner) for significantly,better,slightly (below: negligibly)")
+    sp.add_argument("--labels", default="AB", help="the two verdict options (default AB; e.g. 12)")
+    sp.add_argument("--limit", type=int, help="judge at most N tasks")
+    sp.add_argument("--batch-size", type=int, default=8, help="tasks per batch")
+    sp.add_argument("--concurrency", type=int, default=4, help="parallel HTTP requests (openai)")
+    sp.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request")
+    sp.add_argument("--max-retries", type=int, default=4, help="retries on 429/5xx/timeouts")
+    sp.add_argument("--api-key-env", help="NAME of the environment variable holding the API key "
+                                          "(no key is sent without it)")
+    sp.add_argument("--name", help="annotator name of the labels (default: the judge spec, "
+                                   "plus @principle when --principle is given)")
+    sp.add_argument("--out", help="run folder (default: workspace/runs/<run id>); re-use it to resume")
+    sp.add_argument("--tasks", help="task snapshot JSONL: judge these into --out without a database")
+    sp.add_argument("--report", action="store_true",
+                    help="print the agreement report (JSON) of AI judges against human labels")
 
     sp = command("train", cmd_train, "train a reward model or optimise a policy")
     sp.add_argument("kind", choices=["rm", "sft", "rs", "dpo", "ppo", "rloo"])
@@ -307,7 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rm", help="trained reward model (run folder or ensemble config)")
     sp.add_argument("--max-steps", type=int)
     sp.add_argument("--out", required=True, help="run folder for checkpoints, logs and the model")
+    _add_training_options(sp)
     _add_rm_train_options(sp)
+    _add_policy_train_options(sp)
 
     sp = command("eval", cmd_eval, "evaluate a reward model or a policy (prints one JSON line)")
     sp.add_argument("what", choices=["rm", "policy"])
@@ -318,8 +626,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--plot", help="eval rm: PNG of chosen vs rejected rewards "
                                    "(default: eval-<data>.png in the model folder)")
     _add_data_filters(sp)
-    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--batch-size", type=int, help="eval rm: pairs per batch; eval policy: "
+                                                   "prompts per generate call")
+    # eval policy: held-out prompts answered by the policy and by its reference
+    sp.add_argument("--reward", help="eval policy: programmatic reward instead of --rm")
+    sp.add_argument("--out", help="eval policy: folder for eval.json and the samples table "
+                                  "(default: MODEL/eval-<time> for a run folder)")
+    sp.add_argument("--max-prompts", type=int, help="eval policy: the first N prompts only")
+    sp.add_argument("--max-new-tokens", type=int)
+    sp.add_argument("--temperature", type=float, help="eval policy: 1.0 (default) makes the "
+                                                      "KL estimate unbiased")
+    sp.add_argument("--seed", type=int)
     return p
+
+
+def _add_policy_train_options(sp) -> None:
+    """Options of `train sft|rs|dpo|ppo|rloo`; unset options keep the stage's defaults."""
+    g = sp.add_argument_group("policy (train sft, rs, dpo, ppo, rloo)")
+    g.add_argument("--reward", help="programmatic reward instead of --rm: keyword:W1,W2 | "
+                                    "length | length:N")
+    g.add_argument("--packing", action="store_true", default=None, help="sft: pack chats into rows")
+    g.add_argument("--beta", type=float, help="dpo: β (ipo: τ); ppo/rloo: KL coefficient")
+    g.add_argument("--loss", choices=["sigmoid", "ipo"], help="dpo: the loss")
+    g.add_argument("--margin-scale", type=float, help="dpo: offset = scale × label margin")
+    g.add_argument("--reference", choices=["initial", "base"],
+                   help="dpo: reference = the starting policy (default) or the bare base")
+    g.add_argument("--k", type=int, help="rs/rloo: samples per prompt")
+    g.add_argument("--rounds", type=int, help="rs: sample-select-train rounds")
+    g.add_argument("--select", choices=["best", "top"],
+                   help="rs: best of K per prompt, or the top fraction overall (RAFT)")
+    g.add_argument("--top-fraction", type=float, help="rs: fraction kept with --select top")
+    g.add_argument("--min-reward", type=float, help="rs: never keep a sample below this reward")
+    g.add_argument("--max-new-tokens", type=int, help="rs/ppo/rloo: response length limit")
+    g.add_argument("--temperature", type=float, help="rs/ppo/rloo: sampling temperature")
 
 
 def _add_data_filters(sp) -> None:
@@ -328,27 +667,35 @@ def _add_data_filters(sp) -> None:
     g.add_argument("--source", default="both", choices=["human", "ai", "both"],
                    help="labels by people, by AI judges, or both")
     g.add_argument("--min-agreement", type=float, help="drop pairs with lower annotator agreement")
-    g.add_argument("--rounds", help="annotation rounds, comma-separated (default: all)")
+    g.add_argument("--label-rounds", help="annotation rounds, comma-separated (default: all)")
     g.add_argument("--principle", help="only AI labels judged under this principle")
+
+
+def _add_training_options(sp) -> None:
+    """Options every `train` stage shares (config fields of the same name)."""
+    g = sp.add_argument_group("training (every stage)")
+    g.add_argument("--config", help="JSON file of config fields; options below override it")
+    g.add_argument("--batch-size", type=int,
+                   help="examples per micro-batch per process (rm, dpo: pairs; sft, rs: chats)")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-length", type=int, help="tokens per sequence; prompts are cut from "
+                                                  "the left so the response survives")
+    g.add_argument("--lora-r", type=int, help="LoRA rank of a new adapter (rm: 0 = full fine-tuning)")
+    g.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only at the end)")
+    g.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute activations in the backward pass (less memory, slower)")
 
 
 def _add_rm_train_options(sp) -> None:
     """Options of `train rm` (RMConfig fields; --config FILE sets any of them from JSON)."""
     _add_data_filters(sp)
-    g = sp.add_argument_group("training (rm; shared names where the policy trainers agree)")
-    g.add_argument("--config", help="JSON file of config fields; options below override it")
-    g.add_argument("--batch-size", type=int, help="comparisons per micro-batch per process")
-    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    g.add_argument("--lr", type=float, help="peak learning rate")
+    g = sp.add_argument_group("reward model (train rm)")
     g.add_argument("--epochs", type=float, help="passes over the data (when --max-steps is unset)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--max-length", type=int, help="tokens per (prompt, response); "
-                                                  "prompts are cut from the left")
-    g.add_argument("--lora-r", type=int, help="LoRA rank (0 = full fine-tuning)")
     g.add_argument("--full-finetune", action="store_true", help="train every weight, no LoRA")
     g.add_argument("--no-resume", action="store_true",
                    help="ignore a checkpoint left in --out by an interrupted run")
-    g = sp.add_argument_group("reward model (train rm)")
     g.add_argument("--rm-kind", choices=["decoder", "encoder"],
                    help="override the backbone kind detected from its config")
     g.add_argument("--lora-targets", help="module names, comma-separated, or all-linear "

@@ -7,6 +7,7 @@ tensors the RL trainers need (prompt + response ids, masks) along with the decod
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -82,32 +83,51 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
     finished = is_eos.any(-1).tolist()
     attention = torch.cat([enc["attention_mask"], response_mask.long()], dim=1)
     full_mask = torch.cat([torch.zeros_like(enc["attention_mask"]), response_mask.long()], dim=1)
-    decoded = tok.batch_decode(response.masked_fill(~response_mask, tok.pad_token_id),
+    # decode without the EOS: an end token need not be a special token the tokenizer skips
+    decoded = tok.batch_decode(response.masked_fill(~response_mask | is_eos, tok.pad_token_id),
                                skip_special_tokens=True)
     return Rollout(input_ids=out, attention_mask=attention, response_mask=full_mask, prompt_len=P,
                    texts=[t.strip() for t in decoded], finished=finished)
 
 
-def generate(model, tok, prompts: list[list[dict]], params: SamplingParams, k: int = 1,
-             batch_size: int = 16, progress: bool = True) -> list[list[dict]]:
-    """K responses per prompt: ``result[i][j] = {"text", "finished", "tokens"}``.
+def generate(model, tok, prompts: list[list[dict]], params: SamplingParams | Sequence[SamplingParams],
+             k: int = 1, batch_size: int = 16, progress: bool | tqdm = True) -> list[list[dict]]:
+    """K responses per prompt: ``result[i][j] = {"text", "finished", "tokens", "params"}``.
 
-    Prompts are sorted by length so each batch pads little; seeds make the whole call
-    reproducible (same prompts, params, k and batch size → same texts).
+    ``params`` may be a list: candidate j is sampled with ``params[j % len(params)]`` (e.g. the
+    temperatures 0.3, 0.7, 1.0, 1.2 cycled over K = 4 candidates, as Llama 2 varied the
+    temperature between its two candidates), and ``"params"`` is that index. Candidates with
+    the same params are batched together, prompts sorted by length so each batch pads little.
+    The seed of ``params[0]`` makes the whole call reproducible: the same prompts, params, k
+    and batch size give the same texts. ``progress`` is a flag (a bar of its own on runs of 8
+    or more responses) or a tqdm bar of the caller's to advance.
     """
-    if params.seed is not None:
-        torch.manual_seed(params.seed)
-    jobs = [(i, j) for i in range(len(prompts)) for j in range(k)]
-    lengths = {i: len(render_chat(tok, m)) for i, m in enumerate(prompts)}
-    jobs.sort(key=lambda ij: (lengths[ij[0]], ij))
+    settings = [params] if isinstance(params, SamplingParams) else list(params)
+    if not settings:
+        raise ValueError("generate needs at least one SamplingParams")
+    if k < 1 or batch_size < 1:
+        raise ValueError("k and batch_size must be positive")
+    if settings[0].seed is not None:
+        torch.manual_seed(settings[0].seed)
+    # prompt lengths in tokens (not characters: Chinese text packs more tokens per character)
+    lengths = [len(ids) for ids in tok([render_chat(tok, m) for m in prompts],
+                                       add_special_tokens=False)["input_ids"]] if prompts else []
+    batches = []
+    for s in range(len(settings)):  # one batch never mixes settings
+        jobs = sorted((lengths[i], i, j) for i in range(len(prompts))
+                      for j in range(s, k, len(settings)))
+        batches += [(s, jobs[b:b + batch_size]) for b in range(0, len(jobs), batch_size)]
     result: list[list[dict | None]] = [[None] * k for _ in prompts]
-    bar = tqdm(total=len(jobs), desc="generate", unit="resp", disable=not progress or len(jobs) < 8)
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start:start + batch_size]
-        roll = sample(model, tok, [prompts[i] for i, _ in chunk], params)
+    total = len(prompts) * k
+    own_bar = isinstance(progress, bool)
+    bar = tqdm(total=total, desc="generate", unit="resp",
+               disable=not progress or total < 8) if own_bar else progress
+    for s, batch in batches:
+        roll = sample(model, tok, [prompts[i] for _, i, _ in batch], settings[s])
         n_tokens = roll.response_mask.sum(-1).tolist()
-        for (i, j), text, done, n in zip(chunk, roll.texts, roll.finished, n_tokens):
-            result[i][j] = {"text": text, "finished": done, "tokens": int(n)}
-        bar.update(len(chunk))
-    bar.close()
+        for (_, i, j), text, done, n in zip(batch, roll.texts, roll.finished, n_tokens):
+            result[i][j] = {"text": text, "finished": done, "tokens": int(n), "params": s}
+        bar.update(len(batch))
+    if own_bar:
+        bar.close()
     return result  # type: ignore[return-value]

@@ -131,3 +131,19 @@ def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     """
     logits = logits.float()
     return torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+
+
+def response_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      prompt_len: int) -> torch.Tensor:
+    """log π of the response tokens only, for the layout prompt left-padded to P + response
+    right-padded to R (``Rollout``, DPO batches).
+
+    input_ids, attention_mask: [B, P + R]  →  [B, R] (mask it with the response mask)
+    Only the R + 1 last positions go through the LM head (``logits_to_keep``): the prompt's
+    logits are never materialised, which is most of the memory of a [B, T, V] float tensor.
+    """
+    R = input_ids.shape[1] - prompt_len
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False, logits_to_keep=R + 1).logits[:, :-1]     # [B, R, V]
+    return logprobs_from_logits(logits, input_ids[:, prompt_len:])

@@ -9,7 +9,9 @@ without training a reward model first.
 """
 from __future__ import annotations
 
+import json
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -59,15 +61,78 @@ def named_reward(spec: str) -> RewardFn:
 
 
 def reward_model(run_dir: str | Path, batch_size: int = 16) -> RewardFn:
-    """A trained reward model's ``score`` as a reward callable (the model stays loaded)."""
-    from rewardmodel.model import RewardModel
+    """A trained reward model's (or an ensemble config's) ``score`` as a reward callable (the
+    model stays loaded). A reward model trained on the policy's base (``shared_backbone`` in
+    its rm.json) becomes a ``SharedBaseReward`` instead: no second copy of the base."""
+    from rewardmodel.score import load_scorer
 
-    rm = RewardModel.load(run_dir)
+    if SharedBaseReward.applies(run_dir):
+        return SharedBaseReward(run_dir, batch_size)
+    rm = load_scorer(run_dir)
 
     def reward(prompts, responses) -> torch.Tensor:
         return rm.score(prompts, responses, batch_size=batch_size).float()
     reward.model = rm  # type: ignore[attr-defined]
     return reward
+
+
+class SharedBaseReward:
+    """A reward model that lives on the policy's own base model: its LoRA adapter is loaded
+    into the policy as one more adapter (``"reward"``) and its head reads the same hidden
+    states, so PPO/RLOO/RS hold one copy of the base weights for policy, reference, critic and
+    reward model. A head trained on the bare base (no adapter) reads the base with the policy's
+    adapter switched off.
+
+    Trainers call ``bind(policy, tok)`` once the policy is loaded (``bind_reward``); scoring
+    before that is an error.
+    """
+    ADAPTER = "reward"
+
+    def __init__(self, run_dir: str | Path, batch_size: int = 16):
+        self.dir, self.batch_size = Path(run_dir), batch_size
+        self.info = json.loads((self.dir / "rm.json").read_text())
+        self.rm = self.policy = None
+
+    @staticmethod
+    def applies(run_dir: str | Path) -> bool:
+        path = Path(run_dir) / "rm.json"
+        return path.exists() and bool(json.loads(path.read_text()).get("shared_backbone"))
+
+    def bind(self, policy, tok) -> None:
+        from rewardmodel.hub import resolve
+        from rewardmodel.model import HEAD_FILE, RewardModel, _head
+
+        base = getattr(policy, "base_spec", None)
+        if base is None or Path(resolve(base)).resolve() != Path(resolve(self.info["backbone"])).resolve():
+            raise ValueError(f"--rm {self.dir}: trained on {self.info['backbone']}, "
+                             f"not on the policy's base {base}")
+        adapter = None
+        if (self.dir / "adapter").exists():
+            policy.load_adapter(str(self.dir / "adapter"), adapter_name=self.ADAPTER,
+                                is_trainable=False)
+            adapter = self.ADAPTER
+        rm = RewardModel.on_backbone(policy, tok, kind=self.info["kind"], adapter=adapter,
+                                     max_length=self.info["max_length"], spec=base)
+        _head(rm.model).load_state_dict(torch.load(self.dir / HEAD_FILE, weights_only=True))
+        for p in _head(rm.model).parameters():
+            p.requires_grad_(False)
+        rm.eval()
+        self.rm, self.policy, self.adapter = rm, policy, adapter
+
+    def __call__(self, prompts, responses) -> torch.Tensor:
+        from .lm import reference
+
+        if self.rm is None:
+            raise RuntimeError(f"the reward model {self.dir} shares the policy's base: "
+                               "call bind(policy, tok) first")
+        with (reference(self.policy) if self.adapter is None else nullcontext()):
+            return self.rm.score(prompts, responses, batch_size=self.batch_size).float()
+
+
+def bind_reward(reward_fn, policy, tok) -> None:
+    """Give a reward that shares the policy's base (it has ``bind``) the loaded policy."""
+    if hasattr(reward_fn, "bind"):
+        reward_fn.bind(policy, tok)
 
 
 def load_reward(rm: str | None = None, reward: str | None = None) -> tuple[RewardFn, str]:

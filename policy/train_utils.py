@@ -25,7 +25,7 @@ import math
 import random
 import shutil
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -52,6 +52,7 @@ class TrainSettings:
     grad_accum: int = 1                     # micro-batches per optimizer step
     max_steps: int = 100                    # optimizer steps
     max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False    # recompute activations in backward: less memory, slower
     seed: int = 0
     log_every: int = 1
     save_every: int = 50                    # checkpoint every N steps (and always at the end)
@@ -68,9 +69,44 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
         values = dict(values)
-        if isinstance(values.get("lora"), dict):
-            values["lora"] = LoraSettings(**values["lora"])
+        for f in fields(cls):  # nested settings (lora, sampling, ...) arrive as dicts
+            default = f.default_factory() if f.default_factory is not MISSING else None
+            if isinstance(values.get(f.name), dict) and is_dataclass(default):
+                values[f.name] = type(default)(**values[f.name])
         return cls(**values)
+
+
+# Command-line options that set a field of a nested settings object in the config.
+NESTED_OPTIONS = {"lora_r": ("lora", "r"), "lora_alpha": ("lora", "alpha"),
+                  "max_new_tokens": ("sampling", "max_new_tokens"),
+                  "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p")}
+
+
+def build_config(cls: type[TrainSettings], options: dict[str, Any],
+                 config_file: str | Path | None = None) -> TrainSettings:
+    """A stage config from an optional JSON file, then command-line options on top.
+
+    ``options`` maps field names to values; None means "not given". An option that the
+    stage does not have is an error (``--packing`` means nothing to DPO).
+    """
+    values = {}
+    if config_file:
+        try:
+            values = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{config_file}: cannot read the config ({err})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{config_file}: a config is a JSON object of fields")
+    config = cls.from_dict(values)
+    for key, value in options.items():
+        if value is None:
+            continue
+        owner, attr = (getattr(config, NESTED_OPTIONS[key][0], None), NESTED_OPTIONS[key][1]) \
+            if key in NESTED_OPTIONS else (config, key)
+        if owner is None or not hasattr(owner, attr):
+            raise ValueError(f"--{key.replace('_', '-')} is not an option of this trainer")
+        setattr(owner, attr, value)
+    return config
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +119,11 @@ def load_for_training(config: TrainSettings):
     """(model, tokenizer): the policy with a fresh LoRA adapter (or the run folder's adapter, to
     continue training it), seeded first so the adapter's random init is reproducible."""
     seed_everything(config.seed)
-    return load_policy(config.model, lora=config.lora, trainable=True)
+    model, tok = load_policy(config.model, lora=config.lora, trainable=True)
+    if config.gradient_checkpointing:
+        # non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tok
 
 
 def trainable_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -154,7 +194,7 @@ class TrainingRun:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0                 # optimizer steps done
         self.state: dict[str, Any] = {}   # trainer-specific, JSON, saved with every checkpoint
-        self._data_pos = {"epoch": 0, "batch": 0}
+        self._data_pos: dict[str, Any] = {}    # {"key", "epoch", "batch"} of the current data
         self.resumed = self._load_checkpoint()
         self.bar = tqdm(total=config.max_steps, initial=min(self.step, config.max_steps),
                         desc=kind, unit="step", disable=not self.is_main, dynamic_ncols=True)
@@ -184,25 +224,27 @@ class TrainingRun:
         return self.accelerator.unwrap_model(self.model)
 
     # --- data -------------------------------------------------------------------------------
-    def batches(self, dataset: Sequence, collate: Callable[[list], Any],
-                shuffle: bool = True) -> Iterator[Any]:
+    def batches(self, dataset: Sequence, collate: Callable[[list], Any], shuffle: bool = True,
+                key: str = "train") -> Iterator[Any]:
         """Endless micro-batches over ``dataset`` for this process, epoch after epoch.
 
-        The position (epoch, batch) is checkpointed, so a resumed run continues with the next
-        unseen batch instead of starting the epoch again.
+        The position (dataset key, epoch, batch) is checkpointed, so a resumed run continues
+        with the next unseen batch instead of starting the epoch again. A new ``key`` (RS: one
+        dataset per round) starts from the beginning.
         """
         if len(dataset) == 0:
             raise ValueError("no training examples")
-        acc = self.accelerator
+        if self._data_pos.get("key") != key:
+            self._data_pos = {"key": key, "epoch": 0, "batch": 0}
+        acc, pos = self.accelerator, self._data_pos
         while True:
-            epoch = self._data_pos["epoch"]
-            plan = shard_batches(len(dataset), self.config.batch_size, epoch, self.config.seed,
-                                 acc.process_index, acc.num_processes, shuffle)
-            while self._data_pos["batch"] < len(plan):
-                indices = plan[self._data_pos["batch"]]
-                self._data_pos["batch"] += 1
+            plan = shard_batches(len(dataset), self.config.batch_size, pos["epoch"],
+                                 self.config.seed, acc.process_index, acc.num_processes, shuffle)
+            while pos["batch"] < len(plan):
+                indices = plan[pos["batch"]]
+                pos["batch"] += 1
                 yield _to_device(collate([dataset[i] for i in indices]), self.device)
-            self._data_pos = {"epoch": epoch + 1, "batch": 0}
+            pos["epoch"], pos["batch"] = pos["epoch"] + 1, 0
 
     def accumulate(self, batches: Iterator[Any]) -> Iterator[Any]:
         """``grad_accum`` micro-batches; gradients sync across processes on the last one only."""
@@ -217,16 +259,25 @@ class TrainingRun:
         """Backward of one micro-batch's mean loss (scaled so accumulation averages)."""
         self.accelerator.backward(loss / self.config.grad_accum)
 
-    def optimizer_step(self) -> float:
-        """Clip, step, zero the gradients, advance the step counter. Returns the grad norm."""
+    def optimizer_step(self, advance: bool = True) -> float:
+        """Clip, step, zero the gradients, advance the step counter. Returns the grad norm.
+
+        ``advance=False`` for trainers whose step holds several updates (PPO: epochs ×
+        minibatches per rollout batch); they call ``advance()`` once the step is done.
+        """
         norm = self.accelerator.clip_grad_norm_(
             [p for p in self.model.parameters() if p.requires_grad], self.config.max_grad_norm)
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if advance:
+            self.advance()
+        return float(norm)
+
+    def advance(self) -> None:
+        """One step done: the scheduler, the step counter and the bar move on."""
+        self.scheduler.step()
         self.step += 1
         self.bar.update(1)
-        return float(norm)
 
     # --- metrics ----------------------------------------------------------------------------
     def metric(self, step: int | None = None, *, force: bool = False, **values: float) -> dict:

@@ -21,9 +21,10 @@ def test_shards_cover_the_data_and_agree_across_processes():
     assert shard_batches(10, 2, 3, 7) != shard_batches(10, 2, 4, 7)   # a new order each epoch
 
 
-def _train(tiny_lm, out, max_steps, save_every=2):
+def _train(tiny_lm, out, max_steps, save_every=2, gradient_checkpointing=False):
     cfg = TrainSettings(model=str(tiny_lm), lr=5e-3, batch_size=2, grad_accum=2,
                         max_steps=max_steps, save_every=save_every, seed=3,
+                        gradient_checkpointing=gradient_checkpointing,
                         lora=LoraSettings(r=4, alpha=8))
     model, tok = load_for_training(cfg)
     tok.padding_side = "right"
@@ -68,3 +69,11 @@ def test_resume_with_a_different_config_is_refused(tiny_lm, tmp_path):
     model, tok = load_policy(cfg.model, lora=cfg.lora, trainable=True)
     with pytest.raises(ValueError, match="different config.*lr"):
         TrainingRun(cfg, tmp_path / "run", "sft", model, tok)
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tiny_lm, tmp_path):
+    plain = _train(tiny_lm, tmp_path / "plain", max_steps=2)
+    checkpointed = _train(tiny_lm, tmp_path / "gc", max_steps=2, gradient_checkpointing=True)
+    for name, value in plain.items():
+        assert torch.allclose(value, checkpointed[name], atol=1e-6), name
+    assert read_run(tmp_path / "gc")["config"]["gradient_checkpointing"] is True

@@ -9,6 +9,8 @@ from .ingest import RowError, ingest_run_dir, write_batch
 from .items import (add_prompts, add_responses, add_tasks, check_messages, counts, get_task,
                     get_tasks, list_prompts, list_responses, list_tasks, prompt_id, prompt_row,
                     response_id, response_row, set_required_labels, task_id, task_row)
+from .items import prompts_needing_responses
+from .judging import ai_labels, tasks_lacking_label
 from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_history,
                      label_row, margin_levels, retract_label, supersede_label)
 from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table, rankings
@@ -17,3 +19,7 @@ from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_r
 from .schema import LATEST as SCHEMA_VERSION
 from .users import (add_user, ensure_first_admin, list_users, role_of, set_password, set_role,
                     verify_user)
+from .browse import TABLES, browse, human_labels, task_ids, user_stats
+from .queue import (LEASE_S, my_labels, next_task, open_claims, shown_order, skip_task,
+                    submit_label)
+from .queue import progress as queue_progress

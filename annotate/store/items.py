@@ -212,3 +212,28 @@ def counts(db: Store) -> dict[str, int]:
                               (SELECT count(*) FROM responses) AS responses,
                               (SELECT count(*) FROM tasks) AS tasks,
                               (SELECT count(*) FROM labels WHERE superseded_by IS NULL) AS labels""")[0]
+
+
+def prompts_needing_responses(db: Store, k: int, model: str, adapter: str | None = None,
+                              limit: int | None = None) -> list[dict]:
+    """Prompts with fewer than ``k`` responses from this model (and adapter), oldest first:
+    what ``prefstudio generate`` answers when it is given no prompts file.
+
+    Returns ``{"id", "messages", "tags", "have"}``; ``have`` counts this model's responses.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise StoreError("k must be a positive integer")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise StoreError("limit must be a positive integer")
+    rows = db.query("""
+        SELECT p.id, p.messages, p.tags, count(r.id) AS have
+        FROM prompts p
+        LEFT JOIN responses r ON r.prompt_id = p.id AND r.model = ?
+                              AND r.adapter IS NOT DISTINCT FROM ?
+        GROUP BY p.id, p.messages, p.tags, p.created_at
+        HAVING count(r.id) < ?
+        ORDER BY p.created_at, p.id
+        LIMIT ?""", [model, adapter, k, limit if limit is not None else 2**62])
+    for row in rows:
+        row["messages"] = json.loads(row["messages"])
+    return rows

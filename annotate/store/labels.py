@@ -135,18 +135,22 @@ def current_label(db: Store, task_id: str, annotator: str) -> dict | None:
 def supersede_label(db: Store, old_id: str, new_row: dict, annotator: str | None = None) -> str:
     """Replace a current label by ``new_row``; the old row stays, pointing at the new one."""
     with db.write() as cur:
-        old = one(cur, "SELECT task_id, annotator, superseded_by FROM labels WHERE id = ?",
-                          [old_id])
-        if old is None:
-            raise StoreError(f"unknown label id {old_id!r}")
-        if old[2] is not None:
-            raise StoreError(f"label {old_id!r} was already replaced or undone")
-        if annotator is not None and old[1] != annotator:
-            raise StoreError(f"label {old_id!r} belongs to another annotator")
-        if new_row["task_id"] != old[0] or new_row["annotator"] != old[1]:
-            raise StoreError("an edit must keep the label's task and annotator")
-        cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", [new_row["id"], old_id])
-        insert_rows(cur, "labels", [new_row])
+        return supersede_in(cur, old_id, new_row, annotator)
+
+
+def supersede_in(cur, old_id: str, new_row: dict, annotator: str | None = None) -> str:
+    """``supersede_label`` inside a write transaction the caller already holds."""
+    old = one(cur, "SELECT task_id, annotator, superseded_by FROM labels WHERE id = ?", [old_id])
+    if old is None:
+        raise StoreError(f"unknown label id {old_id!r}")
+    if old[2] is not None:
+        raise StoreError(f"label {old_id!r} was already replaced or undone")
+    if annotator is not None and old[1] != annotator:
+        raise StoreError(f"label {old_id!r} belongs to another annotator")
+    if new_row["task_id"] != old[0] or new_row["annotator"] != old[1]:
+        raise StoreError("an edit must keep the label's task and annotator")
+    cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", [new_row["id"], old_id])
+    insert_rows(cur, "labels", [new_row])
     return new_row["id"]
 
 

@@ -114,6 +114,15 @@ MIGRATIONS: list[str] = [
         value JSON
     );
     """,
+    # 3: the queue's skips ("skip, and come back later": skipped tasks go to the back)
+    """
+    CREATE TABLE skips (
+        task_id    VARCHAR NOT NULL,
+        annotator  VARCHAR NOT NULL,
+        skipped_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (task_id, annotator)
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

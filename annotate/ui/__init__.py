@@ -1,0 +1,36 @@
+"""The annotation studio in the browser: ``serve(db_path, host, port, workspace)``.
+
+One process owns the database while the studio runs (see docs/architecture.md); people log in
+with the users stored in it (Gradio's login, scrypt-hashed passwords). On the first start of
+a workspace without users an ``admin`` is created and its one-time password printed once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .. import store
+
+
+def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
+          workspace: str | Path = "workspace", *, block: bool = True):
+    """Open the database (this process owns it while serving) and start the studio.
+
+    With ``block=False`` it returns at once with (demo, db, studio) for tests and tools.
+    """
+    workspace = Path(workspace).resolve()
+    # uploads and Gradio's file cache stay inside the workspace
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace / "tmp")
+    db = store.Store(db_path)
+    password = store.ensure_first_admin(db)
+    if password:
+        print(f"prefstudio: created user 'admin' with one-time password: {password}\n"
+              f"prefstudio: it is shown only now; change it with `prefstudio users passwd admin`",
+              flush=True)
+    from .layout import build_app
+    demo, launch, studio = build_app(db, workspace)
+    studio.exports.mkdir(parents=True, exist_ok=True)
+    studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=False,
+                **launch)
+    return demo, db, studio

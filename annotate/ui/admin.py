@@ -1,0 +1,280 @@
+"""The admin's tabs: import, browse and export, agreement, users and overlap.
+
+The tabs are hidden from annotators, but hiding is not the protection: every handler asks
+the service, which checks the caller's role in the store on each call.
+"""
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pandas as pd
+
+from .. import store
+from . import render
+from .common import frame, private, shows_errors, username
+from .jobs import KINDS as JOB_KINDS
+from .service import Studio
+
+FORMATS = ["auto", "hh", "pairs", "rankings", "prompts", "responses"]
+PREVIEW = 300  # characters of each text shown in the browser
+
+
+def _num(value, cast=int):
+    """An optional number typed in a box: empty means 'no filter', anything else must parse."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise store.StoreError(f"{value!r} is not a number") from None
+
+
+def readable(rows: list[dict]) -> list[dict]:
+    """Show a prompt's chat JSON as 'user: … ⏎ assistant: …' instead of raw JSON."""
+    for row in rows:
+        text = row.get("text")
+        if isinstance(text, str) and text.startswith("[{"):
+            try:
+                turns = json.loads(text)
+                row["text"] = " ⏎ ".join(f"{m['role']}: {m['content']}" for m in turns)
+            except (ValueError, KeyError, TypeError):
+                pass
+        for key, value in row.items():
+            if isinstance(value, str) and len(value) > PREVIEW:
+                row[key] = value[:PREVIEW] + "…"
+    return rows
+
+
+class AdminView:
+    def __init__(self, studio: Studio, t: gr.I18n):
+        self.studio = studio
+        self.t = t
+        self.tabs: list[gr.Tab] = []
+
+    def build(self) -> None:
+        t = self.t
+        with gr.Tab(t("tab_import"), id="import", visible=False) as tab:
+            self.tabs.append(tab)
+            self.upload = gr.File(label=t("import_file"), type="filepath", elem_id="ps-upload",
+                                  file_types=[".jsonl", ".json", ".csv", ".parquet"])
+            with gr.Row():
+                self.fmt = gr.Dropdown(FORMATS, value="auto", label=t("format"))
+                self.round = gr.Number(0, precision=0, label=t("round"), minimum=0)
+                self.required = gr.Number(1, precision=0, label=t("required_labels"), minimum=1)
+            self.do_import = gr.Button(t("do_import"), variant="primary", elem_id="ps-do-import")
+            self.import_result = gr.JSON(label=t("result"), elem_id="ps-import-result")
+
+        with gr.Tab(t("tab_browse"), id="browse", visible=False) as tab:
+            self.tabs.append(tab)
+            with gr.Row():
+                self.table = gr.Dropdown(list(store.TABLES), value="tasks", label=t("table"),
+                                         elem_id="ps-table")
+                self.contains = gr.Textbox(label=t("contains"))
+                self.b_source = gr.Dropdown(["", "human", "ai", "both"], value="", label=t("source"))
+                self.b_annotator = gr.Textbox(label=t("annotator"))
+                self.b_kind = gr.Dropdown(["", "pairwise", "ranking"], value="", label=t("kind"))
+                self.b_round = gr.Textbox(label=t("round"), placeholder="any", max_lines=1)
+                self.b_min = gr.Textbox(label=t("min_agreement"), placeholder="0–1", max_lines=1)
+            self.show = gr.Button(t("show"), elem_id="ps-show")
+            self.rows = gr.Dataframe(interactive=False, wrap=True, elem_id="ps-browse",
+                                     max_height=600)
+            with gr.Row():
+                self.export = gr.Button(t("export_pairs"), elem_id="ps-export")
+                self.export_file = gr.File(label=t("pairs_file"), elem_id="ps-export-file", height=60)
+
+        with gr.Tab(t("tab_agreement"), id="agreement", visible=False) as tab:
+            self.tabs.append(tab)
+            with gr.Row():
+                self.a_source = gr.Radio(["human", "ai", "both"], value="human", label=t("source"))
+                self.compute = gr.Button(t("compute"), elem_id="ps-compute")
+            self.summary = gr.HTML(elem_id="ps-agreement", js_on_load=None)
+            self.per_annotator = gr.Dataframe(label=t("per_annotator"), interactive=False)
+            self.per_task = gr.Dataframe(label=t("per_task"), interactive=False, max_height=400)
+
+        with gr.Tab(t("tab_users"), id="users", visible=False) as tab:
+            self.tabs.append(tab)
+            self.user_table = gr.Dataframe(label=t("users"), interactive=False, elem_id="ps-users")
+            with gr.Row():
+                self.u_name = gr.Textbox(label=t("name"), elem_id="ps-user-name")
+                self.u_role = gr.Dropdown(["annotator", "admin"], value="annotator", label=t("role"))
+                self.u_password = gr.Textbox(label=t("password"), type="password",
+                                             elem_id="ps-user-password")
+            with gr.Row():
+                self.add_user = gr.Button(t("add_user"), elem_id="ps-add-user")
+                self.set_role = gr.Button(t("set_role"), elem_id="ps-set-role")
+            with gr.Row():
+                self.overlap = gr.Number(2, precision=0, minimum=1, label=t("overlap"))
+                self.overlap_round = gr.Textbox(label=t("overlap_round"), placeholder="all", max_lines=1)
+                self.set_overlap = gr.Button(t("set_overlap"), elem_id="ps-set-overlap")
+            self.overlap_result = gr.JSON(label=t("result"))
+
+        with gr.Tab(t("tab_jobs"), id="jobs", visible=False) as tab:
+            self.tabs.append(tab)
+            with gr.Row():
+                self.job_kind = gr.Dropdown(list(JOB_KINDS), value="rm", label=t("job_kind"),
+                                            elem_id="ps-job-kind")
+                self.job_source = gr.Dropdown(["both", "human", "ai"], value="both", label=t("source"))
+                self.job_options = gr.Textbox(label=t("job_options"), placeholder="--max-steps 50",
+                                              max_lines=1, elem_id="ps-job-options", scale=3)
+            with gr.Row():
+                self.start_job = gr.Button(t("start_job"), variant="primary", elem_id="ps-start-job")
+                self.stop_job = gr.Button(t("stop_job"), elem_id="ps-stop-job")
+            self.run_table = gr.Dataframe(label=t("runs"), interactive=False, elem_id="ps-runs",
+                                          max_height=300)
+            self.run_pick = gr.Dropdown(label=t("run_id"), choices=[], elem_id="ps-run-pick")
+            self.run_progress = gr.HTML(elem_id="ps-run-progress", js_on_load=None)
+            with gr.Row():
+                self.loss_plot = gr.LinePlot(x="step", y="value", color="name", label=t("loss_plot"))
+                self.reward_plot = gr.LinePlot(x="step", y="value", color="name", label=t("reward_plot"))
+            self.run_info = gr.JSON(label=t("run_detail"), elem_id="ps-run-info")
+            self.timer = gr.Timer(3, active=False)
+
+    def wire(self) -> None:
+        self.do_import.click(self.import_file, [self.upload, self.fmt, self.round, self.required],
+                             self.import_result, api_name="import_file")
+        self.show.click(self.browse, [self.table, self.contains, self.b_source, self.b_annotator,
+                                      self.b_kind, self.b_round, self.b_min], self.rows,
+                        api_name="browse")
+        self.export.click(self.export_pairs, [self.b_source, self.b_min], self.export_file,
+                          api_name="export_pairs")
+        self.compute.click(self.agreement, [self.a_source],
+                           [self.summary, self.per_annotator, self.per_task], api_name="agreement")
+        self.add_user.click(self.user_add, [self.u_name, self.u_role, self.u_password],
+                            [self.user_table, self.u_password], **private("add_user"))
+        self.set_role.click(self.user_set_role, [self.u_name, self.u_role], self.user_table, **private("set_role"))
+        self.set_overlap.click(self.overlap_set, [self.overlap, self.overlap_round],
+                               self.overlap_result, api_name="set_overlap")
+        run_outs = [self.run_table, self.run_pick, self.run_progress, self.loss_plot,
+                    self.reward_plot, self.run_info]
+        self.start_job.click(self.job_start, [self.job_kind, self.job_options, self.job_source],
+                             run_outs, api_name="start_job")
+        self.stop_job.click(self.job_stop, [self.run_pick], run_outs, api_name="stop_job")
+        self.run_pick.input(self.job_view, [self.run_pick], run_outs, **private("run_detail"))
+        self.timer.tick(self.job_view, [self.run_pick], run_outs, **private("jobs_tick"))
+
+    # -- handlers ----------------------------------------------------------------------------
+    @shows_errors
+    def import_file(self, path, fmt, round, required, request: gr.Request) -> dict:
+        """Import an uploaded file (admins): the same formats and checks as `prefstudio import`."""
+        user = self.studio.require(username(request), admin=True)
+        if not path:
+            raise store.StoreError("choose a file to import first")
+        return self.studio.import_file(user, path, fmt, _num(round) or 0, _num(required) or 1)
+
+    @shows_errors
+    def browse(self, table, contains, source, annotator, kind, round, min_agreement,
+               request: gr.Request):
+        """Rows of prompts, responses, tasks, labels or pairs, filtered (admins)."""
+        rows = self.studio.browse(username(request), table or "tasks", text=contains or None,
+                                  source=source or None, annotator=annotator or None,
+                                  kind=kind or None, round=_num(round),
+                                  min_agreement=_num(min_agreement, float), preview=None)
+        return frame(readable(rows))
+
+    @shows_errors
+    def export_pairs(self, source, min_agreement, request: gr.Request) -> str:
+        """The aggregated pairs as a TRL JSONL file (prompt, chosen, rejected, margin)."""
+        result = self.studio.export_pairs(username(request), source or "both",
+                                          _num(min_agreement, float))
+        return str(result["path"])
+
+    @shows_errors
+    def agreement(self, source, request: gr.Request):
+        """Agreement overall, per annotator and per task, and the position-bias rate (admins)."""
+        rep = self.studio.agreement(username(request), source or "human")
+        return (summary_html(rep),
+                frame(rep["per_annotator"], ["annotator", "labels", "compared",
+                                             "agreement_with_majority", "labels_per_hour",
+                                             "median_seconds_per_label"]),
+                frame(rep["per_task"], ["task_id", "labels", "directions", "observed_agreement"]))
+
+    @shows_errors
+    def user_add(self, name, role, password, request: gr.Request):
+        rows = self.studio.users(username(request), "add", (name or "").strip(), role, password or "")
+        gr.Info(f"Added {name} · 已添加", duration=3)
+        return frame(rows), ""
+
+    @shows_errors
+    def user_set_role(self, name, role, request: gr.Request):
+        return frame(self.studio.users(username(request), "set_role", (name or "").strip(), role))
+
+    @shows_errors
+    def user_list(self, request: gr.Request):
+        return frame(self.studio.users(username(request), "list"))
+
+    @shows_errors
+    def overlap_set(self, required, round, request: gr.Request):
+        """Set how many annotators label each task (all tasks, or one round's)."""
+        return self.studio.set_overlap(username(request), _num(required) or 1, _num(round))
+
+
+    # -- jobs ------------------------------------------------------------------------------
+    @shows_errors
+    def job_start(self, kind, options, source, request: gr.Request):
+        """Start `prefstudio train KIND` on a snapshot of the labels (admins); returns the panel."""
+        run = self.studio.start_job(username(request), kind, options or "", source or "both")["run"]
+        gr.Info(f"Started {run}", duration=3)
+        return self.job_view(run, request)
+
+    @shows_errors
+    def job_stop(self, run_id, request: gr.Request):
+        self.studio.require(username(request), admin=True)
+        if not run_id:
+            raise store.StoreError("pick a run first")
+        self.studio.stop_job(username(request), run_id)
+        return self.job_view(run_id, request)
+
+    @shows_errors
+    def job_view(self, run_id, request: gr.Request):
+        """The runs table, and status, progress, loss and reward plots of the picked run."""
+        user = username(request)
+        runs = self.studio.runs(user)
+        choices = [r["run"] for r in runs]
+        run_id = run_id if run_id in choices else (choices[0] if choices else None)
+        empty = pd.DataFrame({"step": [], "value": [], "name": []})
+        if run_id is None:
+            return frame(runs), gr.update(choices=[], value=None), "", empty, empty, None
+        d = self.studio.run_detail(user, run_id)
+        metrics = pd.DataFrame(d.pop("metrics"), columns=["step", "name", "value"])
+        losses = metrics[metrics["name"].str.contains("loss")]
+        rewards = metrics[metrics["name"].str.contains("reward|acc|kl|win|score")]
+        return (frame(runs), gr.update(choices=choices, value=run_id),
+                run_progress_html(d), losses, rewards, d)
+
+
+def run_progress_html(d: dict) -> str:
+    """A progress bar for the run: step / max steps (or just the step when unknown)."""
+    pct = 100.0 * min(1.0, d["progress"]) if d["progress"] is not None else (
+        100.0 if d["status"] == "done" else 0.0)
+    steps = f"{d['step']} / {d['max_steps']}" if d["max_steps"] else f"step {d['step']}"
+    error = f' · <span class="ps-error">{render.escape(d["error"])}</span>' if d.get("error") else ""
+    return (f'<div class="ps-progress"><div class="ps-bar"><div class="ps-fill" '
+            f'style="width:{pct:.1f}%"></div></div><div class="ps-counts"><span>'
+            f'{render.escape(d["run"])} · <b>{render.escape(d["status"])}</b> · {render.escape(steps)}'
+            f' · {render.bilingual("labels used", "使用的标注")} {int(d["labels_used"] or 0)}'
+            f'{error}</span></div></div>')
+
+
+def _fmt(value, digits=3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def summary_html(rep: dict) -> str:
+    bias = rep["position_bias"]
+    interval = bias["interval"]
+    span = f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
+    rows = [
+        (("Krippendorff's alpha (pairwise directions)", "Krippendorff α（成对方向）"), _fmt(rep["alpha"])),
+        (("Labels", "标注数"), str(rep["labels"])),
+        (("Annotators", "标注者"), str(rep["annotators"])),
+        (("Directions labelled by 2+ annotators", "被 2 人以上标注的方向"),
+         f"{rep['shared_units']} / {rep['units']}"),
+        (("First-shown response wins (0.5 = no position bias)", "先展示的回答获胜率（0.5 = 无位置偏差）"),
+         _fmt(bias["first_shown_wins"], 2) + span + f" · n={bias['pairwise_labels']}"),
+    ]
+    body = "".join(f"<tr><td>{render.bilingual(*name)}</td><td><b>{render.escape(v)}</b></td></tr>"
+                   for name, v in rows)
+    return f'<table class="ps-summary">{body}</table>'

@@ -1,0 +1,89 @@
+"""The scriptable API: stable named endpoints for programs and tests (``gradio_client``).
+
+    from gradio_client import Client
+    client = Client("http://127.0.0.1:7860/", auth=("ann", "password"))
+    task = client.predict(api_name="/next_task")          # None when the queue is empty
+    best_first = [[task["responses"][1]["id"]], [task["responses"][0]["id"]]]
+    client.predict(task["id"], json.dumps(best_first), "better", "", api_name="/submit_label")
+
+Annotators: next_task, submit_label, skip_task, undo_label, my_labels, progress.
+Admins: users, and the admin views' named events import_file, export_pairs, browse,
+agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``);
+``ENDPOINTS`` lists them all with the role each needs.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from .common import shows_errors, username
+from .service import Studio
+
+
+def add_endpoints(studio: Studio) -> None:
+    """Register the endpoints inside the current ``gr.Blocks``."""
+
+    @shows_errors
+    def next_task(request: gr.Request) -> dict | None:
+        """Claim the next task: {id, kind, round, prompt (chat messages), responses [{id, text}]
+        in the order shown to you, margin_levels}; None when nothing is left for you."""
+        return studio.next_task(username(request))
+
+    @shows_errors
+    def submit_label(task_id: str, ranking: str, margin: str = "", rationale: str = "",
+                     request: gr.Request = None) -> dict:
+        """Label a task you were handed. ranking: JSON list of tie groups of response ids, best
+        first, e.g. '[["r2"], ["r1"]]'; margin (pairwise): significantly | better | slightly |
+        negligibly. Submitting again for the same task edits your label (the old one is kept,
+        superseded)."""
+        return studio.submit_label(username(request), task_id, ranking, margin or None, rationale)
+
+    @shows_errors
+    def skip_task(task_id: str, request: gr.Request = None) -> dict:
+        """Give a task back; it comes back to you after every task you have not skipped."""
+        return studio.skip_task(username(request), task_id)
+
+    @shows_errors
+    def undo_label(label_id: str = "", request: gr.Request = None) -> dict:
+        """Withdraw one of your labels (default: your newest); the task returns to the queue."""
+        return studio.undo_label(username(request), label_id or None)
+
+    @shows_errors
+    def my_labels(limit: int = 20, request: gr.Request = None) -> list[dict]:
+        """Your current labels, newest first."""
+        rows = studio.my_labels(username(request), limit)
+        return [{**r, "created_at": str(r["created_at"])} for r in rows]
+
+    @shows_errors
+    def progress(request: gr.Request) -> dict:
+        """{done_today, done_total, left} for you."""
+        return studio.progress(username(request))
+
+    @shows_errors
+    def users(action: str = "list", name: str = "", role: str = "", password: str = "",
+              request: gr.Request = None) -> list[dict]:
+        """Admins: action list | add | set_role | set_password; returns the users afterwards."""
+        rows = studio.users(username(request), action, name, role, password)
+        return [{k: (str(v) if k in ("created_at", "last_label") and v is not None else v)
+                 for k, v in r.items()} for r in rows]
+
+    for fn in (next_task, submit_label, skip_task, undo_label, my_labels, progress, users):
+        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
+
+
+# Every event of the app by api_name, with who may call it. The security tests call each one
+# over raw HTTP as an annotator and as a stranger, and fail on any event missing here.
+ENDPOINTS: dict[str, str] = {
+    # scriptable API
+    "next_task": "annotator", "submit_label": "annotator", "skip_task": "annotator",
+    "undo_label": "annotator", "my_labels": "annotator", "progress": "annotator",
+    "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
+    "agreement": "admin", "set_overlap": "admin", "start_job": "admin", "stop_job": "admin",
+    # the page's own events (hidden from the API docs, still HTTP endpoints)
+    "ui_load_task": "annotator", "ui_submit": "annotator", "ui_skip": "annotator",
+    "ui_undo": "annotator", "ui_cancel_edit": "annotator", "ui_my_labels": "annotator",
+    "ui_my_labels_on_tab": "annotator", "ui_edit": "annotator", "ui_whoami": "annotator",
+    "ui_add_user": "admin", "ui_set_role": "admin", "ui_run_detail": "admin",
+    "ui_jobs_tick": "admin",
+    # run only in the browser (no Python function behind them)
+    "ui_restore_language": "browser", "ui_language": "browser",
+}

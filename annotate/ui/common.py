@@ -1,0 +1,56 @@
+"""Small pieces every view uses: the caller's name, turning store errors into UI errors."""
+from __future__ import annotations
+
+import functools
+import html
+
+import gradio as gr
+import pandas as pd
+
+from ..store import StoreError
+
+
+def username(request: gr.Request | None) -> str | None:
+    """The logged-in user Gradio attached to this request (None when there is none)."""
+    return getattr(request, "username", None) if request is not None else None
+
+
+def private(name: str) -> dict:
+    """Event options of a UI-only handler: hidden from the API docs, under a ``ui_`` name so it
+    never takes a public endpoint's name. (Still reachable over HTTP: it checks roles too.)"""
+    return {"api_visibility": "private", "api_name": f"ui_{name}"}
+
+
+def shows_errors(fn):
+    """Report a refused or invalid action as one line in the UI / to the API client.
+
+    The message is HTML-escaped (Gradio renders error text as HTML, and messages can quote
+    file contents or ids a caller chose).
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StoreError as err:
+            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+    return wrapper
+
+
+def frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows → a DataFrame of strings and numbers that gr.Dataframe shows as plain text."""
+    df = pd.DataFrame(rows, columns=columns)
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = df[col].map(_cell)
+    return df
+
+
+def _cell(value) -> str:
+    """A ranking [[a], [b, c]] reads 'a > b = c'; other lists 'a, b'; None is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, (list, tuple)) for v in value):
+            return " > ".join(" = ".join(map(str, g)) for g in value)
+        return ", ".join(map(str, value))
+    return str(value)

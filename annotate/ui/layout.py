@@ -1,0 +1,63 @@
+"""The page: header (user, language switch, log out), the annotator's tabs, the admin's tabs,
+the named API endpoints, and the ``launch`` settings that keep it closed to strangers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from .. import store
+from . import text
+from .admin import AdminView
+from .annotator import AnnotatorView
+from .api import add_endpoints
+from .common import private, shows_errors, username
+from .render import escape
+from .service import Studio
+
+
+def build_app(db: store.Store, workspace: str | Path):
+    """The Blocks of the studio and the keyword arguments ``launch`` needs (auth, CSS, i18n…)."""
+    studio = Studio(db, workspace)
+    t = text.i18n()
+    annotator, admin = AnnotatorView(studio, t), AdminView(studio, t)
+    with gr.Blocks(title="prefstudio") as demo:
+        with gr.Row(equal_height=True, elem_id="ps-header"):
+            with gr.Column(scale=3):
+                gr.Markdown(t("title"), elem_id="ps-title")
+                whoami = gr.HTML(elem_id="ps-whoami", js_on_load=None)
+            lang = gr.Radio([("English", "en"), ("中文", "zh-CN")], value="en", label=t("language"),
+                            elem_id="ps-lang", scale=1, min_width=200)
+            gr.Button("Log out · 退出", link="/logout", size="sm", scale=0, min_width=120,
+                      elem_id="ps-logout")
+        with gr.Tabs() as tabs:
+            annotator.build(tabs)
+            admin.build()
+        annotator.wire(demo)
+        admin.wire()
+        add_endpoints(studio)
+
+        @shows_errors
+        def on_load(request: gr.Request):
+            user = username(request)
+            is_admin = studio.role(user) == "admin"
+            me = f'<div class="ps-me">{escape(user)} · {escape("admin" if is_admin else "annotator")}</div>'
+            return [me, *[gr.update(visible=is_admin) for _ in admin.tabs],
+                    admin.user_list(request) if is_admin else None, gr.Timer(active=is_admin)]
+
+        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table, admin.timer],
+                  **private("whoami"))
+        demo.load(None, js=text.ON_LOAD_JS, outputs=lang, **private("restore_language"))
+        lang.change(None, lang, js=text.SET_LANG_JS, **private("language"))
+    demo.queue(default_concurrency_limit=8)
+
+    def check_login(name: str, password: str) -> bool:
+        return store.verify_user(db, name, password) is not None
+
+    launch = dict(auth=check_login, auth_message="prefstudio", i18n=t, css=text.CSS,
+                  head=text.head(), footer_links=["api", "settings"], run_history=False,
+                  enable_monitoring=False, mcp_server=False, show_error=False,
+                  allowed_paths=[str(studio.exports)], blocked_paths=[str(db.path.resolve()),
+                                                                      str(studio.uploads)],
+                  max_file_size="200mb", ssr_mode=False, pwa=False)
+    return demo, launch, studio

@@ -1,0 +1,197 @@
+"""What the studio can do, with the caller's role checked in every call.
+
+Gradio exposes every event handler as an HTTP endpoint, hidden or not, so the check cannot
+live in the page: each method here takes the caller's user name (from ``gr.Request``, set by
+Gradio's login) and looks the role up in the store on every call. A role changed or a user
+removed by an admin takes effect on that user's next click. The views (``views.py``) and the
+scriptable API (``api.py``) are thin layers over these methods.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .. import agreement, store
+from ..store import StoreError
+
+
+class Refused(StoreError):
+    """The caller may not do this (not logged in, unknown user, not an admin)."""
+
+
+class Studio:
+    def __init__(self, db: store.Store, workspace: str | Path):
+        from .jobs import JobRunner
+        self.db = db
+        self.workspace = Path(workspace).resolve()
+        self.uploads = self.workspace / "uploads"
+        self.exports = self.workspace / "exports"
+        self.levels = store.margin_levels(db)
+        self.jobs = JobRunner(db, self.workspace, Path(__file__).resolve().parents[2])
+
+    # -- who is calling ----------------------------------------------------------------------
+    def require(self, user: str | None, admin: bool = False) -> str:
+        if not user:
+            raise Refused("log in first")
+        role = store.role_of(self.db, user)
+        if role is None:
+            raise Refused(f"unknown user {user!r}")
+        if admin and role != "admin":
+            raise Refused("only admins may do this")
+        return user
+
+    def role(self, user: str | None) -> str:
+        self.require(user)
+        return store.role_of(self.db, user)
+
+    # -- annotators --------------------------------------------------------------------------
+    def next_task(self, user: str | None) -> dict | None:
+        """Claim the next task; its responses come in this annotator's shuffled order."""
+        user = self.require(user)
+        task_id = store.next_task(self.db, user)
+        return None if task_id is None else self.task_view(user, task_id)
+
+    def task_view(self, user: str, task_id: str) -> dict:
+        """The task as an annotator sees it: no labels of anyone, responses in shown order."""
+        task = store.get_task(self.db, task_id)
+        order = store.shown_order(task_id, user, task["response_ids"])
+        texts = {r["id"]: r["text"] for r in task["responses"]}
+        return {"id": task_id, "kind": task["kind"], "round": task["round"],
+                "prompt": task["messages"],
+                "responses": [{"id": rid, "text": texts[rid]} for rid in order],
+                "margin_levels": list(self.levels)}
+
+    def submit_label(self, user: str | None, task_id: str, ranking: Any, margin: str | None = None,
+                     rationale: str | None = None, duration_ms: int | None = None) -> dict:
+        user = self.require(user)
+        if isinstance(ranking, str):
+            try:
+                ranking = json.loads(ranking)
+            except json.JSONDecodeError as err:
+                raise StoreError(f"ranking is not valid JSON: {err.msg} at character {err.pos}") from None
+        return store.submit_label(self.db, user, task_id, ranking, margin_level=margin or None,
+                                  rationale=(rationale or "").strip() or None,
+                                  duration_ms=duration_ms, levels=self.levels)
+
+    def skip_task(self, user: str | None, task_id: str) -> dict:
+        user = self.require(user)
+        store.skip_task(self.db, user, task_id)
+        return {"skipped": task_id}
+
+    def undo_label(self, user: str | None, label_id: str | None = None) -> dict:
+        """Retract one of my current labels (default: the newest); it stays in the table."""
+        user = self.require(user)
+        if not label_id:
+            mine = store.my_labels(self.db, user, limit=1)
+            if not mine:
+                raise StoreError("you have no label to undo")
+            label_id = mine[0]["label_id"]
+        store.retract_label(self.db, label_id, annotator=user)
+        return {"undone": label_id}
+
+    def my_labels(self, user: str | None, limit: int = 20) -> list[dict]:
+        user = self.require(user)
+        return store.my_labels(self.db, user, limit=max(1, min(int(limit), 500)))
+
+    def my_label(self, user: str | None, label_id: str) -> dict:
+        """One of my own current labels (to edit it); another annotator's is 'unknown'."""
+        user = self.require(user)
+        for row in store.my_labels(self.db, user, limit=500):
+            if row["label_id"] == label_id:
+                return row
+        raise StoreError(f"you have no current label {label_id!r}")
+
+    def progress(self, user: str | None) -> dict:
+        user = self.require(user)
+        return store.queue_progress(self.db, user)
+
+    # -- admins ------------------------------------------------------------------------------
+    def import_file(self, user: str | None, path: str | Path, fmt: str = "auto", round: int = 0,
+                    required_labels: int = 1) -> dict:
+        """Copy an uploaded file into <workspace>/uploads and import it (all or nothing).
+
+        Errors and the result name the file as uploaded, not the server's copy.
+        """
+        self.require(user, admin=True)
+        from .. import formats
+        src = Path(path)
+        if not src.is_file():
+            raise StoreError("no file was uploaded")
+        name = _safe_name(src.name)
+        dest = self.uploads / uuid.uuid4().hex[:12] / name
+        dest.parent.mkdir(parents=True)
+        shutil.copyfile(src, dest)
+        try:
+            result = formats.import_file(self.db, dest, fmt=fmt or "auto", round=int(round or 0),
+                                         required_labels=int(required_labels or 1))
+        except StoreError as err:
+            raise type(err)(str(err).replace(str(dest), name)) from None
+        return {**result, "file": name}
+
+    def export_pairs(self, user: str | None, source: str = "both",
+                     min_agreement: float | None = None) -> dict:
+        """Write the TRL pairs file into <workspace>/exports under an unguessable name."""
+        self.require(user, admin=True)
+        from .. import formats
+        folder = self.exports / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        return formats.export(self.db, "pairs", folder / "pairs.jsonl", source=source or "both",
+                              min_agreement=min_agreement)
+
+    def browse(self, user: str | None, table: str, **filters) -> list[dict]:
+        self.require(user, admin=True)
+        return store.browse(self.db, table, **filters)
+
+    def agreement(self, user: str | None, source: str = "human") -> dict:
+        self.require(user, admin=True)
+        return agreement.report(self.db, source=source or "human")
+
+    def users(self, user: str | None, action: str = "list", name: str = "", role: str = "",
+              password: str = "") -> list[dict]:
+        """list | add | set_role | set_password; returns the user table afterwards."""
+        self.require(user, admin=True)
+        if action == "add":
+            store.add_user(self.db, name, role, password)
+        elif action == "set_role":
+            store.set_role(self.db, name, role)
+        elif action == "set_password":
+            store.set_password(self.db, name, password)
+        elif action != "list":
+            raise StoreError(f"action must be list, add, set_role or set_password, not {action!r}")
+        return store.user_stats(self.db)
+
+    def set_overlap(self, user: str | None, required: int, round: int | None = None) -> dict:
+        self.require(user, admin=True)
+        ids = None if round is None else store.task_ids(self.db, round)
+        if ids == []:
+            raise StoreError(f"no tasks in round {round}")
+        changed = store.set_required_labels(self.db, int(required), ids)
+        return {"tasks": changed, "required_labels": int(required)}
+
+
+    # -- jobs (admins) ------------------------------------------------------------------------
+    def start_job(self, user: str | None, kind: str, options: str = "", source: str = "both") -> dict:
+        self.require(user, admin=True)
+        return {"run": self.jobs.start(kind, options, source or "both")}
+
+    def stop_job(self, user: str | None, run_id: str) -> dict:
+        self.require(user, admin=True)
+        self.jobs.stop(run_id)
+        return {"stopped": run_id}
+
+    def runs(self, user: str | None) -> list[dict]:
+        self.require(user, admin=True)
+        return self.jobs.overview()
+
+    def run_detail(self, user: str | None, run_id: str) -> dict:
+        self.require(user, admin=True)
+        return self.jobs.detail(run_id)
+
+
+def _safe_name(name: str) -> str:
+    """A file name with nothing but letters, digits, dot, dash and underscore."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name)
+    return cleaned.lstrip(".")[:80] or "upload"

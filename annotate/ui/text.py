@@ -1,0 +1,245 @@
+"""What the studio says (English and Chinese), how it looks (CSS) and its browser glue (JS).
+
+Static texts (labels, buttons, tabs) go through ``gr.I18n``, which translates in the browser.
+Gradio picks the browser's language at start; the studio's own switch (English / 中文) calls
+the front end's ``changeLocale`` and remembers the choice in ``localStorage``. Texts the server
+renders into HTML carry both languages and CSS shows the one matching ``<html lang>``,
+which the front end updates on every switch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+STRINGS: dict[str, tuple[str, str]] = {
+    "title": ("## prefstudio — annotation studio", "## prefstudio — 标注工作台"),
+    "language": ("Language", "语言"),
+    "tab_annotate": ("Annotate", "标注"),
+    "tab_mine": ("My labels", "我的标注"),
+    "tab_import": ("Import", "导入"),
+    "tab_browse": ("Browse & export", "浏览与导出"),
+    "tab_agreement": ("Agreement", "一致性"),
+    "tab_users": ("Users & overlap", "用户与重叠"),
+    "tab_jobs": ("Jobs", "任务"),
+    "prompt": ("Conversation", "对话"),
+    "which_better": ("Which response is better?", "哪个回答更好？"),
+    "a_better": ("A is better", "A 更好"),
+    "tie": ("Tie", "一样好"),
+    "b_better": ("B is better", "B 更好"),
+    "margin": ("By how much?", "好多少？"),
+    "m_significantly": ("Significantly better", "明显更好"),
+    "m_better": ("Better", "更好"),
+    "m_slightly": ("Slightly better", "稍好"),
+    "m_negligibly": ("Negligibly better / unsure", "几乎一样 / 不确定"),
+    "rank": ("Rank", "名次"),
+    "rationale": ("Rationale (optional)", "理由（可选）"),
+    "submit": ("Submit ⏎", "提交 ⏎"),
+    "skip": ("Skip (s)", "跳过 (s)"),
+    "undo": ("Undo my last label (u)", "撤销上一条标注 (u)"),
+    "cancel_edit": ("Cancel edit", "取消编辑"),
+    "refresh": ("Refresh", "刷新"),
+    "edit": ("Edit this label", "编辑这条标注"),
+    "label_id": ("Label id", "标注 ID"),
+    "shortcuts": ("Keyboard shortcuts", "键盘快捷键"),
+    "shortcuts_md": (
+        "**Pairwise:** `a` A is better · `b` B is better · `t` tie · `1`–`4` margin "
+        "(significantly … negligibly). **Ranking:** `a`–`i` pick a response, then `1`–`9` its "
+        "rank (the next response is picked for you). **Everywhere:** `Enter` submit · `s` skip "
+        "· `u` undo my last label. Shortcuts are off while typing in a text box.",
+        "**成对比较：** `a` A 更好 · `b` B 更好 · `t` 一样好 · `1`–`4` 差距（明显 … 几乎一样）。"
+        "**排序：** `a`–`i` 选择回答，再按 `1`–`9` 设定名次（自动跳到下一个回答）。"
+        "**通用：** `Enter` 提交 · `s` 跳过 · `u` 撤销上一条标注。在文本框中输入时快捷键不生效。"),
+    "import_file": ("Import file (JSONL, CSV, Parquet)", "导入文件（JSONL、CSV、Parquet）"),
+    "format": ("Format", "格式"),
+    "round": ("Round", "轮次"),
+    "required_labels": ("Annotators per new task", "每个新任务的标注人数"),
+    "do_import": ("Import", "导入"),
+    "result": ("Result", "结果"),
+    "table": ("Table", "表"),
+    "contains": ("Text contains", "文本包含"),
+    "source": ("Source", "来源"),
+    "annotator": ("Annotator", "标注者"),
+    "kind": ("Kind", "类型"),
+    "min_agreement": ("Minimum agreement", "最低一致性"),
+    "show": ("Show", "显示"),
+    "export_pairs": ("Download pairs (TRL format)", "下载偏好对（TRL 格式）"),
+    "pairs_file": ("Pairs file", "偏好对文件"),
+    "compute": ("Compute", "计算"),
+    "overall": ("Overall", "总体"),
+    "per_annotator": ("Per annotator", "按标注者"),
+    "per_task": ("Per task", "按任务"),
+    "users": ("Users", "用户"),
+    "name": ("Name", "用户名"),
+    "role": ("Role", "角色"),
+    "password": ("Password (8+ characters)", "密码（至少 8 个字符）"),
+    "add_user": ("Add user", "添加用户"),
+    "set_role": ("Set role", "设置角色"),
+    "overlap": ("Annotators per task (overlap)", "每个任务的标注人数（重叠）"),
+    "overlap_round": ("Only round (empty = all tasks)", "仅限轮次（留空 = 所有任务）"),
+    "set_overlap": ("Set overlap", "设置重叠"),
+    "job_kind": ("Job", "任务类型"),
+    "job_options": ("Options (command-line flags)", "选项（命令行参数）"),
+    "start_job": ("Start", "开始"),
+    "stop_job": ("Stop", "停止"),
+    "runs": ("Runs", "运行记录"),
+    "run_id": ("Run", "运行"),
+    "run_detail": ("Status and lineage", "状态与血缘"),
+    "loss_plot": ("Loss", "损失"),
+    "reward_plot": ("Reward / accuracy", "奖励 / 准确率"),
+}
+
+
+class Texts(gr.I18n):
+    """gr.I18n whose keys carry a ``ps_`` prefix: the front end translates any displayed string
+    that equals a key, so a key like ``annotator`` would also rename the dropdown *value*
+    ``annotator`` (and the server would then refuse the translated value)."""
+
+    PREFIX = "ps_"
+
+    def __call__(self, key: str):
+        return super().__call__(self.PREFIX + key)
+
+
+def i18n() -> Texts:
+    en = {Texts.PREFIX + k: v[0] for k, v in STRINGS.items()}
+    zh = {Texts.PREFIX + k: v[1] for k, v in STRINGS.items()}
+    return Texts(en=en, zh=zh, **{"zh-CN": zh, "zh-TW": zh})
+
+
+CSS = """
+html[lang^="zh"] .l-en, html:not([lang^="zh"]) .l-zh { display: none; }
+.ps-chat { display: flex; flex-direction: column; gap: 8px; }
+.ps-turn { border-radius: 10px; padding: 8px 12px; max-width: 92%; }
+.ps-user { background: var(--color-accent-soft); align-self: flex-end; }
+.ps-assistant { background: var(--background-fill-secondary); align-self: flex-start; }
+.ps-system { background: var(--background-fill-secondary); font-style: italic; }
+.ps-role { font-size: 0.8em; opacity: 0.7; margin-bottom: 2px; }
+.ps-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px;
+           height: 100%; overflow-wrap: anywhere; }
+.ps-letter { font-weight: 700; font-size: 1.1em; margin-bottom: 4px; }
+.ps-md pre { background: var(--code-background-fill, #f4f4f5); padding: 8px; border-radius: 6px;
+             overflow-x: auto; white-space: pre; }
+.ps-md code { font-family: var(--font-mono); }
+.ps-progress { display: flex; flex-direction: column; gap: 4px; }
+.ps-bar { height: 10px; background: var(--background-fill-secondary); border-radius: 5px; overflow: hidden; }
+.ps-fill { height: 100%; background: var(--color-accent); }
+.ps-counts { display: flex; gap: 18px; font-size: 0.9em; }
+.ps-msg { padding: 6px 10px; border-radius: 6px; }
+.ps-info { background: var(--background-fill-secondary); }
+.ps-edit { background: #fff3cd; color: #664d03; }
+.ps-done { background: #d1e7dd; color: #0f5132; }
+#ps-logout { align-self: center; }
+.ps-me { opacity: 0.75; }
+.ps-summary td { padding: 4px 12px 4px 0; }
+.ps-error { color: #b02a37; }
+.ps-selected { outline: 3px solid var(--color-accent); border-radius: 10px; }
+"""
+
+_ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
+
+
+def core_module_name() -> str:
+    """The hashed file name of Gradio's front-end core module (it exports ``changeLocale``)."""
+    found = sorted(p.name for p in _ASSETS.glob("core-*.js"))
+    return found[0] if found else ""
+
+
+HEAD_JS = """
+<script>
+(() => {
+  const CORE = "%(core)s";
+  const LANG_KEY = "prefstudio-lang";
+  window.prefstudioSetLang = async (code) => {
+    if (!code) return;
+    localStorage.setItem(LANG_KEY, code);
+    const root = ((window.gradio_config && window.gradio_config.root) || location.origin).replace(/\\/$/, "");
+    try {
+      const core = await import(root + "/assets/" + CORE);
+      await core.changeLocale(code);
+    } catch (err) {
+      console.warn("prefstudio: language switch failed, use Settings in the footer", err);
+    }
+  };
+  window.prefstudioStoredLang = () => localStorage.getItem(LANG_KEY) || "";
+
+  // Gradio translates a tab's title only while the tab is rendered, so titles of tabs not on
+  // screen would keep the old language: set them whenever the page or its language changes.
+  const TABS = %(tabs)s;
+  const relabelTabs = () => {
+    const zh = (document.documentElement.lang || "").startsWith("zh");
+    document.querySelectorAll("[role=tab][data-tab-id]").forEach((button) => {
+      const names = TABS[button.dataset.tabId];
+      const node = names && [...button.childNodes].find((n) => n.nodeType === Node.TEXT_NODE);
+      if (node && node.nodeValue !== names[+zh]) node.nodeValue = names[+zh];
+    });
+  };
+  new MutationObserver(relabelTabs).observe(document.documentElement,
+    {subtree: true, childList: true, attributes: true, attributeFilter: ["lang"]});
+
+  // Keyboard shortcuts: click the same controls a mouse would, so the server sees no difference.
+  // Response letters follow the visible cards in page order (A = first card shown).
+  let picked = 0;
+  const visible = (el) => el && el.offsetParent !== null;
+  const cards = () => [...document.querySelectorAll(".ps-slot")].filter(visible);
+  const clickRadio = (root, value) => {
+    const input = root && root.querySelector(`input[type=radio][value="${value}"]`);
+    if (input) { input.click(); return true; }
+    return false;
+  };
+  const clickButton = (id) => { const b = document.getElementById(id); if (visible(b)) b.click(); };
+  const highlight = () => cards().forEach((el, i) => el.classList.toggle("ps-selected", i === picked));
+  let shownTask = "";
+  new MutationObserver(() => {  // a new task on screen: start again at response A
+    const info = document.getElementById("ps-task-info");
+    const now = info ? info.textContent : "";
+    if (now !== shownTask) { shownTask = now; picked = 0; highlight(); }
+  }).observe(document.documentElement, {subtree: true, childList: true});
+  document.addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+    if (t && (t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable ||
+              (t.tagName === "INPUT" && t.type !== "radio"))) return;
+    if (!visible(document.getElementById("ps-submit"))) return;
+    const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
+    const pairwise = visible(document.getElementById("ps-choice"));
+    const choice = document.getElementById("ps-choice"), margin = document.getElementById("ps-margin");
+    let handled = true;
+    if (key === "Enter") clickButton("ps-submit");
+    else if (key === "s") clickButton("ps-skip");
+    else if (key === "u") clickButton("ps-undo");
+    else if (pairwise && key === "a") clickRadio(choice, "A");
+    else if (pairwise && key === "b") clickRadio(choice, "B");
+    else if (pairwise && key === "t") clickRadio(choice, "tie");
+    else if (pairwise && key >= "1" && key <= "4" && key.length === 1)
+      clickRadio(margin, ["significantly", "better", "slightly", "negligibly"][+key - 1]);
+    else if (!pairwise && key.length === 1 && key >= "a" && key <= "i" && key.charCodeAt(0) - 97 < cards().length) {
+      picked = key.charCodeAt(0) - 97; highlight();
+    } else if (!pairwise && key.length === 1 && key >= "1" && key <= "9") {
+      const all = cards();
+      if (clickRadio(all[picked] && all[picked].querySelector(".ps-rank"), key)) {
+        if (picked + 1 < all.length) picked += 1;
+        highlight();
+      }
+    } else handled = false;
+    if (handled) ev.preventDefault();
+  });
+})();
+</script>
+"""
+
+
+def head() -> str:
+    tabs = {key[len("tab_"):]: list(names) for key, names in STRINGS.items() if key.startswith("tab_")}
+    return HEAD_JS % {"core": core_module_name(), "tabs": json.dumps(tabs, ensure_ascii=False)}
+
+
+# Runs once the app is mounted: re-apply a language chosen earlier, and report it so the
+# switch shows the right value.
+ON_LOAD_JS = """() => {
+  const stored = window.prefstudioStoredLang();
+  if (stored) { window.prefstudioSetLang(stored); return stored; }
+  return (document.documentElement.lang || "").startsWith("zh") ? "zh-CN" : "en";
+}"""
+SET_LANG_JS = "(code) => { window.prefstudioSetLang(code); }"

@@ -1,0 +1,256 @@
+"""Direct Preference Optimization (Rafailov et al. 2023) and IPO (Azar et al. 2023) with LoRA.
+
+One base model in memory. The reference log-probabilities are computed once, before the
+first step, and cached (``reference_logps.pt`` in the run folder, so a resumed run reuses
+them): the training loop then runs one forward pass per batch instead of two. Chosen and
+rejected replies go through that pass together, concatenated after their shared prompt:
+
+    one row per pair   [left pad | prompt | chosen | rejected]
+
+with a mask that hides the chosen reply from the rejected one (``collate_pairs``). The prompt
+is computed once per pair, and only the columns that predict reply tokens reach the LM head.
+
+The reference is the policy before training. For a fresh adapter that is exactly the base
+with the adapter disabled; when ``--model`` is an SFT run it is that SFT policy, which is
+what DPO's π_ref should be. ``reference="base"`` uses the adapter-disabled base instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .lm import logprobs_from_logits, reference, render_chat
+from .train_utils import TrainingRun, TrainSettings, load_for_training
+
+LOSSES = ("sigmoid", "ipo")
+REFERENCE_FILE = "reference_logps.pt"
+
+
+@dataclass
+class DPOConfig(TrainSettings):
+    lr: float = 5e-5
+    beta: float = 0.1                 # KL strength β (IPO: τ)
+    loss: str = "sigmoid"             # "sigmoid" (DPO) or "ipo"
+    margin_scale: float = 0.0         # offset = margin_scale × the label's margin (0: off)
+    weight_by_agreement: bool = False  # scale each pair's loss by annotator agreement
+    reference: str = "initial"        # "initial" (policy at step 0) or "base" (adapter off)
+    max_prompt_len: int = 512         # prompt tokens kept (the oldest are cut)
+    max_response_len: int = 512       # response tokens kept (the end is cut)
+
+
+# --- losses (per pair; the caller averages) -------------------------------------------------
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float,
+             offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """L = −log σ(β·[(log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))] − Δ)
+
+    Rafailov et al. 2023, eq. 7; the offset Δ ≥ 0 asks for a larger gap when the label says
+    "significantly better" (DPO with an offset, Amini et al. 2024). All inputs: [B] → [B].
+    """
+    logits = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)) - offset
+    return -F.logsigmoid(logits)
+
+
+def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, tau: float) -> torch.Tensor:
+    """L = (h − 1/(2τ))²,  h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))
+
+    Azar et al. 2023 ("A General Theoretical Paradigm…"), eq. 17. Regresses the log-ratio gap
+    to a finite target instead of pushing it to infinity. Inputs are per-token mean log-probs
+    (as TRL does), so the target does not depend on response length. [B] → [B].
+    """
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return (h - 1.0 / (2.0 * tau)) ** 2
+
+
+# --- data -------------------------------------------------------------------------------------
+
+def response_text(tok, prompt: Sequence[dict], response: str) -> str:
+    """What the chat template appends to the prompt for this assistant reply, including the
+    end-of-turn token (so DPO also learns where a reply stops)."""
+    before = render_chat(tok, list(prompt), add_generation_prompt=True)
+    full = render_chat(tok, list(prompt) + [{"role": "assistant", "content": response}],
+                       add_generation_prompt=False)
+    if not full.startswith(before):
+        raise ValueError("the chat template does not extend the prompt with the reply")
+    return full[len(before):].rstrip()
+
+
+def tokenize_pair(tok, pair, config: DPOConfig) -> dict:
+    prompt = tok(render_chat(tok, list(pair.prompt)), add_special_tokens=False)["input_ids"]
+    encode = lambda text: tok(response_text(tok, pair.prompt, text),
+                              add_special_tokens=False)["input_ids"][:config.max_response_len]
+    return {"prompt": prompt[-config.max_prompt_len:], "chosen": encode(pair.chosen),
+            "rejected": encode(pair.rejected),
+            "offset": config.margin_scale * float(pair.margin or 0.0),
+            "weight": float(pair.weight) if config.weight_by_agreement else 1.0}
+
+
+def collate_pairs(examples: list[dict], pad_id: int) -> dict:
+    """One row per pair, the prompt shared by both replies (prefix sharing):
+
+        [left pad | prompt (P) | chosen, right-padded to C | rejected, right-padded to R]
+
+    position ids restart at the end of the prompt for the rejected reply, and a 4-D mask lets
+    rejected tokens see the prompt but not the chosen reply, so each reply is scored exactly
+    as if it followed the prompt alone (Wang et al. 2024, "Accelerating DPO with prefix
+    sharing"). The prompt goes through the model once instead of twice.
+    """
+    P = max(len(e["prompt"]) for e in examples)
+    C = max(len(e["chosen"]) for e in examples)
+    R = max(len(e["rejected"]) for e in examples)
+    ids, pos, segment = [], [], []        # segment: 0 padding, 1 prompt, 2 chosen, 3 rejected
+    for e in examples:
+        p, c, r = e["prompt"], e["chosen"], e["rejected"]
+        lp = len(p)
+        ids.append([pad_id] * (P - lp) + p + c + [pad_id] * (C - len(c)) + r + [pad_id] * (R - len(r)))
+        pos.append([0] * (P - lp) + list(range(lp + C)) + list(range(lp, lp + R)))
+        segment.append([0] * (P - lp) + [1] * lp + [2] * len(c) + [0] * (C - len(c))
+                       + [3] * len(r) + [0] * (R - len(r)))
+    seg = torch.tensor(segment)                                                      # [B, T]
+    T = seg.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    allowed = causal & (seg > 0)[:, None, :]                                         # [B, T, T]
+    allowed &= ~((seg == 3)[:, :, None] & (seg == 2)[:, None, :])   # rejected never sees chosen
+    allowed |= torch.eye(T, dtype=torch.bool)   # padding rows attend to themselves (no NaN)
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    return {"input_ids": torch.tensor(ids), "position_ids": torch.tensor(pos),       # [B, T]
+            "attention_mask": mask[:, None],                                          # [B, 1, T, T]
+            "chosen_mask": (seg[:, P:P + C] == 2).float(),                            # [B, C]
+            "rejected_mask": (seg[:, P + C:] == 3).float(),                           # [B, R]
+            "prompt_len": P, "chosen_len": C,
+            "index": torch.tensor([e["index"] for e in examples]),                   # [B]
+            "offset": torch.tensor([e["offset"] for e in examples]),
+            "weight": torch.tensor([e["weight"] for e in examples])}
+
+
+def sequence_logps(model, batch: dict, average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) log π summed over reply tokens (or averaged, for IPO): [B], [B].
+
+    Only the positions that predict a reply token reach the LM head (``logits_to_keep``):
+    chosen tokens are predicted from the last prompt token and the chosen block, rejected
+    tokens from the last prompt token and the rejected block.
+    """
+    ids = batch["input_ids"]
+    P, C, T = batch["prompt_len"], batch["chosen_len"], ids.shape[1]
+    device = ids.device
+    source = torch.cat([torch.arange(P - 1, P + C - 1), torch.tensor([P - 1]),
+                        torch.arange(P + C, T - 1)]).to(device)                       # [C + R]
+    target = torch.arange(P, T, device=device)                                        # [C + R]
+    dtype = next(model.parameters()).dtype
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(dtype),
+                   position_ids=batch["position_ids"], use_cache=False,
+                   logits_to_keep=source).logits                                      # [B, C+R, V]
+    logp = logprobs_from_logits(logits, ids[:, target])                               # [B, C+R]
+    chosen = (logp[:, :C] * batch["chosen_mask"]).sum(-1)
+    rejected = (logp[:, C:] * batch["rejected_mask"]).sum(-1)
+    if average:
+        chosen = chosen / batch["chosen_mask"].sum(-1).clamp(min=1)
+        rejected = rejected / batch["rejected_mask"].sum(-1).clamp(min=1)
+    return chosen, rejected
+
+
+def pairs_hash(pairs) -> str:
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update(json.dumps([p.prompt, p.chosen, p.rejected], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def reference_logps(run: TrainingRun, examples: list[dict], config: DPOConfig,
+                    data_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference (chosen, rejected) log-probs of every pair, computed once: [N], [N].
+
+    Each process scores its share, the shares are gathered, and the result is cached in the
+    run folder, because after a resume the policy is no longer the initial one.
+    """
+    from accelerate.utils import gather_object
+
+    path = run.dir / REFERENCE_FILE
+    key = {"data": data_key, "reference": config.reference, "loss": config.loss,
+           "max_prompt_len": config.max_prompt_len, "max_response_len": config.max_response_len}
+    if path.exists():
+        cached = torch.load(path)
+        if cached["key"] == key:
+            return cached["chosen"], cached["rejected"]
+        if run.resumed:
+            raise ValueError(f"{path} was computed for other data; use a new --out")
+    if run.resumed:
+        raise ValueError(f"{path} is missing; cannot rebuild the initial reference after a resume")
+    model, acc = run.unwrapped, run.accelerator
+    was_training = model.training
+    model.eval()
+    mine = list(range(acc.process_index, len(examples), acc.num_processes))
+    scored = []
+    for start in range(0, len(mine), config.batch_size):
+        chunk = [examples[i] for i in mine[start:start + config.batch_size]]
+        batch = {k: v.to(run.device) if torch.is_tensor(v) else v
+                 for k, v in collate_pairs(chunk, run.tok.pad_token_id).items()}
+        with reference(model) if config.reference == "base" else nullcontext():
+            c, r = sequence_logps(model, batch, average=config.loss == "ipo")
+        scored += list(zip(batch["index"].tolist(), c.tolist(), r.tolist()))
+    model.train(was_training)
+    chosen, rejected = torch.zeros(len(examples)), torch.zeros(len(examples))
+    for i, c, r in gather_object(scored):
+        chosen[i], rejected[i] = c, r
+    if run.is_main:
+        torch.save({"key": key, "chosen": chosen, "rejected": rejected}, path)
+    return chosen, rejected
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def train_dpo(config: DPOConfig, pairs: Sequence, out_dir: str | Path, *,
+              parents: Sequence[str] = (), data_hash: str | None = None,
+              label_ids: Sequence[str] = ()) -> Path:
+    """DPO (or IPO) on preference pairs (``annotate.trainingdata.PairExample``)."""
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {config.loss!r}")
+    if config.reference not in ("initial", "base"):
+        raise ValueError(f"reference must be 'initial' or 'base', not {config.reference!r}")
+    if not pairs:
+        raise ValueError("no preference pairs to train on")
+    model, tok = load_for_training(config)
+    examples = [dict(tokenize_pair(tok, p, config), index=i) for i, p in enumerate(pairs)]
+    with TrainingRun(config, out_dir, "dpo", model, tok, parents=parents,
+                     data_hash=data_hash or pairs_hash(pairs), label_ids=label_ids) as run:
+        ref_chosen, ref_rejected = reference_logps(run, examples, config, pairs_hash(pairs))
+        ref_chosen, ref_rejected = ref_chosen.to(run.device), ref_rejected.to(run.device)
+        batches = run.batches(examples, lambda rows: collate_pairs(rows, tok.pad_token_id))
+        ipo = config.loss == "ipo"
+        stats = {}
+        while not run.done:
+            sums: dict[str, float] = {}
+            for batch in run.accumulate(batches):
+                chosen, rejected = sequence_logps(run.model, batch, average=ipo)      # [B], [B]
+                rc, rr = ref_chosen[batch["index"]], ref_rejected[batch["index"]]
+                if ipo:
+                    losses = ipo_loss(chosen, rejected, rc, rr, config.beta)
+                else:
+                    losses = dpo_loss(chosen, rejected, rc, rr, config.beta, batch["offset"])
+                loss = (losses * batch["weight"]).sum() / batch["weight"].sum()
+                run.backward(loss)
+                # implicit rewards r = β·(log π − log π_ref) (DPO paper, §5)
+                reward_c = config.beta * (chosen - rc).detach()
+                reward_r = config.beta * (rejected - rr).detach()
+                step_stats = {"loss": loss.item(), "reward_chosen": reward_c.mean().item(),
+                              "reward_rejected": reward_r.mean().item(),
+                              "reward_margin": (reward_c - reward_r).mean().item(),
+                              "reward_accuracy": (reward_c > reward_r).float().mean().item(),
+                              "logp_chosen": chosen.detach().mean().item(),
+                              "logp_rejected": rejected.detach().mean().item()}
+                for k, v in step_stats.items():
+                    sums[k] = sums.get(k, 0.0) + v / config.grad_accum
+            grad_norm = run.optimizer_step()
+            stats = run.metric(grad_norm=grad_norm, **sums)
+            run.maybe_checkpoint()
+        return run.finish(pairs=len(pairs), **{f"final_{k}": v for k, v in stats.items()})

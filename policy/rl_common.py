@@ -1,0 +1,127 @@
+"""What the online trainers (PPO, RLOO) share on top of ``train_utils.TrainingRun``.
+
+Online RL differs from SFT/DPO in that a step's data is sampled from the policy itself and
+scored on the spot, and that two pieces of trainer state evolve with the run: the KL
+coefficient β (if adaptive) and the running moments used to normalise scores. Both live in
+``TrainingRun.state``, so a checkpoint holds them next to the weights, optimizer and RNG.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .actor_critic import ActorCritic
+from .advantages import AdaptiveKLController, FixedKLController, ScoreShaper, ScoreShaping
+from .generate import SamplingParams
+from .rewards import bind_reward
+from .train_utils import TrainingRun, TrainSettings, load_for_training
+
+
+def rl_sampling() -> SamplingParams:
+    # temperature 1 and no nucleus cut: the rollout distribution is the policy itself, so the
+    # log-probs the trainers compute are those of the distribution the tokens were drawn from
+    return SamplingParams(max_new_tokens=64, temperature=1.0, top_p=1.0, max_prompt_tokens=256)
+
+
+@dataclass
+class OnlineSettings(TrainSettings):
+    """Settings PPO and RLOO share (each adds its own). ``max_steps`` counts rollout batches."""
+    lr: float = 5e-5
+    max_steps: int = 100
+    save_every: int = 20
+    sampling: SamplingParams = field(default_factory=rl_sampling)
+    beta: float = 0.05                # KL coefficient β (initial value when adaptive)
+    kl_target: float | None = None    # set → adaptive β steering the KL per response to this
+    kl_horizon: int = 10_000
+    shaping: ScoreShaping = field(default_factory=ScoreShaping)
+
+    def check(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.beta < 0:
+            raise ValueError("beta (the KL coefficient) must be >= 0")
+
+
+def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
+         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, slice]:
+    """Drop the columns that are padding in every row of this (mini)batch.
+
+    Returns the trimmed ids and attention mask, the new prompt length, and the slice of the
+    response columns that survived (to cut [B, R] tensors the same way).
+    """
+    P = prompt_len
+    first = int((attention_mask[:, :P].sum(0) > 0).float().argmax()) if P else 0
+    R = int(mask.sum(-1).max())
+    keep = slice(first, P + R)
+    return input_ids[:, keep], attention_mask[:, keep], P - first, slice(0, R)
+
+
+class OnlineRun:
+    """One PPO or RLOO run: the actor(-critic) on one base model inside a ``TrainingRun``,
+    plus β and the score shaper, restored on resume.
+
+    ``loop(prompts, step_fn)`` calls ``step_fn(batches) -> stats`` until ``max_steps``; the
+    step function draws prompts from ``batches``, updates the model and advances ``run.step``.
+    """
+
+    def __init__(self, kind: str, cfg: OnlineSettings, out_dir: str | Path, *, value_head: bool,
+                 reward_fn=None, critic_adapter: bool = False, parents: Sequence[str] = ()):
+        cfg.check()
+        self.cfg = cfg
+        model, tok = load_for_training(cfg)
+        bind_reward(reward_fn, model, tok)
+        ac = ActorCritic(model, value_head=value_head, critic_adapter=critic_adapter,
+                         temperature=cfg.sampling.temperature)
+        ac.eval()  # no dropout anywhere: a batch's first update starts at ratio 1 exactly
+        self.run = TrainingRun(cfg, out_dir, kind, ac, tok, policy=model, parents=parents)
+        self.tok = tok
+        self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
+                       if cfg.kl_target else FixedKLController(cfg.beta))
+        self.shaper = ScoreShaper(cfg.shaping)
+        if self.run.resumed:
+            self.kl_ctl.load_state_dict(self.run.state["kl"])
+            self.shaper.moments.load_state_dict(self.run.state["moments"])
+
+    @property
+    def ac(self) -> ActorCritic:
+        """The unwrapped actor-critic (sampling, no-grad passes); ``run.model`` is the
+        accelerate-prepared one that carries gradients."""
+        return self.run.unwrapped
+
+    def loop(self, prompts: Sequence[list[dict]],
+             step_fn: Callable[[Iterator[list]], dict]) -> Path:
+        run = self.run
+        history: list[dict] = []
+        with run:
+            batches = run.batches(list(prompts), list)
+            while not run.done:
+                beta = self.kl_ctl.beta
+                stats = step_fn(batches)
+                n_samples = stats.pop("n_samples")
+                stats = run.metric(**stats, beta=beta)          # averaged over processes
+                self.kl_ctl.update(stats["kl"], n_samples * run.accelerator.num_processes)
+                run.state = {"kl": self.kl_ctl.state_dict(),
+                             "moments": self.shaper.moments.state_dict()}
+                history.append(stats)
+                run.maybe_checkpoint()
+            out = run.finish(**summarize(history))
+            if run.is_main and self.ac.value_head is not None:
+                torch.save(self.ac.value_head_state(), out / "value_head.pt")
+        return out
+
+
+def summarize(history: list[dict]) -> dict:
+    """Reward and KL at the start and end of this invocation (means over up to 5 steps)."""
+    if not history:
+        return {}
+    k = max(1, min(5, len(history) // 2))
+
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+    return {"reward_first": mean(history[:k], "reward"), "reward_last": mean(history[-k:], "reward"),
+            "kl_last": mean(history[-k:], "kl"),
+            "response_len_last": mean(history[-k:], "response_len")}

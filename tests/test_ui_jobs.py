@@ -1,0 +1,96 @@
+"""Jobs started from the studio run as their own processes and are followed through run folders."""
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+
+from annotate import store
+from annotate.ui.jobs import JobRunner
+from annotation_data import seed_tasks
+import studio_server
+
+# A stand-in trainer that keeps the CLI contract (`app.py train KIND --data F --out DIR`):
+# it records its run with RunLog, loss going down, then finishes. A real process, real files.
+FAKE_APP = textwrap.dedent("""
+    import argparse, sys, time
+    sys.path.insert(0, {root!r})
+    from annotate.runlog import RunLog
+    p = argparse.ArgumentParser()
+    p.add_argument("command"); p.add_argument("kind")
+    p.add_argument("--data"); p.add_argument("--out"); p.add_argument("--max-steps", type=int)
+    a = p.parse_args()
+    log = RunLog(a.out, a.kind, {{"max_steps": a.max_steps}}, parents=["rm-parent"])
+    for step in range(1, a.max_steps + 1):
+        log.metric(step, loss=1.0 / step, accuracy=step / a.max_steps)
+        time.sleep(0.1)
+    log.finish("done", final_loss=1.0 / a.max_steps)
+""")
+
+
+def labelled_store(db):
+    seed_tasks(db, pairwise=2, ranking=1)
+    for name in ("ann", "bob"):
+        tid = store.next_task(db, name)
+        ids = store.get_task(db, tid)["response_ids"]
+        store.submit_label(db, name, tid, [[i] for i in ids], margin_level="better"
+                           if len(ids) == 2 else None)
+
+
+def wait_for(runner, run_id, db, statuses=("done", "failed", "stopped"), timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runner.poll()
+        if store.get_run(db, run_id)["status"] in statuses:
+            return store.get_run(db, run_id)
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} did not finish: {store.get_run(db, run_id)}")
+
+
+def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
+    labelled_store(db)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "app.py").write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    runner = JobRunner(db, tmp_path / "workspace", repo)
+    run_id = runner.start("rm", "--max-steps 5", source="human")
+    folder = tmp_path / "workspace" / "runs" / run_id
+    snapshot = [json.loads(l) for l in (folder / "data.jsonl").read_text().splitlines()]
+    assert len(snapshot) == 2  # the two current human labels, frozen for the job
+    run = wait_for(runner, run_id, db)
+    assert run["status"] == "done" and run["error"] is None
+    losses = [m["value"] for m in store.metrics(db, run_id) if m["name"] == "loss"]
+    assert len(losses) == 5 and losses == sorted(losses, reverse=True)
+    detail = runner.detail(run_id)
+    assert detail["progress"] == 1.0 and detail["labels_used"] == 2
+    assert detail["parents"] == ["rm-parent"]
+    label_ids = {r["id"] for r in db.query("SELECT id FROM labels")}
+    used = {r["label_id"] for r in db.query("SELECT label_id FROM run_inputs WHERE run_id = ?", [run_id])}
+    assert used == label_ids
+
+
+def test_refused_options_start_nothing(db, tmp_path):
+    runner = JobRunner(db, tmp_path / "workspace", studio_server.ROOT)
+    with pytest.raises(store.StoreError, match="--db is set by the studio"):
+        runner.start("rm", "--db /elsewhere.duckdb")
+    with pytest.raises(store.StoreError, match="job kind must be one of"):
+        runner.start("bake", "")
+    assert store.list_runs(db) == []
+
+
+def test_a_failing_job_shows_failed_and_the_server_stays_up(tmp_path):
+    srv = studio_server.start(tmp_path, seed=labelled_store)
+    try:
+        admin = srv.client("admin1")
+        # the real CLI: `prefstudio train sft` with an option it does not know exits at once
+        table, pick, progress, loss, reward, info = admin.predict(
+            "sft", "--no-such-option 1", "both", api_name="/start_job")
+        run_id = pick if isinstance(pick, str) else info["run"]
+        run = wait_for(srv.studio.jobs, run_id, srv.db)
+        assert run["status"] == "failed" and run["error"]
+        assert "no-such-option" in run["error"] or "error" in run["error"].lower()
+        assert srv.client("ann").predict(api_name="/progress")["left"] >= 0  # still serving
+        assert srv.studio.jobs.detail(run_id)["labels_used"] == 2  # lineage kept for the record
+    finally:
+        srv.close()
