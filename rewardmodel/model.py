@@ -84,8 +84,9 @@ def fit_lengths(n_prompt: int, n_response: int, budget: int) -> tuple[int, int]:
 class RewardModel(nn.Module):
     """r(prompt, response): a sequence-classification model with one output, plus its tokenizer.
 
-    ``forward(input_ids, attention_mask[, token_type_ids])`` -> rewards [B] (float32);
-    ``score(prompts, responses)`` tokenises, batches by length and runs without gradients.
+    ``encode`` -> ``collate`` (one sequence per response) or ``collate_shared_prompt``
+    (decoders: responses packed behind their prompt) -> ``forward`` -> rewards (float32);
+    ``score(prompts, responses)`` does all of it in batches, without gradients.
     """
 
     def __init__(self, model: nn.Module, tokenizer, *, kind: str, max_length: int = 512,
