@@ -34,7 +34,12 @@ def check_messages(messages: Any) -> list[dict]:
 
 
 def prompt_id(messages: list[dict]) -> str:
-    return content_id("prompt", canonical_json(messages))
+    return canonical_prompt_id(canonical_json(messages))
+
+
+def canonical_prompt_id(text: str) -> str:
+    """A prompt's id from its canonical messages JSON (``prompt_row(...)["messages"]``)."""
+    return content_id("prompt", text)
 
 
 def response_id(pid: str, text: str) -> str:
@@ -66,7 +71,7 @@ def insert_rows(cur, table: str, rows: list[dict]) -> int:
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:
     text = canonical_json(check_messages(messages))
-    return {"id": content_id("prompt", text), "messages": text,
+    return {"id": canonical_prompt_id(text), "messages": text,
             "source": source, "tags": [str(t) for t in tags]}
 
 
