@@ -25,6 +25,7 @@ import math
 import os
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -618,18 +619,20 @@ def _gc_paused() -> Iterator[None]:
 
 
 def import_file(db: store.Store, path: str | Path, fmt: str = "auto", source: str | None = None,
-                round: int = 0, required_labels: int = 1) -> dict:
+                round: int = 0, required_labels: int = 1, *, fast: bool = True) -> dict:
     """Import one file in one transaction; return counts of what was new.
 
     ``source`` names the file's origin (default: the file name without extension); it is the
     prompts' source and the annotator of the labels in the file (unless a row names one).
+    ``fast=False`` always takes the general parser, never ``annotate.fastimport`` (the two
+    must agree; tests compare them).
     """
     with _gc_paused():
-        return _import_file(db, Path(path), fmt, source, round, required_labels)
+        return _import_file(db, Path(path), fmt, source, round, required_labels, fast)
 
 
 def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
-                 required_labels: int) -> dict:
+                 required_labels: int, fast: bool) -> dict:
     name = path.name
     if fmt != "auto" and fmt not in FORMATS:
         raise FormatError(f"{name}: unknown format {fmt!r} (use {', '.join(FORMATS)} or auto)")
@@ -650,7 +653,38 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
     if fmt == "rankings":  # rows that label existing tasks by id
         tasks = store.get_tasks(db, [r["task_id"] for r in records if isinstance(r, dict)
                                      and r.get("prompt") is None and isinstance(r.get("task_id"), str)])
+    from . import fastimport   # (it builds on this module's field readers)
     ctx = _Ctx(text_cells, source, round, required_labels, store.margin_levels(db), tasks)
+    parsed = fastimport.plain_rows(fmt, records, lines, ctx) if fast else None
+    if parsed is None:
+        parsed = _parse_rows(path, fmt, records, lines, ctx)
+    try:
+        counts = store.write_batch(db, **parsed.tables)
+    except store.RowError as err:
+        line = parsed.lines[err.table][err.index]
+        hint = ("; import the file with another --source to add its labels as another annotator's"
+                if err.table == "labels" and "already has" in str(err) else "")
+        raise FormatError(f"{path}:{line}: {err.field}: {err}{hint}") from None
+    return {"file": str(path), "format": fmt, "source": source, "rows": len(records), **counts,
+            "duplicate_rows": parsed.duplicates, "contradicting_rows": parsed.contradictions,
+            "skipped": len(parsed.skipped), "skipped_rows": parsed.skipped[:20],
+            "ignored_fields": sorted(parsed.ignored)}
+
+
+@dataclass
+class ParsedRows:
+    """What an import file makes: per table the rows (dicts, or an Arrow table from the fast
+    path), unique by id in file order, and the line each came from first."""
+    tables: dict[str, Any]
+    lines: dict[str, list[int]]
+    duplicates: int = 0
+    contradictions: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    ignored: set[str] = field(default_factory=set)
+
+
+def _parse_rows(path: Path, fmt: str, records: list, lines: list[int], ctx: _Ctx) -> ParsedRows:
+    """The general parser: every row through the field readers and the store's row builders."""
     batch = _Batch(ctx)
     parse = _PARSERS[fmt]
     ignored: set[str] = set()
@@ -663,20 +697,9 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
         except _Bad as err:
             raise FormatError(f"{path}:{line}: {err.field}: {err.reason}") from None
         ignored.update(k for k in rec if k not in known)
-
-    table_rows = {t: list(rows.values()) for t, rows in batch.rows.items()}
-    try:
-        counts = store.write_batch(db, **table_rows)
-    except store.RowError as err:
-        row = table_rows[err.table][err.index]
-        line = batch.lines[err.table][row["id"]]
-        hint = ("; import the file with another --source to add its labels as another annotator's"
-                if err.table == "labels" and "already has" in str(err) else "")
-        raise FormatError(f"{path}:{line}: {err.field}: {err}{hint}") from None
-    return {"file": str(path), "format": fmt, "source": source, "rows": len(records), **counts,
-            "duplicate_rows": batch.duplicates, "contradicting_rows": batch.contradictions,
-            "skipped": len(batch.skipped), "skipped_rows": batch.skipped[:20],
-            "ignored_fields": sorted(ignored)}
+    tables = {t: list(rows.values()) for t, rows in batch.rows.items()}
+    return ParsedRows(tables, {t: [batch.lines[t][r["id"]] for r in rows] for t, rows in tables.items()},
+                      batch.duplicates, batch.contradictions, batch.skipped, ignored)
 
 
 def _stem(path: Path) -> str:

@@ -74,3 +74,24 @@ def test_a_file_that_is_not_a_prefstudio_database_is_refused_read_only(tmp_path)
     duckdb.connect(str(path)).close()
     with pytest.raises(store.StoreError, match="not a prefstudio database"):
         store.Store(path, read_only=True)
+
+
+def test_migration_4_keeps_prompts_and_responses_and_drops_only_their_keys(tmp_path):
+    path = tmp_path / "old.duckdb"
+    build_v1(path)
+    with store.Store(path) as db:
+        keyed = {r["table_name"] for r in db.query(
+            "SELECT table_name FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'")}
+        assert {"tasks", "labels", "users", "runs"} <= keyed and not {"prompts", "responses"} & keyed
+        assert db.query("SELECT id, source FROM prompts") == [{"id": "p1", "source": "old"}]
+        assert db.scalar("SELECT string_agg(text, '|' ORDER BY id) FROM responses") == "hi there|go away"
+        # uniqueness is the writer's job now: adding stored rows again adds nothing
+        p = store.prompt_row("hello")
+        assert store.add_prompts(db, [p, p]) == 1 and store.add_prompts(db, [p]) == 0
+        r = store.response_row(p["id"], "hey")
+        assert store.add_responses(db, [r, r]) == 1 and store.add_responses(db, [r]) == 0
+        assert db.scalar("SELECT count(*) - count(DISTINCT id) FROM responses") == 0
+        db.cursor().execute("CHECKPOINT")
+        assert {r["compression"] for r in db.query(
+            "SELECT compression FROM pragma_storage_info('responses') "
+            "WHERE column_name IN ('id', 'prompt_id') AND segment_type = 'VARCHAR'")} == {"Uncompressed"}

@@ -156,3 +156,68 @@ def test_rankings_returns_current_k_way_labels(ranked):
     assert [r["annotator"] for r in rows] == ["alice", "bob", "carol"]
     assert list(rows[0]["texts"]) == ["A", "B", "C", "D"]
     assert [list(g) for g in rows[0]["ranking"]] == [[ids["a"]], [ids["b"], ids["c"]], [ids["d"]]]
+
+
+def _compositions(k: int):
+    """Every way to cut k ranked responses into tie groups (2**(k-1) shapes)."""
+    for cuts in range(2 ** (k - 1)):
+        sizes, size = [], 1
+        for pos in range(k - 1):
+            if cuts >> pos & 1:
+                sizes.append(size)
+                size = 1
+            else:
+                size += 1
+        yield sizes + [size]
+
+
+def test_every_tie_structure_up_to_nine_responses_expands_like_the_definition(db):
+    """All 2**(K-1) tie structures of K = 2..9 (510 labels): the SQL gives exactly the pairs
+    of responses in different groups, earlier group chosen, with the right group gap."""
+    expected, labels, tasks = set(), [], {}
+    for k in range(2, 10):
+        task, ids = make_task(db, f"rank {k}", [f"r{j}" for j in range(k)])
+        for n, sizes in enumerate(_compositions(k)):
+            order = ids[n % k:] + ids[:n % k]   # vary which response sits where
+            groups, start = [], 0
+            for s in sizes:
+                groups.append(order[start:start + s])
+                start += s
+            labels.append(store.label_row(task, f"a{n}", groups))
+            for gi, better in enumerate(groups):
+                for gj in range(gi + 1, len(groups)):
+                    expected |= {(f"a{n}", task["id"], x, y, gj - gi) for x in better for y in groups[gj]}
+    store.add_labels(db, labels)
+    got = [(r["annotator"], r["task_id"], r["chosen_id"], r["rejected_id"], r["rank_gap"])
+           for r in store.label_pairs(db)]
+    assert len(got) == len(set(got)) and set(got) == expected
+    # a subset of columns (no task or margin join) gives the same rows
+    lean = store.label_pairs_table(db, columns=["label_id", "chosen_id", "rejected_id", "rank_gap"])
+    full = {(r["label_id"], r["chosen_id"], r["rejected_id"], r["rank_gap"])
+            for r in store.label_pairs_table(db).to_pylist()}
+    assert lean.num_rows == len(full) and set(map(tuple, map(dict.values, lean.to_pylist()))) == full
+
+
+def test_task_columns_and_round_filter_still_apply_with_a_column_subset(db):
+    t1, _ = make_task(db, "one", ["x", "y"])
+    p = store.prompt_row("two")
+    rs = [store.response_row(p["id"], t) for t in ("u", "v")]
+    t2 = store.task_row(p["id"], [r["id"] for r in rs], round=1)
+    store.write_batch(db, prompts=[p], responses=rs, tasks=[t2])
+    label(db, t1, "ann", [[t1["response_ids"][0]], [t1["response_ids"][1]]])
+    label(db, t2, "ann", [[t2["response_ids"][1]], [t2["response_ids"][0]]])
+    got = store.label_pairs_table(db, rounds=[1], columns=["task_id", "round", "prompt_id"]).to_pylist()
+    assert got == [{"task_id": t2["id"], "round": 1, "prompt_id": p["id"]}]
+    assert store.label_pairs_table(db, rounds=[0], columns=["chosen_id"]).to_pylist() == [
+        {"chosen_id": t1["response_ids"][0]}]
+
+
+def test_aggregates_are_deterministic_label_ids_sorted_and_level_ties_go_to_the_stronger(db):
+    task, (a, b) = make_task(db, "pick", ["A", "B"])
+    for name, level in (("zed", "slightly"), ("amy", "significantly"), ("kim", "better"),
+                        ("bo", "significantly"), ("al", "slightly")):
+        label(db, task, name, [[a], [b]], margin_level=level)
+    (pair,) = store.pairs(db)
+    assert pair["margin_level"] == "significantly"      # 2 significantly, 2 slightly: the stronger
+    ids = list(pair["label_ids"])
+    assert ids == sorted(ids) and len(ids) == 5

@@ -6,7 +6,8 @@
 """
 from .db import Store, StoreBusy, StoreError, canonical_json, content_id
 from .ingest import RowError, ingest_run_dir, write_batch
-from .items import (add_prompts, add_responses, add_tasks, check_messages, counts, get_task,
+from .items import (add_prompts, add_responses, add_tasks, canonical_prompt_id, check_messages,
+                    counts, get_task,
                     get_tasks, list_prompts, list_responses, list_tasks, prompt_id, prompt_row,
                     response_id, response_row, set_required_labels, task_id, task_row)
 from .items import prompts_needing_responses

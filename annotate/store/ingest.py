@@ -15,10 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence, Union
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .db import Store, StoreError, canonical_json, one
 from .items import (check_messages, get_tasks, insert_rows, prompt_id, prompt_row, response_id,
@@ -40,58 +43,92 @@ class RowError(StoreError):
 
 # --- bulk writes -------------------------------------------------------------------------------
 
-def write_batch(db: Store, *, prompts: Sequence[dict] = (), responses: Sequence[dict] = (),
-                tasks: Sequence[dict] = (), labels: Sequence[dict] = (),
-                supersede: bool = False) -> dict[str, int]:
+Rows = Union[Sequence[dict], pa.Table]
+
+
+def write_batch(db: Store, *, prompts: Rows = (), responses: Rows = (), tasks: Rows = (),
+                labels: Rows = (), supersede: bool = False) -> dict[str, int]:
     """Insert the rows in one transaction; return how many of each were new.
 
-    Rows whose id exists already are skipped (re-import is a no-op). A new label for a
-    (task, annotator) that already has a current label is refused, or with ``supersede``
-    replaces it (the old row points at the new one; labels are never deleted).
+    Each table's rows are dicts (``prompt_row`` ... ``label_row`` output) or a pyarrow Table
+    with those columns (what a bulk import builds, so no Python object per row is needed).
+    Rows whose id exists already are skipped (re-import is a no-op); within a batch the first
+    row of an id wins. A new label for a (task, annotator) that already has a current label is
+    refused, or with ``supersede`` replaces it (the old row points at the new one; labels are
+    never deleted).
     """
     with db.write() as cur:
-        return _write_batch(cur, list(prompts), list(responses), list(tasks), list(labels),
-                            supersede)
+        return _write_batch(cur, prompts, responses, tasks, labels, supersede)
 
 
 def _write_batch(cur, prompts, responses, tasks, labels, supersede) -> dict[str, int]:
-    prompts, responses, tasks, labels = map(_unique, (prompts, responses, tasks, labels))
-    counts = {"prompts": _insert_new(cur, "prompts", prompts)}
-
-    bad = _first_unknown(cur, "prompts", [r["prompt_id"] for r in responses])
-    if bad is not None:
-        raise RowError(f"unknown prompt id {responses[bad]['prompt_id']!r}", "responses", bad,
-                       "prompt_id")
-    counts["responses"] = _insert_new(cur, "responses", responses)
-
-    _check_task_refs(cur, tasks)
-    counts["tasks"] = _insert_new(cur, "tasks", tasks)
-
-    counts["labels"] = _insert_labels(cur, labels, supersede)
+    prompts, responses, tasks, labels = map(_table, (prompts, responses, tasks, labels))
+    with _registered(cur, prompts=prompts, responses=responses, tasks=tasks, labels=labels):
+        counts = {"prompts": _insert_new(cur, "prompts", prompts)}
+        if responses is not None:
+            bad = one(cur, "SELECT min(n._i) FROM _new_responses n ANTI JOIN prompts p ON p.id = n.prompt_id")[0]
+            if bad is not None:
+                raise RowError(f"unknown prompt id {responses['prompt_id'][bad].as_py()!r}", "responses",
+                               bad, "prompt_id")
+        counts["responses"] = _insert_new(cur, "responses", responses)
+        if tasks is not None:
+            _check_task_refs(cur, tasks)
+        counts["tasks"] = _insert_new(cur, "tasks", tasks)
+        if labels is None:
+            counts["labels"] = 0
+        elif supersede:
+            counts["labels"] = _supersede_labels(cur, labels.drop_columns(["_i"]).to_pylist())
+        else:
+            counts["labels"] = _insert_labels(cur, labels)
     return counts
 
 
-def _unique(rows: list[dict]) -> list[dict]:
-    """The first row of each id (callers usually deduplicate already; this keeps it cheap)."""
-    if len({r["id"] for r in rows}) == len(rows):
-        return rows
-    return list({r["id"]: r for r in reversed(rows)}.values())[::-1]
+def _table(rows: Rows) -> pa.Table | None:
+    """The rows as an Arrow table, the first row of each id only, numbered in ``_i`` (0-based
+    position, which ``RowError.index`` reports); None when there are none."""
+    if isinstance(rows, pa.Table):
+        table = rows
+    else:
+        rows = list(rows)
+        if not rows:
+            return None
+        first: dict[str, dict] = {}
+        for r in rows:
+            first.setdefault(r["id"], r)
+        if len(first) != len(rows):
+            rows = list(first.values())
+        table = pa.Table.from_pylist(rows)
+    if table.num_rows == 0:
+        return None
+    if pc.count_distinct(table["id"]).as_py() != table.num_rows:
+        first = pc.index_in(pc.unique(table["id"]), value_set=table["id"])  # first row of each id
+        table = table.take(first.sort())
+    return table.append_column("_i", pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-def _insert_new(cur, table: str, rows: list[dict]) -> int:
+@contextmanager
+def _registered(cur, **tables: pa.Table | None) -> Iterator[None]:
+    """Each table visible to SQL as ``_new_<name>`` for the duration."""
+    names = [name for name, t in tables.items() if t is not None]
+    for name in names:
+        cur.register(f"_new_{name}", tables[name])
+    try:
+        yield
+    finally:
+        for name in names:
+            cur.unregister(f"_new_{name}")
+
+
+def _insert_new(cur, table: str, rows: pa.Table | None) -> int:
     """Insert the rows (unique by id) whose id the table lacks; returns how many.
 
     An anti-join then a plain INSERT: ~25% faster than INSERT OR IGNORE for a bulk import.
     """
-    if not rows:
+    if rows is None:
         return 0
-    columns = ", ".join(rows[0])
-    cur.register("_incoming", pa.Table.from_pylist(rows))
-    try:
-        return cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} "
-                           f"FROM _incoming ANTI JOIN {table} USING (id)").fetchall()[0][0]
-    finally:
-        cur.unregister("_incoming")
+    columns = ", ".join(c for c in rows.column_names if c != "_i")
+    return one(cur, f"INSERT INTO {table} ({columns}) SELECT {columns} "
+                    f"FROM _new_{table} ANTI JOIN {table} USING (id)")[0]
 
 
 def _first_unknown(cur, table: str, ids: list[str]) -> int | None:
@@ -106,50 +143,50 @@ def _first_unknown(cur, table: str, ids: list[str]) -> int | None:
         cur.unregister("_refs")
 
 
-def _check_task_refs(cur, tasks: list[dict]) -> None:
+def _check_task_refs(cur, tasks: pa.Table) -> None:
     """Every task's prompt exists, and every response exists and answers that prompt."""
-    bad = _first_unknown(cur, "prompts", [t["prompt_id"] for t in tasks])
+    bad = one(cur, "SELECT min(n._i) FROM _new_tasks n ANTI JOIN prompts p ON p.id = n.prompt_id")[0]
     if bad is not None:
-        raise RowError(f"unknown prompt id {tasks[bad]['prompt_id']!r}", "tasks", bad, "prompt_id")
-    idx = [i for i, t in enumerate(tasks) for _ in t["response_ids"]]
-    if not idx:
-        return
-    cur.register("_tr", pa.table({
-        "i": pa.array(idx, pa.int64()),
-        "prompt_id": pa.array([t["prompt_id"] for t in tasks for _ in t["response_ids"]], pa.string()),
-        "id": pa.array([rid for t in tasks for rid in t["response_ids"]], pa.string())}))
-    try:
-        row = one(cur, """SELECT t.i, t.id, r.prompt_id FROM _tr t LEFT JOIN responses r USING (id)
-                          WHERE r.prompt_id IS DISTINCT FROM t.prompt_id ORDER BY t.i LIMIT 1""")
-    finally:
-        cur.unregister("_tr")
+        raise RowError(f"unknown prompt id {tasks['prompt_id'][bad].as_py()!r}", "tasks", bad, "prompt_id")
+    row = one(cur, """SELECT t._i, t.id, r.prompt_id
+                      FROM (SELECT _i, prompt_id, unnest(response_ids) AS id FROM _new_tasks) t
+                      LEFT JOIN responses r USING (id)
+                      WHERE r.prompt_id IS DISTINCT FROM t.prompt_id ORDER BY t._i LIMIT 1""")
     if row:
         i, rid, answers = row
         why = (f"unknown response id {rid!r}" if answers is None else
-               f"response {rid!r} answers prompt {answers!r}, not {tasks[i]['prompt_id']!r}")
+               f"response {rid!r} answers prompt {answers!r}, not {tasks['prompt_id'][i].as_py()!r}")
         raise RowError(why, "tasks", i, "response_ids")
 
 
-def _insert_labels(cur, labels: list[dict], supersede: bool) -> int:
-    if not labels:
-        return 0
+def _insert_labels(cur, labels: pa.Table) -> int:
+    bad = one(cur, "SELECT min(n._i) FROM _new_labels n ANTI JOIN tasks t ON t.id = n.task_id")[0]
+    if bad is not None:
+        raise RowError(f"unknown task id {labels['task_id'][bad].as_py()!r}", "labels", bad, "task_id")
+    second = one(cur, """SELECT min(_i) FROM (
+                             SELECT _i, row_number() OVER (PARTITION BY task_id, annotator ORDER BY _i) AS k
+                             FROM _new_labels) WHERE k > 1""")[0]
+    if second is not None:
+        task, annotator = labels["task_id"][second].as_py(), labels["annotator"][second].as_py()
+        raise RowError(f"a second label for task {task!r} by {annotator!r} in one batch", "labels",
+                       second, "annotator")
+    # A row whose id is stored already is a re-import, not a clash (even if it was since edited).
+    clash = one(cur, """SELECT min(n._i) FROM (SELECT * FROM _new_labels ANTI JOIN labels USING (id)) n
+                        JOIN labels l ON l.task_id = n.task_id AND l.annotator = n.annotator
+                        WHERE l.superseded_by IS NULL""")[0]
+    if clash is not None:
+        task, annotator = labels["task_id"][clash].as_py(), labels["annotator"][clash].as_py()
+        raise RowError(f"task {task!r} already has a different label by {annotator!r}", "labels",
+                       clash, "annotator")
+    return _insert_new(cur, "labels", labels)
+
+
+def _supersede_labels(cur, labels: list[dict]) -> int:
+    """Labels from a run folder: a newer label by the same annotator for the same task replaces
+    the current one. Rows already stored (by id) were ingested before: only new ones count."""
     bad = _first_unknown(cur, "tasks", [r["task_id"] for r in labels])
     if bad is not None:
         raise RowError(f"unknown task id {labels[bad]['task_id']!r}", "labels", bad, "task_id")
-    if not supersede:
-        first: dict[tuple[str, str], int] = {}
-        for i, r in enumerate(labels):
-            j = first.setdefault((r["task_id"], r["annotator"]), i)
-            if j != i:
-                raise RowError(f"a second label for task {r['task_id']!r} by {r['annotator']!r} "
-                               "in one batch", "labels", i, "annotator")
-        clash = _first_clash(cur, labels)
-        if clash is not None:
-            r = labels[clash]
-            raise RowError(f"task {r['task_id']!r} already has a different label by {r['annotator']!r}",
-                           "labels", clash, "annotator")
-        return _insert_new(cur, "labels", labels)
-    # Rows already stored (by id) were ingested before: only the new ones count, in file order.
     known = _existing_ids(cur, "labels", [r["id"] for r in labels])
     chains: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
     for r in labels:
@@ -164,22 +201,9 @@ def _insert_labels(cur, labels: list[dict], supersede: bool) -> int:
             cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", [rows[0]["id"], current[key]])
         for r, nxt in zip(rows, rows[1:] + [None]):
             rows_out.append({**r, "superseded_by": None if nxt is None else nxt["id"]})
-    return _insert_new(cur, "labels", rows_out)
-
-
-def _first_clash(cur, labels: list[dict]) -> int | None:
-    """Position of the first new label whose (task, annotator) has a different current label.
-    A row whose id is stored already is a re-import, not a clash (even if it was since edited)."""
-    cur.register("_new", pa.table({"i": pa.array(range(len(labels)), pa.int64()),
-                                   "id": pa.array([r["id"] for r in labels], pa.string()),
-                                   "task_id": pa.array([r["task_id"] for r in labels], pa.string()),
-                                   "annotator": pa.array([r["annotator"] for r in labels], pa.string())}))
-    try:
-        return one(cur, """SELECT min(n.i) FROM (SELECT * FROM _new ANTI JOIN labels USING (id)) n
-                           JOIN labels l ON l.task_id = n.task_id AND l.annotator = n.annotator
-                           WHERE l.superseded_by IS NULL""")[0]
-    finally:
-        cur.unregister("_new")
+    rows = _table(rows_out)
+    with _registered(cur, labels=rows):
+        return _insert_new(cur, "labels", rows)
 
 
 def _existing_ids(cur, table: str, ids: list[str]) -> set[str]:

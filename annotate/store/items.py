@@ -34,7 +34,12 @@ def check_messages(messages: Any) -> list[dict]:
 
 
 def prompt_id(messages: list[dict]) -> str:
-    return content_id("prompt", canonical_json(messages))
+    return canonical_prompt_id(canonical_json(messages))
+
+
+def canonical_prompt_id(text: str) -> str:
+    """A prompt's id from its canonical messages JSON (``prompt_row(...)["messages"]``)."""
+    return content_id("prompt", text)
 
 
 def response_id(pid: str, text: str) -> str:
@@ -46,27 +51,38 @@ def task_id(kind: str, pid: str, response_ids: Sequence[str]) -> str:
 
 
 def insert_rows(cur, table: str, rows: list[dict]) -> int:
-    """Bulk ``INSERT OR IGNORE`` through Arrow; returns how many rows were new.
+    """Bulk insert through Arrow of the rows not stored yet; returns how many were new.
 
-    Rows whose primary key already exists are skipped, which is what makes re-importing a
-    file a no-op. Rows must all have the same keys.
+    Rows with an ``id`` are new when no stored row has that id (an anti-join: prompts and
+    responses have no key to conflict on since schema 4; the first of two rows with one id
+    wins); other tables (``run_inputs``) skip rows whose primary key exists. That is what makes
+    re-importing a file a no-op. Rows must all have the same keys.
     """
     if not rows:
         return 0
     columns = list(rows[0])
+    if "id" in columns:
+        first: dict[str, dict] = {}
+        for r in rows:
+            first.setdefault(r["id"], r)
+        rows = list(first.values())
     arrow = pa.table({c: [r[c] for r in rows] for c in columns})
+    names = ", ".join(columns)
     cur.register("_incoming", arrow)
     try:
-        # DuckDB answers an INSERT with the number of rows it inserted (ignored ones excluded)
-        return cur.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
-                           f"SELECT {', '.join(columns)} FROM _incoming").fetchall()[0][0]
+        # DuckDB answers an INSERT with the number of rows it inserted
+        if "id" in columns:
+            return cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} "
+                               f"FROM _incoming ANTI JOIN {table} USING (id)").fetchall()[0][0]
+        return cur.execute(f"INSERT OR IGNORE INTO {table} ({names}) "
+                           f"SELECT {names} FROM _incoming").fetchall()[0][0]
     finally:
         cur.unregister("_incoming")
 
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:
     text = canonical_json(check_messages(messages))
-    return {"id": content_id("prompt", text), "messages": text,
+    return {"id": canonical_prompt_id(text), "messages": text,
             "source": source, "tags": [str(t) for t in tags]}
 
 

@@ -10,6 +10,7 @@ labels of all annotators are then aggregated:
     n_labels       current labels of the task (labels that tied the two count against agreement)
     agreement      votes_chosen / n_labels
     margin         mean numeric margin of the majority's votes (margin_levels.value, 0 if none)
+    margin_level   the majority's most frequent level (a tie between levels: the stronger one)
     soft_prob      mean p(chosen preferred) over the votes that carry one (AI judges)
 
 A pair whose votes split evenly has no majority and is left out.
@@ -21,42 +22,62 @@ from typing import Sequence
 from .db import Store, StoreError
 from .items import MAX_K
 
-# Each current label, its responses flattened in rank order with the (1-based) tie group of
-# each, joined to the position pairs i < j of a ranking; positions in different groups make a
-# pair, the earlier one chosen. (A self-join of the unnested responses on the label gives the
-# same pairs but is ~1.5x slower: bench/store.py.)
+# Each current label's tie groups are paired by joining the label with every pair of group
+# positions gi < gj of a ranking with that many groups, and each (better group, worse group) by
+# joining with every pair of member positions (ia, ib) of groups of those sizes. The joins are on
+# equality and yield exactly the pairs: no lambdas, no rows filtered away afterwards. (Flattening
+# each ranking with a group index per response and joining all position pairs i < j, then
+# dropping pairs inside a tie group, is ~2x slower: bench/store.py, BENCHMARKS.md.)
 _LABEL_PAIRS = """
 WITH cur AS (
     SELECT l.id AS label_id, l.task_id, l.annotator, l.source, l.judge, l.principle,
-           l.ranking, l.margin_level, coalesce(m.value, 0.0) AS margin, l.soft_prob,
-           l.shown_order, t.prompt_id, t.round
-    FROM labels l JOIN tasks t ON t.id = l.task_id
-    LEFT JOIN margin_levels m ON m.level = l.margin_level
+           l.ranking, l.margin_level, l.soft_prob, l.shown_order{task_columns}{margin_column}
+    FROM labels l{task_join}{margin_join}
     WHERE l.superseded_by IS NULL {where}
 ),
-flat AS (
-    SELECT * EXCLUDE (ranking), flatten(ranking) AS ids,
-           flatten(list_transform(ranking, lambda grp, g: list_transform(grp, lambda r: g))) AS gis
-    FROM cur
+group_pairs AS (        -- rankings of n tie groups: group gi is preferred to group gj
+    SELECT n.range::INTEGER AS n, a.range::INTEGER AS gi, b.range::INTEGER AS gj
+    FROM range(2, %(k)d + 1) n, range(1, %(k)d + 1) a, range(1, %(k)d + 1) b
+    WHERE a.range < b.range AND b.range <= n.range
 ),
-positions AS (
-    SELECT a.range::INTEGER AS i, b.range::INTEGER AS j
-    FROM range(1, %(k)d + 1) a, range(1, %(k)d + 1) b WHERE a.range < b.range
+member_pairs AS (       -- groups of na and nb responses: member ia of one, ib of the other
+    SELECT a.range::INTEGER AS na, b.range::INTEGER AS nb, x.range::INTEGER AS ia, y.range::INTEGER AS ib
+    FROM range(1, %(k)d) a, range(1, %(k)d) b, range(1, %(k)d) x, range(1, %(k)d) y
+    WHERE a.range + b.range <= %(k)d AND x.range <= a.range AND y.range <= b.range
+),
+group_level AS (
+    SELECT c.* EXCLUDE (ranking), c.ranking[g.gi] AS better, c.ranking[g.gj] AS worse,
+           g.gj - g.gi AS rank_gap
+    FROM cur c JOIN group_pairs g ON g.n = len(c.ranking)
 ),
 label_pairs AS (
-    SELECT f.label_id, f.task_id, f.prompt_id, f.round, f.annotator, f.source, f.judge,
-           f.principle, f.ids[p.i] AS chosen_id, f.ids[p.j] AS rejected_id,
-           f.gis[p.j] - f.gis[p.i] AS rank_gap, f.margin_level, f.margin, f.soft_prob,
-           list_position(f.shown_order, f.ids[p.i]) AS chosen_shown_at,
-           list_position(f.shown_order, f.ids[p.j]) AS rejected_shown_at
-    FROM flat f JOIN positions p ON p.j <= len(f.ids)
-    WHERE f.gis[p.i] < f.gis[p.j]      -- the same tie group gives no pair
+    SELECT p.label_id, p.task_id, p.prompt_id, p.round, p.annotator, p.source, p.judge,
+           p.principle, p.better[m.ia] AS chosen_id, p.worse[m.ib] AS rejected_id, p.rank_gap,
+           p.margin_level, p.margin, p.soft_prob,
+           list_position(p.shown_order, p.better[m.ia]) AS chosen_shown_at,
+           list_position(p.shown_order, p.worse[m.ib]) AS rejected_shown_at
+    FROM group_level p JOIN member_pairs m ON m.na = len(p.better) AND m.nb = len(p.worse)
 )
 """ % {"k": MAX_K}
 
 LABEL_PAIR_COLUMNS = ("label_id", "task_id", "prompt_id", "round", "annotator", "source", "judge",
                       "principle", "chosen_id", "rejected_id", "rank_gap", "margin_level", "margin",
                       "soft_prob", "chosen_shown_at", "rejected_shown_at")
+
+
+def _label_pairs_sql(where: str, columns: Sequence[str] = LABEL_PAIR_COLUMNS) -> str:
+    """The CTEs up to ``label_pairs``. Tasks and margin levels are joined only when a column
+    asked for (or the round filter) needs them: the join with tasks is about a third of the
+    expansion's time, and a label's task always exists (the store checks it on insert)."""
+    task = "t." in where or bool({"prompt_id", "round"} & set(columns))
+    margin = "margin" in columns
+    return _LABEL_PAIRS.format(
+        where=where,
+        task_columns=", t.prompt_id, t.round" if task else
+        ", NULL::VARCHAR AS prompt_id, NULL::INTEGER AS round",
+        task_join=" JOIN tasks t ON t.id = l.task_id" if task else "",
+        margin_column=", coalesce(m.value, 0.0) AS margin" if margin else ", NULL::DOUBLE AS margin",
+        margin_join=" LEFT JOIN margin_levels m ON m.level = l.margin_level" if margin else "")
 
 _AGGREGATE = """,
 oriented AS (
@@ -71,11 +92,11 @@ agg AS (
            count(*) FILTER (WHERE NOT lo_wins) AS v_hi,
            avg(margin) FILTER (WHERE lo_wins) AS m_lo,
            avg(margin) FILTER (WHERE NOT lo_wins) AS m_hi,
-           mode(margin_level) FILTER (WHERE lo_wins) AS l_lo,
-           mode(margin_level) FILTER (WHERE NOT lo_wins) AS l_hi,
+           mode(margin_level ORDER BY margin DESC) FILTER (WHERE lo_wins) AS l_lo,
+           mode(margin_level ORDER BY margin DESC) FILTER (WHERE NOT lo_wins) AS l_hi,
            avg(p_lo) AS p_lo,
            avg(rank_gap) AS rank_gap,
-           list(DISTINCT label_id) AS label_ids
+           list(DISTINCT label_id ORDER BY label_id) AS label_ids
     FROM oriented GROUP BY task_id, lo, hi
 ),
 n AS (
@@ -138,7 +159,7 @@ def label_pairs(db: Store, source: str = "both", rounds: Sequence[int] | None = 
                 annotator: str | None = None) -> list[dict]:
     """Every ordered pair of every current label, before aggregation (with shown positions)."""
     where, params = _filters(source, rounds, judge, principle, annotator)
-    sql = _LABEL_PAIRS.format(where=where) + "SELECT * FROM label_pairs ORDER BY label_id, chosen_id, rejected_id"
+    sql = _label_pairs_sql(where) + "SELECT * FROM label_pairs ORDER BY label_id, chosen_id, rejected_id"
     return db.query(sql, params)
 
 
@@ -152,7 +173,7 @@ def label_pairs_table(db: Store, source: str = "both", rounds: Sequence[int] | N
     if unknown:
         raise StoreError(f"label pairs have no column {unknown[0]!r}")
     where, params = _filters(source, rounds, judge, principle, annotator)
-    sql = _LABEL_PAIRS.format(where=where) + f"SELECT {', '.join(columns)} FROM label_pairs"
+    sql = _label_pairs_sql(where, columns) + f"SELECT {', '.join(columns)} FROM label_pairs"
     return db.cursor().sql(sql, params=params).to_arrow_table()
 
 
@@ -172,7 +193,7 @@ def pairs_sql(source: str = "both", rounds: Sequence[int] | None = None,
     if min_agreement is not None:
         having = "WHERE p.agreement >= ?"
         params = params + [float(min_agreement)]
-    return _LABEL_PAIRS.format(where=where) + _AGGREGATE + _WITH_TEXT.format(having=having), params
+    return _label_pairs_sql(where) + _AGGREGATE + _WITH_TEXT.format(having=having), params
 
 
 def pairs(db: Store, source: str = "both", rounds: Sequence[int] | None = None,
