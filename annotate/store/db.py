@@ -7,6 +7,10 @@ processes get ``StoreBusy`` with the owner named, never a half-written file.
 Inside the owning process every thread gets its own cursor (DuckDB connections are not safe
 to share between threads; cursors are). Writes are serialised by one lock and each runs in a
 single transaction, so a failed import or label leaves the database exactly as it was.
+
+Because no other process can write the file, state derived from it may be kept in memory
+(``Store.memo``: the queue's index, the user roles), as long as it notices writes made by
+other code: ``Store.commits`` counts the transactions committed through this ``Store``.
 """
 from __future__ import annotations
 
@@ -76,6 +80,9 @@ class Store:
             raise
         self._local = threading.local()
         self._write_lock = threading.RLock()
+        self.commits = 0   # transactions committed so far (in-memory state compares against it)
+        self.memo: dict[str, Any] = {}   # in-memory state other store modules keep per Store
+        self._on_close: list = []        # called before the connection closes (flush, stop threads)
         try:
             self._migrate()
         except BaseException:
@@ -117,6 +124,7 @@ class Store:
                 raise
             else:
                 cur.execute("COMMIT")
+                self.commits += 1
             finally:
                 self._local.write_depth = 0
 
@@ -132,7 +140,13 @@ class Store:
     def df(self, sql: str, params: list | tuple | None = None):
         return self.cursor().execute(sql, params or []).df()
 
+    def on_close(self, fn) -> None:
+        """Run ``fn()`` when the store closes, before the connection does (e.g. a final flush)."""
+        self._on_close.append(fn)
+
     def close(self) -> None:
+        while self._on_close:
+            self._on_close.pop()()
         self._con.close()
 
     def __enter__(self) -> "Store":

@@ -148,16 +148,24 @@ def _check_tasks(cur, rows: list[dict]) -> None:
 
 
 def get_task(db: Store, tid: str) -> dict:
-    rows = db.query("SELECT t.*, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
-                    "WHERE t.id = ?", [tid])
-    if not rows:
+    task = get_full_tasks(db, [tid]).get(tid)
+    if task is None:
         raise StoreError(f"unknown task id {tid!r}")
-    task = rows[0]
-    task["messages"] = json.loads(task["messages"])
-    texts = {r["id"]: r for r in db.query(
-        "SELECT id, text, model FROM responses WHERE list_contains(?, id)", [task["response_ids"]])}
-    task["responses"] = [texts[rid] for rid in task["response_ids"]]
     return task
+
+
+def get_full_tasks(db: Store, ids: Sequence[str]) -> dict[str, dict]:
+    """The known tasks among ``ids`` with their chat and responses, in two queries:
+    id → {task columns, messages, responses: [{id, text, model}] in the task's order}."""
+    tasks = db.query("SELECT t.*, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
+                     "WHERE t.id IN (SELECT unnest($ids))", {"ids": list(dict.fromkeys(ids))})
+    wanted = [rid for t in tasks for rid in t["response_ids"]]
+    texts = {r["id"]: r for r in db.query(
+        "SELECT id, text, model FROM responses WHERE id IN (SELECT unnest($ids))", {"ids": wanted})}
+    for task in tasks:
+        task["messages"] = json.loads(task["messages"])
+        task["responses"] = [texts[rid] for rid in task["response_ids"]]
+    return {t["id"]: t for t in tasks}
 
 
 def get_tasks(db: Store, ids: Sequence[str]) -> dict[str, dict]:

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from .. import agreement, store
 from ..store import StoreError
+
+
+CACHED_TASKS = 4096   # task texts kept in memory (least recently shown dropped first)
+PREFETCH = 31         # tasks fetched along with a missing one
 
 
 class Refused(StoreError):
@@ -31,6 +37,9 @@ class Studio:
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
         self.jobs = JobRunner(db, self.workspace, Path(__file__).resolve().parents[2])
+        # tasks never change once made (content ids), so their text can be kept in memory
+        self._tasks: OrderedDict[str, dict] = OrderedDict()
+        self._tasks_lock = threading.Lock()
 
     # -- who is calling ----------------------------------------------------------------------
     def require(self, user: str | None, admin: bool = False) -> str:
@@ -56,13 +65,31 @@ class Studio:
 
     def task_view(self, user: str, task_id: str) -> dict:
         """The task as an annotator sees it: no labels of anyone, responses in shown order."""
-        task = store.get_task(self.db, task_id)
+        task = self._task(task_id, user)
         order = store.shown_order(task_id, user, task["response_ids"])
         texts = {r["id"]: r["text"] for r in task["responses"]}
         return {"id": task_id, "kind": task["kind"], "round": task["round"],
                 "prompt": task["messages"],
                 "responses": [{"id": rid, "text": texts[rid]} for rid in order],
                 "margin_levels": list(self.levels)}
+
+    def _task(self, task_id: str, user: str) -> dict:
+        """A task with its texts, from memory; a miss also fetches the next tasks the queue
+        will likely hand this annotator (one query instead of one per click)."""
+        with self._tasks_lock:
+            task = self._tasks.get(task_id)
+            if task is not None:
+                self._tasks.move_to_end(task_id)
+                return task
+        ids = [task_id, *store.upcoming_tasks(self.db, user, PREFETCH)]
+        fetched = store.get_full_tasks(self.db, ids)
+        if task_id not in fetched:
+            raise StoreError(f"unknown task id {task_id!r}")
+        with self._tasks_lock:
+            self._tasks.update(fetched)
+            while len(self._tasks) > CACHED_TASKS:
+                self._tasks.popitem(last=False)
+        return fetched[task_id]
 
     def submit_label(self, user: str | None, task_id: str, ranking: Any, margin: str | None = None,
                      rationale: str | None = None, duration_ms: int | None = None) -> dict:
