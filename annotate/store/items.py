@@ -46,22 +46,32 @@ def task_id(kind: str, pid: str, response_ids: Sequence[str]) -> str:
 
 
 def insert_rows(cur, table: str, rows: list[dict]) -> int:
-    """Bulk ``INSERT OR IGNORE`` through Arrow; returns how many rows were new.
+    """Bulk ``INSERT OR IGNORE``; returns how many rows were new.
 
     Rows whose primary key already exists are skipped, which is what makes re-importing a
-    file a no-op. Rows must all have the same keys.
+    file a no-op. Rows must all have the same keys. A few rows go in as one VALUES list
+    (the queue's group commit writes a handful at a time), more through Arrow.
     """
     if not rows:
         return 0
     columns = list(rows[0])
+    names = ", ".join(columns)
+    # DuckDB answers an INSERT with the number of rows it inserted (ignored ones excluded)
+    if len(rows) <= SMALL_INSERT:
+        marks = "(" + ", ".join("?" * len(columns)) + ")"
+        return cur.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES "
+                           + ", ".join([marks] * len(rows)),
+                           [r[c] for r in rows for c in columns]).fetchall()[0][0]
     arrow = pa.table({c: [r[c] for r in rows] for c in columns})
     cur.register("_incoming", arrow)
     try:
-        # DuckDB answers an INSERT with the number of rows it inserted (ignored ones excluded)
-        return cur.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
-                           f"SELECT {', '.join(columns)} FROM _incoming").fetchall()[0][0]
+        return cur.execute(f"INSERT OR IGNORE INTO {table} ({names}) "
+                           f"SELECT {names} FROM _incoming").fetchall()[0][0]
     finally:
         cur.unregister("_incoming")
+
+
+SMALL_INSERT = 16   # up to this many rows a VALUES list beats registering an Arrow table
 
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:

@@ -48,7 +48,7 @@ from .labels import label_row, margin_levels
 
 LEASE_S = 30 * 60
 MAX_RATIONALE = 4000
-CLAIM_FLUSH_S = 1.0   # claims alone (no label waiting) are written at most this late
+CLAIM_FLUSH_S = 1.0   # claims are written to their table at most this often (and at close)
 
 
 def shown_order(task_id: str, annotator: str, response_ids: Sequence[str]) -> list[str]:
@@ -178,6 +178,7 @@ class QueueIndex:
         self.pending: deque[Pending] = deque()
         self.claims_dirty: set[str] = set()   # annotators whose claim the table does not show
         self.claims_by: dict[str, Claim] = {}
+        self.claims_written = time.monotonic()
         self._loaded_claims = False
         self.closing = False
         self.writer = threading.Thread(target=self._write_loop, name="prefstudio-queue-writer",
@@ -211,6 +212,7 @@ class QueueIndex:
         self.kind = {t: k for t, k, _, _ in tasks}
         self.response_ids = {t: tuple(ids) for t, _, ids, _ in tasks}
         self.required = {t: int(r) for t, _, _, r in tasks}
+        self.most_required = max(self.required.values(), default=0)
         self.labels: Counter[str] = Counter()
         self.labellers: dict[str, set[str]] = {}
         self.current: dict[tuple[str, str], tuple[str, dt.date]] = {}
@@ -354,7 +356,7 @@ class QueueIndex:
         rank = lambda t: (self.position[t] - start) % n     # noqa: E731  (order for this annotator)
         cursors = self.cursors.setdefault(u, {})
         extra = self.extra.setdefault(u, set())
-        for level in range(max(self.required.values())):
+        for level in range(self.most_required):
             best = None
             for t in list(extra):
                 got = self._level(t, u) if t in self.required else None
@@ -393,7 +395,7 @@ class QueueIndex:
             else:
                 self._claim(u, chosen)
             if quiet and self.claims_dirty:
-                self.wake.notify()     # the writer starts its CLAIM_FLUSH_S countdown
+                self.wake.notify()     # the writer writes claims within CLAIM_FLUSH_S
             return chosen
 
     def upcoming(self, u: str, n: int) -> list[str]:
@@ -486,15 +488,14 @@ class QueueIndex:
     def _write_loop(self) -> None:
         while True:
             with self.lock:
-                deadline = None
                 while not self.pending and not self.closing:
                     if not self.claims_dirty:
                         self.wake.wait()
                         continue
-                    deadline = deadline or time.monotonic() + CLAIM_FLUSH_S
-                    if deadline <= time.monotonic():
-                        break               # claims alone waited long enough: write them
-                    self.wake.wait(deadline - time.monotonic())
+                    wait = self.claims_written + CLAIM_FLUSH_S - time.monotonic()
+                    if wait <= 0:
+                        break               # claims waited long enough: write them
+                    self.wake.wait(wait)
                 if self.closing and not self.pending and not self.claims_dirty:
                     return
             self._flush()
@@ -505,8 +506,11 @@ class QueueIndex:
         with db._write_lock:
             with self.lock:
                 ops = list(self.pending)
-                dirty = sorted(self.claims_dirty)
-                self.claims_dirty.clear()
+                dirty = []
+                if self.closing or time.monotonic() - self.claims_written >= CLAIM_FLUSH_S:
+                    dirty = sorted(self.claims_dirty)
+                    self.claims_dirty.clear()
+                    self.claims_written = time.monotonic()
                 claims = [{"task_id": self.claims_by[u].task_id, "annotator": u,
                            "claimed_at": self.claims_by[u].since}
                           for u in dirty if u in self.claims_by]
