@@ -95,7 +95,14 @@ def start_server(workspace: Path, db_path: Path) -> tuple[subprocess.Popen, int]
             break
     else:
         raise RuntimeError("the server did not start")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+    log = os.environ.get("BENCH_SERVER_LOG")   # where the server's output goes (default: nowhere)
+
+    def drain():
+        with open(log or os.devnull, "w") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+    threading.Thread(target=drain, daemon=True).start()  # keep the pipe drained
     return proc, port
 
 
@@ -116,6 +123,7 @@ class Http:
         # one Gradio session per client, as gradio_client and the browser keep (without it
         # Gradio builds a fresh session state, a config of every block, on every call)
         self.session_hash = os.urandom(6).hex()
+        self.reconnects = 0
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -125,6 +133,10 @@ class Http:
 
     async def _send(self, method: str, path: str, body: bytes = b"",
                     ctype: str = "application/json") -> None:
+        if self.reader.at_eof():   # the server closed it while idle (keep-alive timeout)
+            self.close()
+            await self.open()
+            self.reconnects += 1
         head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
         if self.cookies:
             head.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
@@ -133,7 +145,10 @@ class Http:
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
 
     async def _head(self) -> tuple[int, dict[str, str]]:
-        status = int((await self.reader.readline()).split()[1])
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        status = int(line.split()[1])
         headers = {}
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
@@ -205,13 +220,17 @@ async def login(port: int, user: str) -> Http:
     """Log in (scrypt: deliberately slow, so it happens before the clock starts)."""
     http = Http(port)
     await http.open()
-    status, _ = await http.request("POST", "/login", urlencode(
-        {"username": user, "password": PASSWORD}).encode(), "application/x-www-form-urlencoded")
+    try:
+        status, _ = await http.request("POST", "/login", urlencode(
+            {"username": user, "password": PASSWORD}).encode(), "application/x-www-form-urlencoded")
+    finally:
+        http.close()   # idle connections are closed by the server after 5 s: reopen at the start
     assert status == 200, f"login failed for {user}: {status}"
     return http
 
 
 async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict, rng, mode: str):
+    await http.open()
     try:
         while time.perf_counter() < until:
             t0 = time.perf_counter()

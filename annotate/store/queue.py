@@ -85,8 +85,18 @@ def submit_label(db: Store, annotator: str, task_id: str, ranking: Any, *,
     (never deleted). ``duration_ms`` defaults to the time since the claim was made.
     Returns ``{"label_id", "task_id", "superseded"}`` once the label is committed.
     """
+    return submit_label_later(db, annotator, task_id, ranking, margin_level=margin_level,
+                              rationale=rationale, duration_ms=duration_ms, levels=levels).result()
+
+
+def submit_label_later(db: Store, annotator: str, task_id: str, ranking: Any, *,
+                       margin_level: str | None = None, rationale: str | None = None,
+                       duration_ms: int | None = None,
+                       levels: dict[str, float] | None = None) -> Future:
+    """``submit_label`` for callers that wait their own way (an async handler): a refused
+    label raises here; the future resolves to the same dict once the label is committed."""
     return index(db).submit(annotator, task_id, ranking, margin_level=margin_level,
-                            rationale=rationale, duration_ms=duration_ms, levels=levels).result()
+                            rationale=rationale, duration_ms=duration_ms, levels=levels)
 
 
 def progress(db: Store, annotator: str, lease_s: int = LEASE_S) -> dict[str, int]:

@@ -13,6 +13,7 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,19 @@ class Studio:
     # -- annotators --------------------------------------------------------------------------
     def next_task(self, user: str | None) -> dict | None:
         """Claim the next task; its responses come in this annotator's shuffled order."""
-        user = self.require(user)
-        task_id = store.next_task(self.db, user)
-        return None if task_id is None else self.task_view(user, task_id)
+        task_id = self.claim_next(user)
+        return None if task_id is None else self.task_view(self.require(user), task_id)
+
+    def claim_next(self, user: str | None) -> str | None:
+        """Claim the next task and return its id (an in-memory step: no SQL)."""
+        return store.next_task(self.db, self.require(user))
+
+    def cached_task_view(self, user: str, task_id: str) -> dict | None:
+        """``task_view`` if the task's text is in memory already, else None (no SQL)."""
+        with self._tasks_lock:
+            if task_id not in self._tasks:
+                return None
+        return self.task_view(user, task_id)
 
     def task_view(self, user: str, task_id: str) -> dict:
         """The task as an annotator sees it: no labels of anyone, responses in shown order."""
@@ -93,15 +104,23 @@ class Studio:
 
     def submit_label(self, user: str | None, task_id: str, ranking: Any, margin: str | None = None,
                      rationale: str | None = None, duration_ms: int | None = None) -> dict:
+        return self.submit_label_later(user, task_id, ranking, margin, rationale,
+                                       duration_ms).result()
+
+    def submit_label_later(self, user: str | None, task_id: str, ranking: Any,
+                           margin: str | None = None, rationale: str | None = None,
+                           duration_ms: int | None = None) -> Future:
+        """Check and record the label now (errors raise here); the future resolves to
+        ``{label_id, task_id, superseded}`` once the label is committed (group commit)."""
         user = self.require(user)
         if isinstance(ranking, str):
             try:
                 ranking = json.loads(ranking)
             except json.JSONDecodeError as err:
                 raise StoreError(f"ranking is not valid JSON: {err.msg} at character {err.pos}") from None
-        return store.submit_label(self.db, user, task_id, ranking, margin_level=margin or None,
-                                  rationale=(rationale or "").strip() or None,
-                                  duration_ms=duration_ms, levels=self.levels)
+        return store.submit_label_later(
+            self.db, user, task_id, ranking, margin_level=margin or None,
+            rationale=(rationale or "").strip() or None, duration_ms=duration_ms, levels=self.levels)
 
     def skip_task(self, user: str | None, task_id: str) -> dict:
         user = self.require(user)
