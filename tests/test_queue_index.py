@@ -269,3 +269,19 @@ def test_acknowledged_labels_survive_a_killed_server(tmp_path):
     with store.Store(db_path) as db:
         stored = {r[0] for r in db.cursor().execute("SELECT id FROM labels").fetchall()}
     assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged labels lost"
+
+
+def test_only_writes_to_the_queue_tables_make_the_index_reload(db):
+    """A training job's progress (runs, metrics) and user changes leave the index as it is;
+    new tasks are seen on the next call."""
+    seed_tasks(db, pairwise=1)
+    first = store.next_task(db, "ann")
+    index = db.memo["queue"]
+    store.create_run(db, "run-1", "rm", {"lr": 1e-4})
+    store.add_metrics(db, "run-1", [{"step": 1, "name": "loss", "value": 0.5}])
+    store.add_user(db, "newcomer", "annotator", "newcomer-password")
+    assert index.synced == db.queue_commits            # nothing to reload
+    [late] = seed_tasks(db, pairwise=1, prefix="late ")
+    assert index.synced != db.queue_commits            # an import: reload on the next call
+    store.submit_label(db, "ann", first, ranking(db, first), margin_level="better")
+    assert store.next_task(db, "ann") == late

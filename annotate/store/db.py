@@ -10,7 +10,9 @@ single transaction, so a failed import or label leaves the database exactly as i
 
 Because no other process can write the file, state derived from it may be kept in memory
 (``Store.memo``: the queue's index, the user roles), as long as it notices writes made by
-other code: ``Store.commits`` counts the transactions committed through this ``Store``.
+other code: ``Store.commits`` counts the transactions committed through this ``Store``, and
+``Store.queue_commits`` those that may have changed what the queue reads (every one, unless
+the transaction called ``queue_untouched()``).
 """
 from __future__ import annotations
 
@@ -80,7 +82,8 @@ class Store:
             raise
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self.commits = 0   # transactions committed so far (in-memory state compares against it)
+        self.commits = 0         # transactions committed so far
+        self.queue_commits = 0   # ... of which may have changed tasks, labels, claims or skips
         self.memo: dict[str, Any] = {}   # in-memory state other store modules keep per Store
         self._on_close: list = []        # called before the connection closes (flush, stop threads)
         try:
@@ -117,6 +120,7 @@ class Store:
                 return
             cur.execute("BEGIN TRANSACTION")
             self._local.write_depth = 1
+            self._local.queue_untouched = False
             try:
                 yield cur
             except BaseException:
@@ -125,8 +129,14 @@ class Store:
             else:
                 cur.execute("COMMIT")
                 self.commits += 1
+                self.queue_commits += not self._local.queue_untouched
             finally:
                 self._local.write_depth = 0
+
+    def queue_untouched(self) -> None:
+        """Declare that the current write transaction changes no task, label, claim or skip,
+        so the queue's in-memory index need not reload after it (runs, metrics, users...)."""
+        self._local.queue_untouched = True
 
     def query(self, sql: str, params: list | tuple | dict | None = None) -> list[dict]:
         cur = self.cursor().execute(sql, params or [])

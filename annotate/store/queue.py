@@ -25,8 +25,9 @@ transaction (group commit) and answers each caller only after COMMIT: a label ac
 is on disk. Claims are kept in memory and written to the ``claims`` table lazily (with the
 next batch, or within ``CLAIM_FLUSH_S``), so a lease usually survives a restart but need not.
 Any other write to the database (an import, an undo through ``labels.retract_label``, a
-changed overlap) is noticed through ``Store.commits`` and the index is reloaded from the
-tables, with the labels still waiting for the writer applied on top.
+changed overlap) is noticed through ``Store.queue_commits`` and the index is reloaded from
+the tables, with the labels still waiting for the writer applied on top; writes that touch
+none of the queue's tables (runs, metrics, users) say so and cost no reload.
 """
 from __future__ import annotations
 
@@ -184,7 +185,7 @@ class QueueIndex:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)   # the writer waits here for work
         self.levels = margin_levels(db)
-        self.synced = -1                 # db.commits this state reflects (-1: load first)
+        self.synced = -1                 # db.queue_commits this state reflects (-1: load first)
         self.pending: deque[Pending] = deque()
         self.claims_dirty: set[str] = set()   # annotators whose claim the table does not show
         self.claims_by: dict[str, Claim] = {}
@@ -198,11 +199,11 @@ class QueueIndex:
     # -- loading ----------------------------------------------------------------------------
     def _sync(self) -> None:
         """Reload from the tables if anything but our own writer committed since the last look."""
-        if self.synced == self.db.commits:
+        if self.synced == self.db.queue_commits:
             return
         with self.db._write_lock:      # no commit can happen while we read (lock order: db, index)
             with self.lock:
-                if self.synced != self.db.commits:
+                if self.synced != self.db.queue_commits:
                     self._load()
 
     def _load(self) -> None:
@@ -250,7 +251,7 @@ class QueueIndex:
             self.position = {t: i for i, t in enumerate(ids)}
         self.cursors: dict[str, dict[int, int]] = {}
         self.extra: dict[str, set[str]] = {}
-        self.synced = self.db.commits
+        self.synced = self.db.queue_commits
 
     def _record(self, t: str, u: str, label_id: str, day: dt.date) -> None:
         """``label_id`` is now u's current label of t (the task's count is kept by the caller)."""
@@ -524,7 +525,7 @@ class QueueIndex:
                 claims = [{"task_id": self.claims_by[u].task_id, "annotator": u,
                            "claimed_at": self.claims_by[u].since}
                           for u in dirty if u in self.claims_by]
-            ours = self.synced == db.commits   # nobody else wrote since our last look
+            ours = self.synced == db.queue_commits   # nobody else wrote since our last look
             failed: dict[int, BaseException] = {}
             try:
                 with db.write() as cur:
@@ -540,7 +541,7 @@ class QueueIndex:
             with self.lock:
                 for _ in ops:
                     self.pending.popleft()
-                self.synced = db.commits if ours else -1
+                self.synced = db.queue_commits if ours else -1
         for i, op in enumerate(ops):
             if i in failed:
                 op.done.set_exception(failed[i])

@@ -47,6 +47,7 @@ def add_user(db: Store, name: str, role: str, password: str) -> None:
         raise StoreError("passwords need at least 8 characters")
     hashed = hash_password(password)
     with db.write() as cur:
+        db.queue_untouched()
         if one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"user {name!r} already exists")
         cur.execute("INSERT INTO users (name, role, password_hash) VALUES (?, ?, ?)",
@@ -58,6 +59,7 @@ def set_role(db: Store, name: str, role: str) -> None:
     if role not in ROLES:
         raise StoreError(f"role must be admin or annotator, not {role!r}")
     with db.write() as cur:
+        db.queue_untouched()
         if not one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"unknown user {name!r}")
         if role != "admin" and one(cur, 
@@ -72,6 +74,7 @@ def set_password(db: Store, name: str, password: str) -> None:
         raise StoreError("passwords need at least 8 characters")
     hashed = hash_password(password)
     with db.write() as cur:
+        db.queue_untouched()
         if not one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"unknown user {name!r}")
         cur.execute("UPDATE users SET password_hash = ? WHERE name = ?", [hashed, name])
