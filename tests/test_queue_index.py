@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from annotate import store
@@ -141,14 +142,16 @@ def test_progress_counts_match_a_count_from_scratch(db):
         elif action < 0.85:
             store.skip_task(db, name, held[name])
             held[name] = None
-        elif action < 0.93:
+        elif action < 0.90:
             mine = store.my_labels(db, name, limit=5)
             if mine:  # edit one of my labels (a second submit supersedes)
                 pick = rng.choice(mine)
                 store.submit_label(db, name, pick["task_id"], ranking(db, pick["task_id"])[::-1])
         else:
             mine = store.my_labels(db, name, limit=1)
-            if mine:  # undo behind the index's back: it must notice and reload
+            if mine and rng.random() < 0.5:  # undo through the queue
+                store.undo_label(db, name, mine[0]["label_id"])
+            elif mine:  # undo behind the index's back: it must notice and reload
                 store.retract_label(db, mine[0]["label_id"], annotator=name)
         for who in names:
             assert store.queue_progress(db, who) == brute_force_progress(db, who), (step, who)
@@ -285,3 +288,22 @@ def test_only_writes_to_the_queue_tables_make_the_index_reload(db):
     assert index.synced != db.queue_commits            # an import: reload on the next call
     store.submit_label(db, "ann", first, ranking(db, first), margin_level="better")
     assert store.next_task(db, "ann") == late
+
+
+def test_undo_through_the_queue(db):
+    """Undo frees the slot at once (no reload), keeps the row, and refuses what is not mine."""
+    [tid] = seed_tasks(db, pairwise=1)
+    assert store.next_task(db, "ann") == tid
+    out = store.submit_label(db, "ann", tid, ranking(db, tid), margin_level="better")
+    assert store.next_task(db, "bob") is None
+    synced = db.memo["queue"].synced
+    with pytest.raises(store.StoreError, match="another annotator"):
+        store.undo_label(db, "bob", out["label_id"])
+    assert store.undo_label(db, "ann", out["label_id"]) == tid
+    assert db.memo["queue"].synced == db.queue_commits != synced    # kept in step, no reload
+    assert store.next_task(db, "bob") == tid                       # the slot is free again
+    row = db.query("SELECT superseded_by FROM labels WHERE id = ?", [out["label_id"]])[0]
+    assert row["superseded_by"].startswith("retracted:")
+    with pytest.raises(store.StoreError, match="already replaced or undone"):
+        store.undo_label(db, "ann", out["label_id"])
+    assert store.queue_progress(db, "ann") == {"done_today": 0, "done_total": 0, "left": 0}

@@ -21,5 +21,5 @@ from .users import (add_user, ensure_first_admin, list_users, role_of, set_passw
                     verify_user)
 from .browse import TABLES, browse, human_labels, task_ids, user_stats
 from .queue import (LEASE_S, my_labels, next_task, open_claims, shown_order, skip_task,
-                    submit_label, submit_label_later, upcoming_tasks)
+                    submit_label, submit_label_later, undo_label, upcoming_tasks)
 from .queue import progress as queue_progress

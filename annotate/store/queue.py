@@ -37,6 +37,7 @@ import heapq
 import random
 import threading
 import time
+import uuid
 import zlib
 from collections import Counter, deque
 from concurrent.futures import Future
@@ -45,7 +46,7 @@ from typing import Any, Sequence
 
 from .db import Store, StoreError
 from .items import insert_rows
-from .labels import label_row, margin_levels
+from .labels import RETRACTED, label_row, margin_levels, retract_label
 
 LEASE_S = 30 * 60
 MAX_RATIONALE = 4000
@@ -98,6 +99,12 @@ def submit_label_later(db: Store, annotator: str, task_id: str, ranking: Any, *,
     label raises here; the future resolves to the same dict once the label is committed."""
     return index(db).submit(annotator, task_id, ranking, margin_level=margin_level,
                             rationale=rationale, duration_ms=duration_ms, levels=levels)
+
+
+def undo_label(db: Store, annotator: str, label_id: str) -> str:
+    """Withdraw one of the annotator's current labels (the row stays, marked as retracted);
+    the task goes back to the queue. Returns the task id."""
+    return index(db).retract(annotator, label_id).result()
 
 
 def progress(db: Store, annotator: str, lease_s: int = LEASE_S) -> dict[str, int]:
@@ -154,11 +161,11 @@ class Claim:
 @dataclass
 class Pending:
     """A write waiting for the writer thread; ``done`` is resolved after its COMMIT."""
-    kind: str                                   # "label" | "skip"
+    kind: str                                   # "label" | "skip" | "retract"
     annotator: str
     task_id: str
     row: dict | None = None                     # the label row
-    supersedes: str | None = None               # the label this one replaces
+    supersedes: str | None = None               # the label replaced (a retract: withdrawn)
     skipped_at: dt.datetime | None = None
     clear_skip: bool = False                    # a label deletes the annotator's skip of it
     reply: Any = None                           # what the caller gets once committed
@@ -227,6 +234,7 @@ class QueueIndex:
         self.labels: Counter[str] = Counter()
         self.labellers: dict[str, set[str]] = {}
         self.current: dict[tuple[str, str], tuple[str, dt.date]] = {}
+        self.label_of: dict[str, tuple[str, str]] = {}      # current label id -> (task, annotator)
         self.done_total: Counter[str] = Counter()
         self.done_on: dict[str, Counter] = {}
         for t, u, label_id, day in current:
@@ -257,6 +265,7 @@ class QueueIndex:
         """``label_id`` is now u's current label of t (the task's count is kept by the caller)."""
         self.labellers.setdefault(t, set()).add(u)
         self.current[(t, u)] = (label_id, day)
+        self.label_of[label_id] = (t, u)
         self.done_total[u] += 1
         self.done_on.setdefault(u, Counter())[day] += 1
 
@@ -323,6 +332,18 @@ class QueueIndex:
         if op.kind == "skip":
             self.skips.setdefault(u, {})[t] = op.skipped_at
             return
+        if op.kind == "retract":
+            old = self.current.pop((t, u), None)
+            if old is None or old[0] != op.supersedes:
+                return                                # (gone already: nothing to take back)
+            del self.label_of[old[0]]
+            self.done_total[u] -= 1
+            self.done_on[u][old[1]] -= 1
+            if self._free(t) > 0:
+                self.open_labelled[u] -= 1
+            self.labellers[t].discard(u)
+            self._shift(t, labels=-1)                 # a slot comes free
+            return
         held = self.claims_by.get(u)
         if held is not None and held.task_id == t:   # the label uses up the claim
             del self.claims_by[u]
@@ -332,6 +353,7 @@ class QueueIndex:
         old = self.current.pop((t, u), None)
         release = -1 if held is not None and held.live else 0
         if old is not None:                          # an edit: the count stays, the label changes
+            del self.label_of[old[0]]
             self.done_total[u] -= 1
             self.done_on[u][old[1]] -= 1
             self._shift(t, claims=release)
@@ -476,6 +498,22 @@ class QueueIndex:
             self.wake.notify()
         return op.done
 
+    def retract(self, u: str, label_id: str) -> Future:
+        self._sync()
+        with self.lock:
+            t, owner = self.label_of.get(label_id, (None, None))
+            if t is not None and owner == u:
+                op = Pending("retract", u, t, supersedes=label_id, reply=t)
+                self._apply(op)
+                self.pending.append(op)
+                self.wake.notify()
+                return op.done
+        # not a current human label of u's: the generic path says why (or takes it back)
+        retract_label(self.db, label_id, annotator=u)
+        done: Future = Future()
+        done.set_result(t)
+        return done
+
     def progress(self, u: str, lease_s: float = LEASE_S) -> dict[str, int]:
         self._sync()
         with self.lock:
@@ -560,6 +598,9 @@ class QueueIndex:
             if op.kind == "label" and op.clear_skip:
                 cur.execute("DELETE FROM skips WHERE task_id = ? AND annotator = ?",
                             [op.task_id, op.annotator])
+            if op.kind == "retract":
+                cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ? "
+                            "AND superseded_by IS NULL", [RETRACTED + str(uuid.uuid4()), op.supersedes])
             if op.kind == "skip":
                 cur.execute("INSERT INTO skips (task_id, annotator, skipped_at) VALUES (?, ?, ?) "
                             "ON CONFLICT DO UPDATE SET skipped_at = excluded.skipped_at",

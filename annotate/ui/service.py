@@ -135,7 +135,7 @@ class Studio:
             if not mine:
                 raise StoreError("you have no label to undo")
             label_id = mine[0]["label_id"]
-        store.retract_label(self.db, label_id, annotator=user)
+        store.undo_label(self.db, user, label_id)
         return {"undone": label_id}
 
     def my_labels(self, user: str | None, limit: int = 20) -> list[dict]:
