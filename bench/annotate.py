@@ -216,16 +216,18 @@ async def call(http: Http, name: str, data: list, mode: str):
     return result[0] if result else None
 
 
-async def login(port: int, user: str) -> Http:
-    """Log in (scrypt: deliberately slow, so it happens before the clock starts)."""
+async def login(port: int, user: str, mode: str) -> Http:
+    """Log in and make the Gradio session (a page load's worth of work: scrypt is slow on
+    purpose, a new session copies the config of every block), before the clock starts."""
     http = Http(port)
     await http.open()
     try:
         status, _ = await http.request("POST", "/login", urlencode(
             {"username": user, "password": PASSWORD}).encode(), "application/x-www-form-urlencoded")
+        assert status == 200, f"login failed for {user}: {status}"
+        await call(http, "progress", [], mode)
     finally:
         http.close()   # idle connections are closed by the server after 5 s: reopen at the start
-    assert status == 200, f"login failed for {user}: {status}"
     return http
 
 
@@ -258,7 +260,7 @@ async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict,
 async def http_run(port: int, pid: int, clients: int, seconds: float, mode: str) -> dict:
     lat = {"next_task": [], "submit_label": []}
     stats = {"ok": {}, "errors": [], "empty": 0}
-    sessions = await asyncio.gather(*[login(port, f"bench{c}") for c in range(clients)])
+    sessions = await asyncio.gather(*[login(port, f"bench{c}", mode) for c in range(clients)])
     server0, client0, start = cpu_seconds(pid), time.process_time(), time.perf_counter()
     until = start + seconds
     await asyncio.gather(*[annotator(http, f"bench{c}", until, lat, stats, random.Random(c), mode)
