@@ -2,19 +2,31 @@
 
 For each N in --clients (default 8, 32, 64) a fresh workspace gets --tasks pairwise tasks and
 N annotator accounts, `prefstudio serve` starts as its own process, and N simulated annotators
-(one asyncio task each, logged in with their own session cookie) loop for --seconds:
-next_task, then submit_label with a random choice and margin, over Gradio's HTTP API
-(POST /gradio_api/call/<name>, then read the event stream). Reported per N: labels/s and the
-p50 / p95 / p99 latency of submit_label as the client sees it (request sent → result read).
+(one asyncio task each, logged in with their own session cookie and their own keep-alive
+connection) loop for --seconds: next_task, then submit_label with a random choice and margin.
+Two HTTP styles (--modes):
+
+    run   one POST to /gradio_api/run/<name>, the result in the response (the direct route);
+    call  POST /gradio_api/call/<name>, then GET the event stream for the result (Gradio's
+          queue, as gradio_client and the browser use it).
+
+Reported per N: labels/s and the p50 / p95 / p99 latency of submit_label and next_task as the
+client sees them (request sent → result read), and where the CPU went: the server process
+(from /proc) and this load generator (its own process time), both as a share of one core.
+The machine has 2 cores, shared by the server, the load generator and other people's work.
+
+The load generator speaks HTTP/1.1 itself over asyncio streams (keep-alive, Content-Length
+and chunked bodies, the event stream): httpx costs 3-4 ms of CPU per request on this
+machine, more than the server, which would make the benchmark measure its own client.
 
 Then the server is stopped and the database opened: the current labels must equal the
-submits the clients saw succeed (none lost), with at most one current label per task
-(overlap 1: none duplicated, no slot handed out twice).
+submits the clients saw succeed (none lost, none extra), with at most one current label per
+task (overlap 1: no slot handed out twice). The script exits non-zero otherwise.
 
-The side-by-side baseline ("in-process") runs the same loop with N threads calling the
-store directly, no HTTP and no Gradio: the floor set by DuckDB and the queue's SQL. Label
-Studio and Argilla were not run: Argilla's server needs Elasticsearch, and neither is
-installable next to prefstudio's pinned stack here.
+The side-by-side floor ("in-process") runs the same loop in N threads calling the studio's
+service object (``annotate.ui.service.Studio``: the code behind every handler: role check,
+queue, task text, label) with no HTTP and no Gradio. Label Studio and Argilla were not run:
+Argilla's server needs Elasticsearch, and neither installs next to prefstudio's pinned stack.
 
     flock /work/heavy.lock python bench/annotate.py [--clients 8 32 64] [--seconds 20]
 """
@@ -33,6 +45,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from annotate import store  # noqa: E402
 
 PASSWORD = "bench-password"
+MARGINS = ["significantly", "better", "slightly", "negligibly"]
 
 
 def seed(db_path: Path, tasks: int, clients: int) -> None:
@@ -69,7 +83,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(workspace: Path, db_path: Path) -> tuple[subprocess.Popen, str]:
+def start_server(workspace: Path, db_path: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "PREFSTUDIO_WORKSPACE": str(workspace), "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONUNBUFFERED": "1"}
@@ -81,105 +95,216 @@ def start_server(workspace: Path, db_path: Path) -> tuple[subprocess.Popen, str]
             break
     else:
         raise RuntimeError("the server did not start")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    return proc, f"http://127.0.0.1:{port}"
+    log = os.environ.get("BENCH_SERVER_LOG")   # where the server's output goes (default: nowhere)
+
+    def drain():
+        with open(log or os.devnull, "w") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+    threading.Thread(target=drain, daemon=True).start()  # keep the pipe drained
+    return proc, port
 
 
-async def call(client, url: str, name: str, data: list, mode: str = "run"):
-    """One call of a named endpoint.
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    run:  one POST to /gradio_api/run/<name>, the result in the response.
-    call: POST /gradio_api/call/<name> queues it, the event stream carries the result
-          (Gradio's queue, as gradio_client and the browser use it).
-    """
+
+# -- a small HTTP/1.1 client -------------------------------------------------------------------
+
+class Http:
+    """One keep-alive connection with the session cookie of one logged-in annotator."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.cookies: dict[str, str] = {}
+        # one Gradio session per client, as gradio_client and the browser keep (without it
+        # Gradio builds a fresh session state, a config of every block, on every call)
+        self.session_hash = os.urandom(6).hex()
+        self.reconnects = 0
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def _send(self, method: str, path: str, body: bytes = b"",
+                    ctype: str = "application/json") -> None:
+        if self.reader.at_eof():   # the server closed it while idle (keep-alive timeout)
+            self.close()
+            await self.open()
+            self.reconnects += 1
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
+        if self.cookies:
+            head.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        if method == "POST":
+            head += [f"Content-Type: {ctype}", f"Content-Length: {len(body)}"]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+    async def _head(self) -> tuple[int, dict[str, str]]:
+        line = await self.reader.readline()
+        if not line:
+            raise ConnectionError("the server closed the connection")
+        status = int(line.split()[1])
+        headers = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if name == "set-cookie":
+                key, _, rest = value.partition("=")
+                self.cookies[key] = rest.split(";", 1)[0]
+            headers[name] = value
+        return status, headers
+
+    async def _chunks(self, headers: dict[str, str]):
+        if "content-length" in headers:
+            yield await self.reader.readexactly(int(headers["content-length"]))
+            return
+        assert headers.get("transfer-encoding") == "chunked", headers
+        while size := int((await self.reader.readline()).strip(), 16):
+            yield await self.reader.readexactly(size)
+            await self.reader.readline()
+        await self.reader.readline()
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      ctype: str = "application/json") -> tuple[int, bytes]:
+        await self._send(method, path, body, ctype)
+        status, headers = await self._head()
+        return status, b"".join([c async for c in self._chunks(headers)])
+
+    async def events(self, path: str):
+        """GET an event stream; yields (event, data) pairs, reading the response to its end."""
+        await self._send("GET", path)
+        status, headers = await self._head()
+        if status != 200:
+            raise RuntimeError(f"{path}: HTTP {status}")
+        buffer, event = "", None
+        async for chunk in self._chunks(headers):
+            buffer += chunk.decode()
+            *lines, buffer = buffer.split("\n")
+            for line in lines:
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield event, line[5:].strip()
+
+
+async def call(http: Http, name: str, data: list, mode: str):
+    """One call of a named endpoint; returns its single output or raises with Gradio's error."""
+    body = json.dumps({"data": data, "session_hash": http.session_hash}).encode()
     if mode == "run":
-        r = await client.post(f"{url}/gradio_api/run/{name}", json={"data": data})
-        body = r.json()
-        if r.status_code != 200 or "error" in body:
-            raise RuntimeError(f"{name}: {body.get('error') or r.status_code}")
-        return body["data"][0] if body["data"] else None
-    r = await client.post(f"{url}/gradio_api/call/{name}", json={"data": data})
-    r.raise_for_status()
-    event_id = r.json()["event_id"]
-    event = None
-    async with client.stream("GET", f"{url}/gradio_api/call/{name}/{event_id}") as stream:
-        async for line in stream.aiter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                payload = json.loads(line[5:]) if line[5:].strip() not in ("", "null") else None
-                if event == "error":
-                    raise RuntimeError(f"{name}: {payload}")
-                return payload[0] if payload else None
-    raise RuntimeError(f"{name}: stream ended without a result")
+        status, raw = await http.request("POST", f"/gradio_api/run/{name}", body)
+        out = json.loads(raw)
+        if status != 200 or "error" in out:
+            raise RuntimeError(f"{name}: {out.get('error') or status}")
+        return out["data"][0] if out["data"] else None
+    status, raw = await http.request("POST", f"/gradio_api/call/{name}", body)
+    if status != 200:
+        raise RuntimeError(f"{name}: HTTP {status} {raw[:200]!r}")
+    event_id = json.loads(raw)["event_id"]
+    result = error = None
+    async for event, data in http.events(f"/gradio_api/call/{name}/{event_id}"):
+        if event == "complete":
+            result = json.loads(data)
+        elif event == "error":
+            error = data
+    if error is not None:
+        raise RuntimeError(f"{name}: {error}")
+    return result[0] if result else None
 
 
-async def annotator(url: str, user: str, until: float, latencies: list, stats: dict, rng, mode: str):
-    import httpx
-    async with httpx.AsyncClient(timeout=60) as client:
-        r = await client.post(f"{url}/login", data={"username": user, "password": PASSWORD})
-        r.raise_for_status()
+async def login(port: int, user: str, mode: str) -> Http:
+    """Log in and make the Gradio session (a page load's worth of work: scrypt is slow on
+    purpose, a new session copies the config of every block), before the clock starts."""
+    http = Http(port)
+    await http.open()
+    try:
+        status, _ = await http.request("POST", "/login", urlencode(
+            {"username": user, "password": PASSWORD}).encode(), "application/x-www-form-urlencoded")
+        assert status == 200, f"login failed for {user}: {status}"
+        await call(http, "progress", [], mode)
+    finally:
+        http.close()   # idle connections are closed by the server after 5 s: reopen at the start
+    return http
+
+
+async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict, rng, mode: str):
+    await http.open()
+    try:
         while time.perf_counter() < until:
-            task = await call(client, url, "next_task", [], mode)
+            t0 = time.perf_counter()
+            task = await call(http, "next_task", [], mode)
+            lat["next_task"].append(time.perf_counter() - t0)
             if task is None:
                 stats["empty"] += 1
                 break
-            ids = [resp["id"] for resp in task["responses"]]
+            ids = [r["id"] for r in task["responses"]]
             rng.shuffle(ids)
             ranking = [ids] if rng.random() < 0.1 else [[ids[0]], [ids[1]]]
-            margin = rng.choice(["significantly", "better", "slightly", "negligibly"])
             t0 = time.perf_counter()
             try:
-                await call(client, url, "submit_label", [task["id"], json.dumps(ranking), margin, ""], mode)
+                await call(http, "submit_label", [task["id"], json.dumps(ranking),
+                                                  rng.choice(MARGINS), ""], mode)
             except RuntimeError as err:
                 stats["errors"].append(str(err))
                 continue
-            latencies.append(time.perf_counter() - t0)
+            lat["submit_label"].append(time.perf_counter() - t0)
             stats["ok"][user] = stats["ok"].get(user, 0) + 1
+    finally:
+        http.close()
 
 
-async def http_run(url: str, clients: int, seconds: float, mode: str) -> dict:
-    latencies: list[float] = []
+async def http_run(port: int, pid: int, clients: int, seconds: float, mode: str) -> dict:
+    lat = {"next_task": [], "submit_label": []}
     stats = {"ok": {}, "errors": [], "empty": 0}
-    start = time.perf_counter()
+    sessions = await asyncio.gather(*[login(port, f"bench{c}", mode) for c in range(clients)])
+    server0, client0, start = cpu_seconds(pid), time.process_time(), time.perf_counter()
     until = start + seconds
-    await asyncio.gather(*[annotator(url, f"bench{c}", until, latencies, stats, random.Random(c), mode)
-                           for c in range(clients)])
+    await asyncio.gather(*[annotator(http, f"bench{c}", until, lat, stats, random.Random(c), mode)
+                           for c, http in enumerate(sessions)])
     elapsed = time.perf_counter() - start
-    return {"latencies": latencies, "stats": stats, "elapsed": elapsed}
+    return {"latencies": lat, "stats": stats, "elapsed": elapsed,
+            "server_cpu": (cpu_seconds(pid) - server0) / elapsed,
+            "client_cpu": (time.process_time() - client0) / elapsed}
 
 
-def in_process_run(db_path: Path, clients: int, seconds: float) -> dict:
-    """The same loop without HTTP: N threads on one Store, as the server's handlers use it."""
-    latencies: list[float] = []
+def in_process_run(workspace: Path, db_path: Path, clients: int, seconds: float) -> dict:
+    """The same loop without HTTP: N threads on the studio's service object."""
+    from annotate.ui.service import Studio
+    lat = {"next_task": [], "submit_label": []}
     ok = {}
-    levels = None
     with store.Store(db_path) as db:
-        levels = store.margin_levels(db)
+        studio = Studio(db, workspace)
         until = time.perf_counter() + seconds
 
         def worker(c):
             rng, user = random.Random(c), f"bench{c}"
             while time.perf_counter() < until:
-                tid = store.next_task(db, user)
-                if tid is None:
+                t0 = time.perf_counter()
+                task = studio.next_task(user)
+                lat["next_task"].append(time.perf_counter() - t0)
+                if task is None:
                     return
-                ids = list(store.get_task(db, tid)["response_ids"])
+                ids = [r["id"] for r in task["responses"]]
                 rng.shuffle(ids)
                 t0 = time.perf_counter()
-                store.submit_label(db, user, tid, [[ids[0]], [ids[1]]], margin_level="better",
-                                   levels=levels)
-                latencies.append(time.perf_counter() - t0)
+                studio.submit_label(user, task["id"], json.dumps([[ids[0]], [ids[1]]]),
+                                    rng.choice(MARGINS), "")
+                lat["submit_label"].append(time.perf_counter() - t0)
                 ok[user] = ok.get(user, 0) + 1
 
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
         [t.start() for t in threads]
         [t.join() for t in threads]
         elapsed = time.perf_counter() - start
+        cpu = (time.process_time() - cpu0) / elapsed
         check = verify(db, ok)
-    return {"latencies": latencies, "stats": {"ok": ok, "errors": [], "empty": 0},
-            "elapsed": elapsed, "check": check}
+    return {"latencies": lat, "stats": {"ok": ok, "errors": [], "empty": 0}, "elapsed": elapsed,
+            "check": check, "server_cpu": cpu, "client_cpu": 0.0}
 
 
 def verify(db: store.Store, ok: dict) -> dict:
@@ -202,17 +327,21 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(name: str, clients: int, run: dict) -> dict:
-    lat = run["latencies"]
-    return {"mode": name, "clients": clients, "labels": len(lat),
-            "labels_per_s": len(lat) / run["elapsed"], "p50_ms": pct(lat, 0.50),
-            "p95_ms": pct(lat, 0.95), "p99_ms": pct(lat, 0.99),
-            "mean_ms": statistics.fmean(lat) * 1000 if lat else float("nan"),
+    sub, nxt = run["latencies"]["submit_label"], run["latencies"]["next_task"]
+    return {"mode": name, "clients": clients, "labels": len(sub),
+            "labels_per_s": len(sub) / run["elapsed"], "p50_ms": pct(sub, 0.50),
+            "p95_ms": pct(sub, 0.95), "p99_ms": pct(sub, 0.99),
+            "mean_ms": statistics.fmean(sub) * 1000 if sub else float("nan"),
+            "next_p50_ms": pct(nxt, 0.50), "next_p95_ms": pct(nxt, 0.95),
+            "server_cpu": run["server_cpu"], "client_cpu": run["client_cpu"],
             "errors": len(run["stats"]["errors"]), **run["check"]}
 
 
 def report(r: dict) -> None:
     print(f"{r['clients']:3d} clients  {r['mode']:10s} {r['labels_per_s']:6.1f} labels/s  "
           f"submit_label p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
+          f"next_task p50 {r['next_p50_ms']:6.1f} ms  p95 {r['next_p95_ms']:6.1f} ms  "
+          f"cpu server {r['server_cpu']:.2f} client {r['client_cpu']:.2f}  "
           f"submitted {r['submitted']}  in db {r['in_db']}  lost {r['lost']}  extra {r['extra']}  "
           f"max labels/task {r['max_labels_per_task']}  errors {r['errors']}", flush=True)
 
@@ -221,11 +350,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--seconds", type=float, default=20)
-    p.add_argument("--tasks", type=int, default=8000)
+    p.add_argument("--tasks", type=int, default=20000)
     p.add_argument("--modes", nargs="+", default=["run", "call"], choices=["run", "call"],
                    help="HTTP styles: run = one POST per call, call = Gradio's queue + event stream")
+    p.add_argument("--no-floor", action="store_true", help="skip the in-process floor")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     results = []
     for clients in args.clients:
         for mode in args.modes:
@@ -233,9 +364,9 @@ def main() -> None:
                 workspace = Path(tmp)
                 db_path = workspace / "prefstudio.duckdb"
                 seed(db_path, args.tasks, clients)
-                proc, url = start_server(workspace, db_path)
+                proc, port = start_server(workspace, db_path)
                 try:
-                    run = asyncio.run(http_run(url, clients, args.seconds, mode))
+                    run = asyncio.run(http_run(port, proc.pid, clients, args.seconds, mode))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
@@ -245,15 +376,19 @@ def main() -> None:
                     print(f"  first error: {run['stats']['errors'][0]}", file=sys.stderr)
                 results.append(summary(f"http-{mode}", clients, run))
                 report(results[-1])
+        if args.no_floor:
+            continue
         with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
             db_path = Path(tmp) / "prefstudio.duckdb"
             seed(db_path, args.tasks, clients)
-            results.append(summary("in-process", clients, in_process_run(db_path, clients, args.seconds)))
+            results.append(summary("in-process", clients,
+                                   in_process_run(Path(tmp), db_path, clients, args.seconds)))
             report(results[-1])
         floor = results[-1]
         for r in results[-1 - len(args.modes):-1]:
             print(f"{clients:3d} clients  {r['mode']}/in-process throughput: "
                   f"{r['labels_per_s'] / floor['labels_per_s']:.2f}", flush=True)
+    print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     bad = [r for r in results if r["lost"] or r["extra"] or r["max_labels_per_task"] > 1]

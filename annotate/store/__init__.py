@@ -7,8 +7,8 @@
 from .db import Store, StoreBusy, StoreError, canonical_json, content_id
 from .ingest import RowError, ingest_run_dir, write_batch
 from .items import (add_prompts, add_responses, add_tasks, canonical_prompt_id, check_messages,
-                    counts, get_task,
-                    get_tasks, list_prompts, list_responses, list_tasks, prompt_id, prompt_row,
+                    counts, get_full_tasks, get_task, get_tasks, list_prompts, list_responses,
+                    list_tasks, prompt_id, prompt_row,
                     response_id, response_row, set_required_labels, task_id, task_row)
 from .items import prompts_needing_responses
 from .judging import ai_labels, tasks_lacking_label
@@ -22,5 +22,5 @@ from .users import (add_user, ensure_first_admin, list_users, role_of, set_passw
                     verify_user)
 from .browse import TABLES, browse, human_labels, task_ids, user_stats
 from .queue import (LEASE_S, my_labels, next_task, open_claims, shown_order, skip_task,
-                    submit_label)
+                    submit_label, submit_label_later, undo_label, upcoming_tasks)
 from .queue import progress as queue_progress

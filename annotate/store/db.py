@@ -7,6 +7,12 @@ processes get ``StoreBusy`` with the owner named, never a half-written file.
 Inside the owning process every thread gets its own cursor (DuckDB connections are not safe
 to share between threads; cursors are). Writes are serialised by one lock and each runs in a
 single transaction, so a failed import or label leaves the database exactly as it was.
+
+Because no other process can write the file, state derived from it may be kept in memory
+(``Store.memo``: the queue's index, the user roles), as long as it notices writes made by
+other code: ``Store.commits`` counts the transactions committed through this ``Store``, and
+``Store.queue_commits`` those that may have changed what the queue reads (every one, unless
+the transaction called ``queue_untouched()``).
 """
 from __future__ import annotations
 
@@ -76,6 +82,10 @@ class Store:
             raise
         self._local = threading.local()
         self._write_lock = threading.RLock()
+        self.commits = 0         # transactions committed so far
+        self.queue_commits = 0   # ... of which may have changed tasks, labels, claims or skips
+        self.memo: dict[str, Any] = {}   # in-memory state other store modules keep per Store
+        self._on_close: list = []        # called before the connection closes (flush, stop threads)
         try:
             self._migrate()
         except BaseException:
@@ -110,6 +120,7 @@ class Store:
                 return
             cur.execute("BEGIN TRANSACTION")
             self._local.write_depth = 1
+            self._local.queue_untouched = False
             try:
                 yield cur
             except BaseException:
@@ -117,8 +128,15 @@ class Store:
                 raise
             else:
                 cur.execute("COMMIT")
+                self.commits += 1
+                self.queue_commits += not self._local.queue_untouched
             finally:
                 self._local.write_depth = 0
+
+    def queue_untouched(self) -> None:
+        """Declare that the current write transaction changes no task, label, claim or skip,
+        so the queue's in-memory index need not reload after it (runs, metrics, users...)."""
+        self._local.queue_untouched = True
 
     def query(self, sql: str, params: list | tuple | dict | None = None) -> list[dict]:
         cur = self.cursor().execute(sql, params or [])
@@ -132,7 +150,13 @@ class Store:
     def df(self, sql: str, params: list | tuple | None = None):
         return self.cursor().execute(sql, params or []).df()
 
+    def on_close(self, fn) -> None:
+        """Run ``fn()`` when the store closes, before the connection does (e.g. a final flush)."""
+        self._on_close.append(fn)
+
     def close(self) -> None:
+        while self._on_close:
+            self._on_close.pop()()
         self._con.close()
 
     def __enter__(self) -> "Store":

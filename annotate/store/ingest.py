@@ -303,6 +303,8 @@ def ingest_run_dir(db: Store, folder: str | Path) -> dict[str, Any]:
         counts["scores"] = _upsert(cur, "scores", ["response_id", "scorer", "value", "run_id", "kept"],
                                    [r for _, r in scores],
                                    "SELECT count(*) FROM scores WHERE run_id = ?", [run_id])
+        if not counts["tasks"] and not counts["labels"]:
+            db.queue_untouched()   # a training job's progress: the queue need not reload
     return {"run": run_id, "status": run_row["status"], **counts}
 
 

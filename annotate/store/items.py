@@ -51,12 +51,13 @@ def task_id(kind: str, pid: str, response_ids: Sequence[str]) -> str:
 
 
 def insert_rows(cur, table: str, rows: list[dict]) -> int:
-    """Bulk insert through Arrow of the rows not stored yet; returns how many were new.
+    """Bulk insert of the rows not stored yet; returns how many were new.
 
     Rows with an ``id`` are new when no stored row has that id (an anti-join: prompts and
     responses have no key to conflict on since schema 4; the first of two rows with one id
     wins); other tables (``run_inputs``) skip rows whose primary key exists. That is what makes
-    re-importing a file a no-op. Rows must all have the same keys.
+    re-importing a file a no-op. Rows must all have the same keys. A few rows go in as one
+    VALUES list (the queue's group commit writes a handful at a time), more through Arrow.
     """
     if not rows:
         return 0
@@ -66,18 +67,24 @@ def insert_rows(cur, table: str, rows: list[dict]) -> int:
         for r in rows:
             first.setdefault(r["id"], r)
         rows = list(first.values())
-    arrow = pa.table({c: [r[c] for r in rows] for c in columns})
     names = ", ".join(columns)
+    # DuckDB answers an INSERT with the number of rows it inserted (ignored ones excluded)
+    new_only = f"ANTI JOIN {table} USING (id)" if "id" in columns else ""
+    insert = f"INSERT INTO {table}" if new_only else f"INSERT OR IGNORE INTO {table}"
+    if len(rows) <= SMALL_INSERT:
+        marks = "(" + ", ".join("?" * len(columns)) + ")"
+        return cur.execute(f"{insert} ({names}) SELECT {names} FROM (VALUES "
+                           + ", ".join([marks] * len(rows)) + f") AS _incoming({names}) {new_only}",
+                           [r[c] for r in rows for c in columns]).fetchall()[0][0]
+    arrow = pa.table({c: [r[c] for r in rows] for c in columns})
     cur.register("_incoming", arrow)
     try:
-        # DuckDB answers an INSERT with the number of rows it inserted
-        if "id" in columns:
-            return cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} "
-                               f"FROM _incoming ANTI JOIN {table} USING (id)").fetchall()[0][0]
-        return cur.execute(f"INSERT OR IGNORE INTO {table} ({names}) "
-                           f"SELECT {names} FROM _incoming").fetchall()[0][0]
+        return cur.execute(f"{insert} ({names}) SELECT {names} FROM _incoming {new_only}").fetchall()[0][0]
     finally:
         cur.unregister("_incoming")
+
+
+SMALL_INSERT = 16   # up to this many rows a VALUES list beats registering an Arrow table
 
 
 def prompt_row(messages: Any, source: str | None = None, tags: Iterable[str] = ()) -> dict:
@@ -164,16 +171,24 @@ def _check_tasks(cur, rows: list[dict]) -> None:
 
 
 def get_task(db: Store, tid: str) -> dict:
-    rows = db.query("SELECT t.*, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
-                    "WHERE t.id = ?", [tid])
-    if not rows:
+    task = get_full_tasks(db, [tid]).get(tid)
+    if task is None:
         raise StoreError(f"unknown task id {tid!r}")
-    task = rows[0]
-    task["messages"] = json.loads(task["messages"])
-    texts = {r["id"]: r for r in db.query(
-        "SELECT id, text, model FROM responses WHERE list_contains(?, id)", [task["response_ids"]])}
-    task["responses"] = [texts[rid] for rid in task["response_ids"]]
     return task
+
+
+def get_full_tasks(db: Store, ids: Sequence[str]) -> dict[str, dict]:
+    """The known tasks among ``ids`` with their chat and responses, in two queries:
+    id → {task columns, messages, responses: [{id, text, model}] in the task's order}."""
+    tasks = db.query("SELECT t.*, p.messages FROM tasks t JOIN prompts p ON p.id = t.prompt_id "
+                     "WHERE t.id IN (SELECT unnest($ids))", {"ids": list(dict.fromkeys(ids))})
+    wanted = [rid for t in tasks for rid in t["response_ids"]]
+    texts = {r["id"]: r for r in db.query(
+        "SELECT id, text, model FROM responses WHERE id IN (SELECT unnest($ids))", {"ids": wanted})}
+    for task in tasks:
+        task["messages"] = json.loads(task["messages"])
+        task["responses"] = [texts[rid] for rid in task["response_ids"]]
+    return {t["id"]: t for t in tasks}
 
 
 def get_tasks(db: Store, ids: Sequence[str]) -> dict[str, dict]:

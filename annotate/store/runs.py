@@ -17,6 +17,7 @@ def create_run(db: Store, run_id: str, kind: str, config: dict, *, status: str =
     if status not in STATUSES:
         raise StoreError(f"unknown run status {status!r}")
     with db.write() as cur:
+        db.queue_untouched()
         if one(cur, "SELECT 1 FROM runs WHERE id = ?", [run_id]):
             raise StoreError(f"run {run_id!r} already exists")
         cur.execute("""INSERT INTO runs (id, kind, config, status, pid, log_path, artifact_dir,
@@ -33,6 +34,7 @@ def update_run(db: Store, run_id: str, *, status: str | None = None, pid: int | 
     if status is not None and status not in STATUSES:
         raise StoreError(f"unknown run status {status!r}")
     with db.write() as cur:
+        db.queue_untouched()
         if not one(cur, "SELECT 1 FROM runs WHERE id = ?", [run_id]):
             raise StoreError(f"unknown run id {run_id!r}")
         if status is not None:
@@ -52,6 +54,7 @@ def add_metrics(db: Store, run_id: str, rows: list[dict]) -> None:
     if not rows:
         return
     with db.write() as cur:
+        db.queue_untouched()
         cur.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?)",
                         [[run_id, int(r["step"]), str(r["name"]), float(r["value"])] for r in rows])
 
@@ -86,6 +89,7 @@ def lineage(db: Store, run_id: str) -> dict:
 def add_scores(db: Store, rows: list[dict]) -> int:
     """rows: {response_id, scorer, value, run_id, kept}."""
     with db.write() as cur:
+        db.queue_untouched()
         cur.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
                         [[r["response_id"], r["scorer"], float(r["value"]), r.get("run_id"),
                           r.get("kept")] for r in rows])

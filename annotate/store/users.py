@@ -1,4 +1,9 @@
-"""Users and roles. Passwords are hashed with scrypt (a slow, memory-hard KDF) and a salt."""
+"""Users and roles. Passwords are hashed with scrypt (a slow, memory-hard KDF) and a salt.
+
+Every handler of the studio checks the caller's role, so ``role_of`` answers from a copy of
+the (small) users table kept in memory; the functions here that change users drop the copy,
+so a role change takes effect on the very next call.
+"""
 from __future__ import annotations
 
 import base64
@@ -7,6 +12,7 @@ import hmac
 import os
 import re
 import secrets
+import threading
 
 from .db import one, Store, StoreError
 
@@ -41,22 +47,26 @@ def add_user(db: Store, name: str, role: str, password: str) -> None:
         raise StoreError("passwords need at least 8 characters")
     hashed = hash_password(password)
     with db.write() as cur:
+        db.queue_untouched()
         if one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"user {name!r} already exists")
         cur.execute("INSERT INTO users (name, role, password_hash) VALUES (?, ?, ?)",
                     [name, role, hashed])
+    _forget_roles(db)
 
 
 def set_role(db: Store, name: str, role: str) -> None:
     if role not in ROLES:
         raise StoreError(f"role must be admin or annotator, not {role!r}")
     with db.write() as cur:
+        db.queue_untouched()
         if not one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"unknown user {name!r}")
         if role != "admin" and one(cur, 
                 "SELECT count(*) FROM users WHERE role = 'admin' AND name <> ?", [name])[0] == 0:
             raise StoreError("refusing to remove the last admin")
         cur.execute("UPDATE users SET role = ? WHERE name = ?", [role, name])
+    _forget_roles(db)
 
 
 def set_password(db: Store, name: str, password: str) -> None:
@@ -64,6 +74,7 @@ def set_password(db: Store, name: str, password: str) -> None:
         raise StoreError("passwords need at least 8 characters")
     hashed = hash_password(password)
     with db.write() as cur:
+        db.queue_untouched()
         if not one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"unknown user {name!r}")
         cur.execute("UPDATE users SET password_hash = ? WHERE name = ?", [hashed, name])
@@ -79,7 +90,24 @@ def verify_user(db: Store, name: str, password: str) -> str | None:
 
 
 def role_of(db: Store, name: str) -> str | None:
-    return db.scalar("SELECT role FROM users WHERE name = ?", [name])
+    roles = db.memo.get("roles")
+    if roles is None:
+        seen = db.memo.get("roles_changed", 0)
+        roles = dict(db.cursor().execute("SELECT name, role FROM users").fetchall())
+        with _roles_lock:  # keep the copy only if no change was committed while reading
+            if db.memo.get("roles_changed", 0) == seen:
+                db.memo["roles"] = roles
+    return roles.get(name)
+
+
+_roles_lock = threading.Lock()
+
+
+def _forget_roles(db: Store) -> None:
+    """Drop the in-memory roles after a committed change to users."""
+    with _roles_lock:
+        db.memo["roles_changed"] = db.memo.get("roles_changed", 0) + 1
+        db.memo.pop("roles", None)
 
 
 def list_users(db: Store) -> list[dict]:

@@ -21,6 +21,10 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     workspace = Path(workspace).resolve()
     # uploads and Gradio's file cache stay inside the workspace
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / "tmp")
+    # Gradio's queue rebuilds its monitoring summary (a pandas table of its last 10,000
+    # events) after every event, even with monitoring off, as the studio has it: not needed
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
     db = store.Store(db_path)
     password = store.ensure_first_admin(db)
     if password:

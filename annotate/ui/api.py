@@ -11,8 +11,11 @@ Admins: users, and the admin views' named events import_file, export_pairs, brow
 agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``);
 ``ENDPOINTS`` lists them all with the role each needs.
 """
-from __future__ import annotations
+# (No `from __future__ import annotations`: Gradio reads every handler's type hints on every
+# call, and hints that are strings cost ~10x more to read than real ones.)
+import asyncio
 
+import anyio
 import gradio as gr
 
 from .common import shows_errors, username
@@ -22,20 +25,31 @@ from .service import Studio
 def add_endpoints(studio: Studio) -> None:
     """Register the endpoints inside the current ``gr.Blocks``."""
 
+    # The two calls of every label run on the server's event loop (async): the queue answers
+    # from memory, and the wait for the group commit is awaited, not a blocked worker thread.
     @shows_errors
-    def next_task(request: gr.Request) -> dict | None:
+    async def next_task(request: gr.Request) -> dict | None:
         """Claim the next task: {id, kind, round, prompt (chat messages), responses [{id, text}]
         in the order shown to you, margin_levels}; None when nothing is left for you."""
-        return studio.next_task(username(request))
+        user = username(request)
+        task_id = studio.claim_next(user)
+        if task_id is None:
+            return None
+        view = studio.cached_task_view(user, task_id)
+        if view is None:  # the texts come from the database: off the event loop
+            view = await anyio.to_thread.run_sync(studio.task_view, user, task_id)
+        return view
 
     @shows_errors
-    def submit_label(task_id: str, ranking: str, margin: str = "", rationale: str = "",
-                     request: gr.Request = None) -> dict:
+    async def submit_label(task_id: str, ranking: str, margin: str = "", rationale: str = "",
+                           request: gr.Request = None) -> dict:
         """Label a task you were handed. ranking: JSON list of tie groups of response ids, best
         first, e.g. '[["r2"], ["r1"]]'; margin (pairwise): significantly | better | slightly |
         negligibly. Submitting again for the same task edits your label (the old one is kept,
         superseded)."""
-        return studio.submit_label(username(request), task_id, ranking, margin or None, rationale)
+        committed = studio.submit_label_later(username(request), task_id, ranking, margin or None,
+                                              rationale)
+        return await asyncio.wrap_future(committed)
 
     @shows_errors
     def skip_task(task_id: str, request: gr.Request = None) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 
 import gradio as gr
 import pandas as pd
@@ -25,8 +26,17 @@ def shows_errors(fn):
     """Report a refused or invalid action as one line in the UI / to the API client.
 
     The message is HTML-escaped (Gradio renders error text as HTML, and messages can quote
-    file contents or ids a caller chose).
+    file contents or ids a caller chose). Works for ``async def`` handlers too.
     """
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except StoreError as err:
+                raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+        return async_wrapper
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:

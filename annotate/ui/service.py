@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import uuid
+from collections import OrderedDict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from .. import agreement, store
 from ..store import StoreError
+
+
+CACHED_TASKS = 4096   # task texts kept in memory (least recently shown dropped first)
+PREFETCH = 31         # tasks fetched along with a missing one
 
 
 class Refused(StoreError):
@@ -31,6 +38,9 @@ class Studio:
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
         self.jobs = JobRunner(db, self.workspace, Path(__file__).resolve().parents[2])
+        # tasks never change once made (content ids), so their text can be kept in memory
+        self._tasks: OrderedDict[str, dict] = OrderedDict()
+        self._tasks_lock = threading.Lock()
 
     # -- who is calling ----------------------------------------------------------------------
     def require(self, user: str | None, admin: bool = False) -> str:
@@ -50,13 +60,23 @@ class Studio:
     # -- annotators --------------------------------------------------------------------------
     def next_task(self, user: str | None) -> dict | None:
         """Claim the next task; its responses come in this annotator's shuffled order."""
-        user = self.require(user)
-        task_id = store.next_task(self.db, user)
-        return None if task_id is None else self.task_view(user, task_id)
+        task_id = self.claim_next(user)
+        return None if task_id is None else self.task_view(self.require(user), task_id)
+
+    def claim_next(self, user: str | None) -> str | None:
+        """Claim the next task and return its id (an in-memory step: no SQL)."""
+        return store.next_task(self.db, self.require(user))
+
+    def cached_task_view(self, user: str, task_id: str) -> dict | None:
+        """``task_view`` if the task's text is in memory already, else None (no SQL)."""
+        with self._tasks_lock:
+            if task_id not in self._tasks:
+                return None
+        return self.task_view(user, task_id)
 
     def task_view(self, user: str, task_id: str) -> dict:
         """The task as an annotator sees it: no labels of anyone, responses in shown order."""
-        task = store.get_task(self.db, task_id)
+        task = self._task(task_id, user)
         order = store.shown_order(task_id, user, task["response_ids"])
         texts = {r["id"]: r["text"] for r in task["responses"]}
         return {"id": task_id, "kind": task["kind"], "round": task["round"],
@@ -64,17 +84,43 @@ class Studio:
                 "responses": [{"id": rid, "text": texts[rid]} for rid in order],
                 "margin_levels": list(self.levels)}
 
+    def _task(self, task_id: str, user: str) -> dict:
+        """A task with its texts, from memory; a miss also fetches the next tasks the queue
+        will likely hand this annotator (one query instead of one per click)."""
+        with self._tasks_lock:
+            task = self._tasks.get(task_id)
+            if task is not None:
+                self._tasks.move_to_end(task_id)
+                return task
+        ids = [task_id, *store.upcoming_tasks(self.db, user, PREFETCH)]
+        fetched = store.get_full_tasks(self.db, ids)
+        if task_id not in fetched:
+            raise StoreError(f"unknown task id {task_id!r}")
+        with self._tasks_lock:
+            self._tasks.update(fetched)
+            while len(self._tasks) > CACHED_TASKS:
+                self._tasks.popitem(last=False)
+        return fetched[task_id]
+
     def submit_label(self, user: str | None, task_id: str, ranking: Any, margin: str | None = None,
                      rationale: str | None = None, duration_ms: int | None = None) -> dict:
+        return self.submit_label_later(user, task_id, ranking, margin, rationale,
+                                       duration_ms).result()
+
+    def submit_label_later(self, user: str | None, task_id: str, ranking: Any,
+                           margin: str | None = None, rationale: str | None = None,
+                           duration_ms: int | None = None) -> Future:
+        """Check and record the label now (errors raise here); the future resolves to
+        ``{label_id, task_id, superseded}`` once the label is committed (group commit)."""
         user = self.require(user)
         if isinstance(ranking, str):
             try:
                 ranking = json.loads(ranking)
             except json.JSONDecodeError as err:
                 raise StoreError(f"ranking is not valid JSON: {err.msg} at character {err.pos}") from None
-        return store.submit_label(self.db, user, task_id, ranking, margin_level=margin or None,
-                                  rationale=(rationale or "").strip() or None,
-                                  duration_ms=duration_ms, levels=self.levels)
+        return store.submit_label_later(
+            self.db, user, task_id, ranking, margin_level=margin or None,
+            rationale=(rationale or "").strip() or None, duration_ms=duration_ms, levels=self.levels)
 
     def skip_task(self, user: str | None, task_id: str) -> dict:
         user = self.require(user)
@@ -89,7 +135,7 @@ class Studio:
             if not mine:
                 raise StoreError("you have no label to undo")
             label_id = mine[0]["label_id"]
-        store.retract_label(self.db, label_id, annotator=user)
+        store.undo_label(self.db, user, label_id)
         return {"undone": label_id}
 
     def my_labels(self, user: str | None, limit: int = 20) -> list[dict]:
