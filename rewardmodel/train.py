@@ -302,7 +302,8 @@ def _save_checkpoint(acc, out: Path, config: RMConfig, data_hash: str, model: Re
         state = {"step": step, "best": best, "bad_evals": bad_evals, "data_hash": data_hash,
                  "config": {k: getattr(config, k) for k in _RESUME_KEYS},
                  "trainable": {n: p.detach().cpu() for n, p in model.trainable_parameters()},
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": torch.get_rng_state()}   # dropout masks continue as if never stopped
         tmp = folder / (STATE_FILE + ".tmp")
         torch.save(state, tmp)
         tmp.replace(folder / STATE_FILE)  # a kill mid-write leaves the previous checkpoint
@@ -327,4 +328,6 @@ def _load_checkpoint(out: Path, config: RMConfig, data_hash: str, model: RewardM
             params[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
     return state

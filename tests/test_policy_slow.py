@@ -52,19 +52,43 @@ def test_rejection_sampling_beats_the_reference(tmp_path):
     assert series(out, "final_kl")[0] < 50
 
 
+def held_out_margins(model, tok, pairs, config):
+    """β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)] per pair: DPO's
+    implicit reward margin, on pairs the policy never trained on."""
+    import torch
+    from policy.dpo import collate_pairs, sequence_logps, tokenize_pair
+    from policy.lm import reference
+    batch = collate_pairs([{**tokenize_pair(tok, p, config), "index": i} for i, p in enumerate(pairs)],
+                          tok.pad_token_id)
+    with torch.no_grad():
+        chosen, rejected = sequence_logps(model, batch)
+        with reference(model):
+            ref_chosen, ref_rejected = sequence_logps(model, batch)
+    return config.beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+
+
 def test_dpo_prefers_the_chosen_style_over_the_reference(tmp_path):
+    """DPO raises the implicit reward margin on its training pairs, and the preference
+    generalises: on held-out questions with a different rambling reply the trained policy
+    prefers the short answer more than the reference does (margin > 0)."""
     rambling = ("Well, that is a really interesting question and there are many things to say "
                 "about it, so let me explain in some detail before I give you the answer.")
     pairs = [PairExample(prompt=p, chosen=a, rejected=rambling) for p, a in zip(PROMPTS, SHORT)]
-    out = train_dpo(DPOConfig(lr=2e-4, beta=0.1, batch_size=4, max_steps=12, save_every=0),
-                    pairs, tmp_path / "dpo")
+    config = DPOConfig(lr=2e-4, beta=0.1, batch_size=4, max_steps=12, save_every=0)
+    out = train_dpo(config, pairs, tmp_path / "dpo")
     margins = series(out, "reward_margin")
     assert margins[-1] > margins[0] + 0.5
     model, tok = load_policy(str(out))
+    other_rambling = ("Oh, what a fascinating thing to ask! There is so much history and nuance "
+                      "here that I would like to walk you through it step by step first.")
+    held_out = [PairExample(prompt=[{"role": "user", "content": q}], chosen=a, rejected=other_rambling)
+                for q, a in [("What colour is the sky on a clear day?", "Blue."),
+                             ("How many days are in a week?", "Seven."),
+                             ("What is frozen water called?", "Ice."),
+                             ("What animal says moo?", "A cow.")]]
+    assert held_out_margins(model, tok, held_out, config).mean() > 0.5
     after = measure_policy(model, tok, PROMPTS, BRIEF, SAMPLING)
-    base, _ = load_policy()
-    assert after["reward"] > measure_policy(base, tok, PROMPTS, BRIEF, SAMPLING)["reward"]
-    assert 0 < after["kl"] < 50
+    assert 0 < after["kl"] < 50   # the policy moved, but stayed near the reference
 
 
 def test_dpo_on_real_preference_data(hh_file, tmp_path):
