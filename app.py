@@ -590,9 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=16)
     sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     sp.add_argument("--limit", type=int, help="answer at most this many prompts")
-    sp.add_argument("--task", default="none", choices=["ranking", "pairwise", "mixed", "none"],
-                    help="make a task of each prompt's candidates: all of them (ranking), the "
-                         "first and last (pairwise), alternating (mixed), or none")
+    sp.add_argument("--task", default="auto", choices=["auto", "ranking", "pairwise", "mixed", "none"],
+                    help="make a task of each prompt's candidates: all of them (ranking; the "
+                         "default 'auto' unless --k 1), the first and last (pairwise), "
+                         "alternating (mixed), or none")
     sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
     sp.add_argument("--out", help="write the responses format to FILE.jsonl instead of the store")
     sp.add_argument("--run-dir", help="run folder (default: runs/<run id> beside the database)")

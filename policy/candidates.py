@@ -26,7 +26,7 @@ from rewardmodel.hub import DEFAULT_POLICY
 
 # torch, transformers and the sampling code are imported where they are used, so a bad option
 # or a bad prompts file is refused in a moment instead of after seconds of imports
-TASK_KINDS = ("ranking", "pairwise", "mixed", "none")
+TASK_KINDS = ("auto", "ranking", "pairwise", "mixed", "none")
 DTYPES = ("float32", "bfloat16")
 CHUNK_BATCHES = 8  # record to the run folder every this many batches, so a crash keeps most work
 
@@ -41,7 +41,7 @@ class GenerateConfig:
     max_new_tokens: int = 256
     seed: int | None = 0
     batch_size: int = 16
-    task: str = "none"                           # ranking | pairwise | mixed (alternate) | none
+    task: str = "auto"   # auto (ranking of all, none for k=1) | ranking | pairwise | mixed (alternate) | none
     round: int = 0
     dtype: str = "float32"
 
@@ -51,6 +51,8 @@ class GenerateConfig:
             raise ValueError(f"--k must be between 1 and 9 (a task compares at most 9), not {self.k}")
         if self.task not in TASK_KINDS:
             raise ValueError(f"--task must be one of {', '.join(TASK_KINDS)}, not {self.task!r}")
+        if self.task == "auto":
+            self.task = "ranking" if self.k >= 2 else "none"
         if self.task != "none" and self.k < 2:
             raise ValueError("a task needs at least 2 candidates: use --k 2 or more, or --task none")
         if not self.temperatures or any(t < 0 for t in self.temperatures):

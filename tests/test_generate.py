@@ -234,7 +234,7 @@ def test_cli_writes_responses_file(tiny_lm, tmp_path):
         {"prompt": "hello how are you"}, {"prompt": "你好"}])
     out = tmp_path / "out" / "responses.jsonl"
     done = run_cli("generate", "--model", str(tiny_lm), "--prompts", str(prompts), "--k", "3",
-                   "--temperature", "0.7,1.3", "--max-new-tokens", "6", "--task", "ranking",
+                   "--temperature", "0.7,1.3", "--max-new-tokens", "6",   # default --task: ranking
                    "--limit", "2", "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
