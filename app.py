@@ -291,8 +291,9 @@ def _train_policy(args) -> None:
              "dpo": (dpo.DPOConfig, dpo.train_dpo), "ppo": (ppo.PPOConfig, ppo.train_ppo),
              "rloo": (rloo.RLOOConfig, rloo.train_rloo)}
     config_cls, train = stage[args.kind]
-    options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}   # max_len comes from --max-length
-    options.update(model=args.model, max_steps=args.max_steps, max_len=args.max_length)
+    options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}
+    options.update(model=args.model, max_steps=args.max_steps,
+                   **_length_options(args.kind, args.max_length))
     try:
         config = build_config(config_cls, options, args.config)
         if args.kind in ("rs", "ppo", "rloo"):
@@ -318,6 +319,21 @@ def _train_policy(args) -> None:
     summary = run.get("summary") or {}
     emit(args, {"kind": args.kind, "run": run["id"], "out": str(out), "summary": summary},
          f"{args.kind} run {run['id']}: {summary.get('steps', 0)} steps, policy saved in {out}")
+
+
+def _length_options(kind: str, max_length: int | None) -> dict:
+    """--max-length N in each stage's own terms: sft and rs cut whole chats to N tokens; dpo
+    keeps N per (prompt + response), half for each; ppo and rloo keep N prompt tokens (the
+    response length is --max-new-tokens)."""
+    if max_length is None:
+        return {}
+    if max_length < 2:
+        raise CliError("--max-length must be at least 2 tokens")
+    if kind == "dpo":
+        return {"max_prompt_len": max_length - max_length // 2, "max_response_len": max_length // 2}
+    if kind in ("ppo", "rloo"):
+        return {"max_prompt_tokens": max_length}
+    return {"max_len": max_length}
 
 
 def _policy_training_data(args) -> tuple[list, dict]:
@@ -712,8 +728,10 @@ def _add_training_options(sp) -> None:
     g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--seed", type=int)
-    g.add_argument("--max-length", type=int, help="tokens per sequence; prompts are cut from "
-                                                  "the left so the response survives")
+    g.add_argument("--max-length", type=int,
+                   help="tokens per sequence (rm, sft, rs: a whole chat; dpo: prompt + response, "
+                        "half each; ppo, rloo: the prompt); prompts are cut from the left so "
+                        "the response survives")
     g.add_argument("--lora-r", type=int, help="LoRA rank of a new adapter (rm: 0 = full fine-tuning)")
     g.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only at the end)")
     g.add_argument("--gradient-checkpointing", action="store_true", default=None,

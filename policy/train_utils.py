@@ -79,6 +79,7 @@ class TrainSettings:
 # Command-line options that set a field of a nested settings object in the config.
 NESTED_OPTIONS = {"lora_r": ("lora", "r"), "lora_alpha": ("lora", "alpha"),
                   "max_new_tokens": ("sampling", "max_new_tokens"),
+                  "max_prompt_tokens": ("sampling", "max_prompt_tokens"),
                   "temperature": ("sampling", "temperature"), "top_p": ("sampling", "top_p")}
 
 

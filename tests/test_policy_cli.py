@@ -32,6 +32,7 @@ def test_train_sft_from_a_chat_file(tiny_policy, tmp_path):
     (["train", "rs", "--reward", "length"], "train rs needs --prompts FILE"),
     (["train", "sft", "--beta", "0.1"], "--beta is not an option of this trainer"),
     (["train", "dpo", "--packing"], "--packing is not an option of this trainer"),
+    (["train", "dpo", "--max-length", "1"], "--max-length must be at least 2 tokens"),
 ])
 def test_bad_options_exit_2_with_one_line(tmp_path, capsys, argv, message):
     data = tmp_path / "chats.jsonl"
@@ -58,9 +59,11 @@ def test_train_dpo_from_a_pairs_file(tiny_policy, tmp_path):
     out = tmp_path / "dpo"
     assert main(["train", "dpo", "--data", str(data), "--model", str(tiny_policy),
                  "--max-steps", "4", "--batch-size", "2", "--lr", "5e-3", "--loss", "ipo",
-                 "--beta", "0.5", "--out", str(out), "--json"]) == 0
+                 "--beta", "0.5", "--max-length", "33", "--out", str(out), "--json"]) == 0
     run = read_run(out)
     assert run["status"] == "done" and run["config"]["loss"] == "ipo"
+    # --max-length is per (prompt + response): the response gets half, the prompt the rest
+    assert (run["config"]["max_prompt_len"], run["config"]["max_response_len"]) == (17, 16)
     assert run["data_hash"] and run["summary"]["pairs"] == 4
 
 

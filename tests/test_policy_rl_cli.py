@@ -29,6 +29,7 @@ def test_train_ppo_and_rloo_from_a_prompts_file(tiny_policy, tmp_path, kind, ext
                            str(prompts_file(tmp_path)), "--reward", "keyword:zebra,quokka",
                            "--model", str(tiny_policy), "--max-steps", "2", "--batch-size", "2",
                            "--max-new-tokens", "4", "--lr", "1e-2", "--beta", "0.2",
+                           "--max-length", "40",
                            "--out", str(out), "--json", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -37,6 +38,7 @@ def test_train_ppo_and_rloo_from_a_prompts_file(tiny_policy, tmp_path, kind, ext
     assert result["kind"] == kind and result["run"] == run["id"]
     assert run["status"] == "done" and run["summary"]["steps"] == 2
     assert run["config"]["beta"] == 0.2 and run["config"]["sampling"]["max_new_tokens"] == 4
+    assert run["config"]["sampling"]["max_prompt_tokens"] == 40   # --max-length: prompt tokens
     if kind == "ppo":
         assert run["config"]["kl_target"] == 3.0 and run["config"]["ppo_epochs"] == 2
     else:
