@@ -766,8 +766,20 @@ def _add_rm_train_options(sp) -> None:
     g.add_argument("--center", type=float, help="reward-centering coefficient (e.g. 0.01)")
 
 
+def _quiet_library_noise() -> None:
+    """Silence two library messages that are about prefstudio's own choices, not the user's
+    input: peft asks transformers 5 a deprecated question (a FutureWarning on every LoRA
+    model), and tokenizers warn when a text is longer than the model's limit — prefstudio
+    tokenizes whole texts on purpose and cuts them to --max-length itself (prompts from the left)."""
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_library_noise()
     from annotate.store import StoreBusy, StoreError
     from rewardmodel.hub import ModelNotAvailable
     try:
