@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .lm import logprobs_from_logits, reference, render_chat
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from .train_utils import TrainingRun, TrainSettings, load_for_training, shard_batches
 
 LOSSES = ("sigmoid", "ipo")
 REFERENCE_FILE = "reference_logps.pt"
@@ -165,32 +165,47 @@ def pairs_hash(pairs) -> str:
     return h.hexdigest()[:16]
 
 
+def planned_indices(n_items: int, config: DPOConfig, rank: int, world: int) -> list[int]:
+    """The pairs this process trains on within ``max_steps`` (the run's own batch plan), so a
+    short run does not score the reference of pairs it never sees."""
+    need = config.max_steps * config.grad_accum             # micro-batches this process runs
+    plan = shard_batches(n_items, config.batch_size, 0, config.seed, rank, world)
+    # past one epoch every pair is visited; the processes' epoch-0 shards cover them all
+    return sorted({i for batch in plan[:need] for i in batch})
+
+
 @torch.no_grad()
 def reference_logps(run: TrainingRun, examples: list[dict], config: DPOConfig,
                     data_key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference (chosen, rejected) log-probs of every pair, computed once: [N], [N].
+    """Reference (chosen, rejected) log-probs of the pairs the run will train on: [N], [N]
+    (NaN for a pair outside the plan of ``max_steps``).
 
     Each process scores its share, the shares are gathered, and the result is cached in the
     run folder, because after a resume the policy is no longer the initial one.
     """
     from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
 
+    acc = run.accelerator
+    mine = planned_indices(len(examples), config, acc.process_index, acc.num_processes)
     path = run.dir / REFERENCE_FILE
     key = {"data": data_key, "reference": config.reference, "loss": config.loss,
            "max_prompt_len": config.max_prompt_len, "max_response_len": config.max_response_len}
     if path.exists():
         cached = torch.load(path)
-        if cached["key"] == key:
+        if cached["key"] == key and not cached["chosen"][mine].isnan().any():
             return cached["chosen"], cached["rejected"]
         if run.resumed:
-            raise ValueError(f"{path} was computed for other data; use a new --out")
+            raise ValueError(f"{path} does not cover this run (other data, or more --max-steps "
+                             "than the run started with); use a new --out")
     if run.resumed:
         raise ValueError(f"{path} is missing; cannot rebuild the initial reference after a resume")
-    model, acc = run.unwrapped, run.accelerator
+    model = run.unwrapped
     was_training = model.training
     model.eval()
-    mine = list(range(acc.process_index, len(examples), acc.num_processes))
     scored = []
+    bar = tqdm(total=len(mine), desc="reference log-probs", unit="pair",
+               disable=not run.is_main, dynamic_ncols=True)
     for start in range(0, len(mine), config.batch_size):
         chunk = [examples[i] for i in mine[start:start + config.batch_size]]
         batch = {k: v.to(run.device) if torch.is_tensor(v) else v
@@ -198,8 +213,11 @@ def reference_logps(run: TrainingRun, examples: list[dict], config: DPOConfig,
         with reference(model) if config.reference == "base" else nullcontext():
             c, r = sequence_logps(model, batch, average=config.loss == "ipo")
         scored += list(zip(batch["index"].tolist(), c.tolist(), r.tolist()))
+        bar.update(len(chunk))
+    bar.close()
     model.train(was_training)
-    chosen, rejected = torch.zeros(len(examples)), torch.zeros(len(examples))
+    chosen = torch.full((len(examples),), float("nan"))
+    rejected = torch.full((len(examples),), float("nan"))
     for i, c, r in gather_object(scored):
         chosen[i], rejected[i] = c, r
     if run.is_main:
@@ -232,7 +250,9 @@ def train_dpo(config: DPOConfig, pairs: Sequence, out_dir: str | Path, *,
             sums: dict[str, float] = {}
             for batch in run.accumulate(batches):
                 chosen, rejected = sequence_logps(run.model, batch, average=ipo)      # [B], [B]
-                rc, rr = ref_chosen[batch["index"]], ref_rejected[batch["index"]]
+                rc, rr = ref_chosen[batch["index"]], ref_rejected[batch["index"]]   # [B], [B]
+                if rc.isnan().any():   # planned_indices and run.batches disagree: a bug
+                    raise RuntimeError("a batch holds a pair without a reference log-prob")
                 if ipo:
                     losses = ipo_loss(chosen, rejected, rc, rr, config.beta)
                 else:

@@ -7,7 +7,7 @@ import torch
 
 from annotate.runlog import read_metrics, read_run
 from annotate.trainingdata import PairExample
-from policy.dpo import (DPOConfig, collate_pairs, dpo_loss, ipo_loss, sequence_logps,
+from policy.dpo import (DPOConfig, collate_pairs, dpo_loss, ipo_loss, planned_indices, sequence_logps,
                         tokenize_pair, train_dpo)
 from policy.generate import SamplingParams
 from policy.lm import LoraSettings, load_policy, token_logprobs
@@ -111,3 +111,21 @@ def test_bad_options_are_refused_before_anything_is_written(tiny_policy, tmp_pat
     with pytest.raises(ValueError, match="no preference pairs"):
         train_dpo(DPOConfig(model=str(tiny_policy)), [], tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_short_run_scores_the_reference_of_its_own_pairs_only(tiny_policy, tmp_path):
+    # 2 steps × 2 pairs of 20: only the 4 planned pairs get a reference log-prob
+    config = DPOConfig(model=str(tiny_policy), batch_size=2, max_steps=2, save_every=1,
+                       lora=LoraSettings(r=4, alpha=8))
+    out = train_dpo(config, _pairs(20), tmp_path / "short")
+    cached = torch.load(out / "reference_logps.pt")
+    scored = (~cached["chosen"].isnan()).nonzero().flatten().tolist()
+    assert scored == planned_indices(20, config, rank=0, world=1) and len(scored) == 4
+    assert not cached["rejected"][scored].isnan().any()
+    # going on past the planned steps would need the initial policy again: a clear error
+    config.max_steps = 4
+    with pytest.raises(ValueError, match="more --max-steps than the run started with"):
+        train_dpo(config, _pairs(20), out)
+    run = read_run(out)   # the attempt is recorded as failed; the trained policy stays
+    assert run["status"] == "failed" and "more --max-steps" in run["error"]
+    assert (out / "policy.json").exists()
