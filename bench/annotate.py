@@ -225,7 +225,15 @@ async def login(port: int, user: str, mode: str) -> Http:
         status, _ = await http.request("POST", "/login", urlencode(
             {"username": user, "password": PASSWORD}).encode(), "application/x-www-form-urlencoded")
         assert status == 200, f"login failed for {user}: {status}"
-        await call(http, "progress", [], mode)
+        for attempt in range(3):
+            try:
+                await call(http, "progress", [], mode)
+                break
+            except ConnectionError:   # 64 logins at once: the server dropped this keep-alive
+                if attempt == 2:      # connection before reading the request; open a new one
+                    raise
+                http.close()
+                await http.open()
     finally:
         http.close()   # idle connections are closed by the server after 5 s: reopen at the start
     return http
