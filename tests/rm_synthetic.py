@@ -82,6 +82,8 @@ def main() -> None:
                       batch_size=args.batch_size, grad_accum=args.grad_accum,
                       max_steps=args.steps, eval_every=args.eval_every,
                       log_every=5, eval_fraction=0.1)
+    from accelerate.utils import set_seed
+    set_seed(config.seed)   # the head and LoRA init: the same in every run, so runs compare
     model = RewardModel.from_spec(args.base, max_length=48, lora=config.lora())
     summary = train(config, marker_data(240), model=model)
     state = PartialState()

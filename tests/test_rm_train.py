@@ -85,10 +85,7 @@ def test_resume_after_kill_reaches_same_steps_and_close_loss(tiny_lm, tmp_path):
     assert resumed["steps"] == ref["steps"] == steps
     assert read_run(out)["id"] == resumed["run_id"]
     assert resumed["final_loss"] == pytest.approx(ref["final_loss"], rel=0.05, abs=1e-3)
-    # the held-out set is 12 comparisons: "close" is at most one of them judged differently
-    # (a resumed run restores weights, optimizer, schedule, data position and RNG, but CPU
-    # float reductions under a different load are not guaranteed bit-identical)
-    assert resumed["best_eval_accuracy"] == pytest.approx(ref["best_eval_accuracy"], abs=1 / 12 + 1e-6)
+    assert resumed["best_eval_accuracy"] == pytest.approx(ref["best_eval_accuracy"], abs=0.05)
 
 
 def test_two_processes_train_one_model(tiny_lm, tmp_path):
