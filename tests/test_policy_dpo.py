@@ -7,8 +7,8 @@ import torch
 
 from annotate.runlog import read_metrics, read_run
 from annotate.trainingdata import PairExample
-from policy.dpo import (DPOConfig, collate_pairs, dpo_loss, ipo_loss, planned_indices, sequence_logps,
-                        tokenize_pair, train_dpo)
+from policy.dpo import (DPOConfig, collate_pairs, dpo_loss, ipo_loss, planned_indices,
+                        sequence_logps, tokenize_pair, train_dpo)
 from policy.generate import SamplingParams
 from policy.lm import LoraSettings, load_policy, token_logprobs
 from policy.measure import measure_policy
