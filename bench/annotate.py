@@ -4,8 +4,10 @@ For each N in --clients (default 8, 32, 64) a fresh workspace gets --tasks pairw
 N annotator accounts, `prefstudio serve` starts as its own process, and N simulated annotators
 (one asyncio task each, logged in with their own session cookie and their own keep-alive
 connection) loop for --seconds: next_task, then submit_label with a random choice and margin.
-Two HTTP styles (--modes):
+Three HTTP styles (--modes):
 
+    rest  one POST to /api/<name> with the arguments as a JSON object (annotate/ui/rest.py:
+          the same handlers, without Gradio's per-call layers);
     run   one POST to /gradio_api/run/<name>, the result in the response (the direct route);
     call  POST /gradio_api/call/<name>, then GET the event stream for the result (Gradio's
           queue, as gradio_client and the browser use it).
@@ -192,8 +194,18 @@ class Http:
                     yield event, line[5:].strip()
 
 
+ARGS = {"next_task": [], "progress": [], "submit_label": ["task_id", "ranking", "margin", "rationale"]}
+
+
 async def call(http: Http, name: str, data: list, mode: str):
     """One call of a named endpoint; returns its single output or raises with Gradio's error."""
+    if mode == "rest":
+        status, raw = await http.request("POST", f"/api/{name}",
+                                         json.dumps(dict(zip(ARGS[name], data))).encode())
+        out = json.loads(raw)
+        if status != 200:
+            raise RuntimeError(f"{name}: {out.get('error') if isinstance(out, dict) else status}")
+        return out
     body = json.dumps({"data": data, "session_hash": http.session_hash}).encode()
     if mode == "run":
         status, raw = await http.request("POST", f"/gradio_api/run/{name}", body)
@@ -359,8 +371,9 @@ def main() -> None:
     p.add_argument("--clients", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--tasks", type=int, default=20000)
-    p.add_argument("--modes", nargs="+", default=["run", "call"], choices=["run", "call"],
-                   help="HTTP styles: run = one POST per call, call = Gradio's queue + event stream")
+    p.add_argument("--modes", nargs="+", default=["rest", "run", "call"], choices=["rest", "run", "call"],
+                   help="HTTP styles: rest = POST /api/<name> (plain JSON), run = one POST to "
+                        "Gradio's endpoint, call = Gradio's queue + event stream")
     p.add_argument("--no-floor", action="store_true", help="skip the in-process floor")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()

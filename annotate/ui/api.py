@@ -22,8 +22,9 @@ from .common import shows_errors, username
 from .service import Studio
 
 
-def add_endpoints(studio: Studio) -> None:
-    """Register the endpoints inside the current ``gr.Blocks``."""
+def add_endpoints(studio: Studio) -> dict:
+    """Register the endpoints inside the current ``gr.Blocks``; returns them by name (for the
+    plain JSON routes of ``rest.py``)."""
 
     # The two calls of every label run on the server's event loop (async): the queue answers
     # from memory, and the wait for the group commit is awaited, not a blocked worker thread.
@@ -80,8 +81,11 @@ def add_endpoints(studio: Studio) -> None:
         return [{k: (str(v) if k in ("created_at", "last_label") and v is not None else v)
                  for k, v in r.items()} for r in rows]
 
-    for fn in (next_task, submit_label, skip_task, undo_label, my_labels, progress, users):
-        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
+    handlers = {fn.__name__: fn for fn in (next_task, submit_label, skip_task, undo_label,
+                                           my_labels, progress, users)}
+    for name, fn in handlers.items():
+        gr.api(fn, api_name=name, concurrency_limit=None)
+    return handlers
 
 
 # Every event of the app by api_name, with who may call it. The security tests call each one

@@ -10,6 +10,7 @@ from .. import store
 from . import text
 from .admin import AdminView
 from .annotator import AnnotatorView
+from . import rest
 from .api import add_endpoints
 from .common import private, shows_errors, username
 from .render import escape
@@ -35,7 +36,7 @@ def build_app(db: store.Store, workspace: str | Path):
             admin.build()
         annotator.wire(demo)
         admin.wire()
-        add_endpoints(studio)
+        handlers = add_endpoints(studio)
 
         @shows_errors
         def on_load(request: gr.Request):
@@ -59,5 +60,6 @@ def build_app(db: store.Store, workspace: str | Path):
                   enable_monitoring=False, mcp_server=False, show_error=False,
                   allowed_paths=[str(studio.exports)], blocked_paths=[str(db.path.resolve()),
                                                                       str(studio.uploads)],
-                  max_file_size="200mb", ssr_mode=False, pwa=False)
+                  max_file_size="200mb", ssr_mode=False, pwa=False,
+                  app_kwargs={"routes": rest.routes(handlers)})
     return demo, launch, studio
