@@ -25,6 +25,7 @@ from annotate.runlog import RunLog
 from annotate.trainingdata import TrainingData
 
 from . import batches as B
+from . import heap
 from .hub import SMOLLM2
 from .losses import (centering_penalty, pairwise_loss, ranking_loss, ranking_pairs,
                      reduce_weighted, soft_pairwise_loss)
@@ -157,6 +158,9 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
     # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) must be
     # told to use CPU DDP (gloo); otherwise each would silently train alone.
     acc = Accelerator(cpu=not torch.cuda.is_available())
+    on_cpu = acc.device.type == "cpu"
+    if on_cpu:  # activations' memory goes back to the OS when freed (heap.py: why)
+        heap.map_large_blocks()
     set_seed(config.seed)  # the same fresh head on every process
     out = Path(config.out)
     if model is None:
@@ -225,6 +229,8 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if on_cpu:
+                heap.trim()
             step += 1
             bar.update(1)
 
