@@ -235,6 +235,9 @@ def train_dpo(config: DPOConfig, pairs: Sequence, out_dir: str | Path, *,
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {config.loss!r}")
     if config.reference not in ("initial", "base"):
         raise ValueError(f"reference must be 'initial' or 'base', not {config.reference!r}")
+    if min(config.max_prompt_len, config.max_response_len) < 1:
+        raise ValueError("max_prompt_len and max_response_len must each be at least 1 token "
+                         f"(got {config.max_prompt_len} and {config.max_response_len})")
     if not pairs:
         raise ValueError("no preference pairs to train on")
     model, tok = load_for_training(config)

@@ -110,6 +110,8 @@ def test_bad_options_are_refused_before_anything_is_written(tiny_policy, tmp_pat
         train_dpo(DPOConfig(model=str(tiny_policy), loss="hinge"), _pairs(2), tmp_path / "x")
     with pytest.raises(ValueError, match="no preference pairs"):
         train_dpo(DPOConfig(model=str(tiny_policy)), [], tmp_path / "x")
+    with pytest.raises(ValueError, match="at least 1 token"):  # a --config file can say 0
+        train_dpo(DPOConfig(model=str(tiny_policy), max_response_len=0), _pairs(2), tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
