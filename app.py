@@ -406,6 +406,8 @@ def _train_rm(args) -> None:
     from rewardmodel.train import train
     if args.db and args.data:
         raise CliError("give --db or --data, not both")
+    if args.save_every is not None:
+        raise CliError("train rm checkpoints at every evaluation: use --eval-every N")
     config = _rm_config(args)
     try:
         data = _rm_training_data(args, args.data)
@@ -451,7 +453,8 @@ def _rm_config(args):
                "grad_accum": args.grad_accum, "lr": args.lr, "epochs": args.epochs,
                "max_length": args.max_length, "lora_r": args.lora_r, "seed": args.seed,
                "eval_fraction": args.eval_fraction, "eval_every": args.eval_every,
-               "patience": args.patience, "center_coef": args.center, "kind": args.rm_kind}
+               "patience": args.patience, "center_coef": args.center, "kind": args.rm_kind,
+               "gradient_checkpointing": args.gradient_checkpointing}
     values.update({k: v for k, v in options.items() if v is not None})
     if args.full_finetune:
         values["lora_r"] = 0

@@ -69,6 +69,7 @@ class RMConfig:
     center_coef: float = 0.0            # reward-centering penalty coefficient (0.01 is typical)
     bucket: bool = True                 # length-bucketed batches
     share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward
     seed: int = 0
     log_every: int = 10
     resume: bool = True                 # continue from <out>/checkpoint when it exists
@@ -166,6 +167,11 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
     if model is None:
         model = RewardModel.from_spec(config.base, max_length=config.max_length,
                                       lora=config.lora(), kind=config.kind)
+    if config.gradient_checkpointing:
+        # keeps one layer's activations instead of all of them: SmolLM2 at 16 pairs x 256
+        # tokens needs ~23 GB without it. Non-reentrant: the frozen embeddings need no grad.
+        model.model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
     comparisons = _comparisons(config, data)
     if eval_data is not None:
         train_set, eval_set = comparisons, _comparisons(config, eval_data)

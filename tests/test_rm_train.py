@@ -205,3 +205,21 @@ def test_early_stopping_and_full_finetuning(tiny_lm, tmp_path):
     rm = RewardModel.load(out)
     assert rm.lora is None
     assert evaluate(rm, marker_data(100, seed=97))["accuracy"] >= 0.9
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_lm, tmp_path):
+    # recomputing activations in the backward pass changes memory, not the math: the same
+    # seed and data give the same losses
+    from rewardmodel.model import LoraSettings
+    runs = {}
+    for flag in (False, True):
+        out = tmp_path / f"gc-{flag}"
+        torch.manual_seed(0)
+        rm = RewardModel.from_spec(str(tiny_lm), max_length=48, lora=LoraSettings(r=8))
+        train(RMConfig(out=str(out), base=str(tiny_lm), max_length=48, lr=1e-2, batch_size=8,
+                       max_steps=6, eval_fraction=0, log_every=1, gradient_checkpointing=flag),
+              marker_data(80, seed=12), model=rm)
+        assert rm.model.get_base_model().is_activation_checkpointing == flag
+        runs[flag] = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
+    assert len(runs[True]) == 6 and runs[True][-1] < runs[True][0]
+    assert runs[True] == pytest.approx(runs[False], abs=1e-5)
