@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from annotate.runlog import RunLog, read_run
+from rewardmodel import heap
 
 from .lm import LoraSettings, load_policy, save_policy
 
@@ -123,7 +124,7 @@ def load_for_training(config: TrainSettings):
     model, tok = load_policy(config.model, lora=config.lora, trainable=True)
     if config.gradient_checkpointing:
         # non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model, tok
 
 
@@ -185,6 +186,9 @@ class TrainingRun:
         self.dir = Path(out_dir)
         self.accelerator = Accelerator()
         self.is_main = self.accelerator.is_main_process
+        self._on_cpu = self.accelerator.device.type == "cpu"
+        if self._on_cpu:  # freed activations go back to the OS (rewardmodel/heap.py: why)
+            heap.map_large_blocks()
         self._check_resumable()
         seed_everything(config.seed)
         self.log = RunLog(self.dir, kind, config.to_dict(), parents=parents, data_hash=data_hash,
@@ -276,6 +280,8 @@ class TrainingRun:
 
     def advance(self) -> None:
         """One step done: the scheduler, the step counter and the bar move on."""
+        if self._on_cpu:
+            heap.trim()
         self.scheduler.step()
         self.step += 1
         self.bar.update(1)
