@@ -47,6 +47,9 @@ def test_label_edit_and_progress_over_json(server):
      400, "only admins may do this"),
     ("users", {}, 400, "only admins may do this"),
     ("drop_tables", {}, 404, "no endpoint 'drop_tables'"),
+    ("my_labels", {"limit": "5"}, 400, "limit must be a JSON integer, not \"5\""),
+    ("skip_task", {"task_id": ["t1"]}, 400, "task_id must be a JSON string"),
+    ("submit_label", {"task_id": "t1", "ranking": {"a": 1}}, 400, "ranking must be a JSON list of tie groups"),
 ])
 def test_refusals_change_nothing(server, name, kwargs, code, message):
     ann = server.session("ann")

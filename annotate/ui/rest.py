@@ -67,6 +67,13 @@ def routes(handlers: dict) -> list[Route]:
                                           f"{', '.join(params) or 'nothing'}"}, status_code=400)
         if isinstance(kwargs.get("ranking"), list):  # JSON natively here; the handler takes text
             kwargs["ranking"] = json.dumps(kwargs["ranking"])
+        for name, value in kwargs.items():  # the handlers' hints are str or int: hold them to it
+            want = params[name].annotation
+            if want in (str, int) and type(value) is not want:
+                kind = ("list of tie groups" if name == "ranking" else
+                        "string" if want is str else "integer")
+                return JSONResponse({"error": f"{name} must be a JSON {kind}, "
+                                              f"not {json.dumps(value)[:40]}"}, status_code=400)
         call_as = gr.Request(request, username=user)
         try:
             if inspect.iscoroutinefunction(fn):
