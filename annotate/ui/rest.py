@@ -32,6 +32,9 @@ MAX_BODY = 1 << 20  # a label is a few hundred bytes; refuse anything absurd bef
 
 def routes(handlers: dict) -> list[Route]:
     """The ``/api/{name}`` route for the handlers ``add_endpoints`` registered (name -> fn)."""
+    # each handler's arguments, read once here rather than on every call
+    signatures = {name: {n: p for n, p in inspect.signature(fn).parameters.items() if n != "request"}
+                  for name, fn in handlers.items()}
 
     async def endpoint(request: Request) -> JSONResponse:
         app = request.app
@@ -57,7 +60,7 @@ def routes(handlers: dict) -> list[Route]:
             return JSONResponse({"error": f"body is not JSON: {err}"}, status_code=400)
         if not isinstance(kwargs, dict):
             return JSONResponse({"error": "body must be a JSON object of arguments"}, status_code=400)
-        params = {n: p for n, p in inspect.signature(fn).parameters.items() if n != "request"}
+        params = signatures[request.path_params["name"]]
         unknown = sorted(set(kwargs) - set(params))
         missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs]
         if unknown or missing:
