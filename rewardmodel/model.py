@@ -107,6 +107,8 @@ class RewardModel(nn.Module):
         self._owner = [backbone_owner] if backbone_owner is not None else []  # not a submodule
         self.pad_id = _pad_id(tokenizer)
         self._shared = False  # True when the backbone belongs to another model (on_backbone)
+        # {"mean", "std", "n", "on"} of its rewards, measured when it was trained (rm.json)
+        self.reward_stats: dict | None = None
 
     # --- construction -----------------------------------------------------------------------
 
@@ -204,8 +206,10 @@ class RewardModel(nn.Module):
         disable_dropout(model)
         model.eval()
         lora = LoraSettings(**info["lora"]) if info.get("lora") else None
-        return cls(model, tokenizer, kind=info["kind"], max_length=info["max_length"],
-                   spec=info["backbone"], lora=lora)
+        rm = cls(model, tokenizer, kind=info["kind"], max_length=info["max_length"],
+                 spec=info["backbone"], lora=lora)
+        rm.reward_stats = info.get("reward_stats")
+        return rm
 
     def save(self, run_dir: str | Path, **extra) -> None:
         """Write ``rm.json`` and the weights: the peft adapter (with the head) or a full model."""

@@ -6,7 +6,11 @@
                 {"path": "runs/rm-style",   "weight": 0.3}],
      "safety": {"path": "runs/rm-safety", "threshold": 0.15, "tags": ["safety"]}}
 
-The ensemble's score is the weighted sum of its models; with a ``safety`` model it is gated as
+The ensemble's score is the weighted sum of its models. With ``"normalize": true`` each model's
+reward is first put on one scale, (r − mean) / std, from the mean and spread its training
+measured on held-out responses (``reward_stats`` in its rm.json): models of different backbones
+give rewards of very different sizes, and unnormalised the largest would outvote the rest.
+With a ``safety`` model (never normalised: its threshold is on its own scale) it is gated as
 in Llama 2 (Touvron et al. 2023, §3.2.2): where the safety score falls below ``threshold`` or
 the prompt carries one of ``tags`` (safety-sensitive), the safety score takes over.
 Relative paths are read from the config's folder; a member may itself be an ensemble.
@@ -37,6 +41,8 @@ class Member:
     scorer: Scorer
     weight: float = 1.0
     path: str = ""
+    mean: float = 0.0  # subtracted from the scorer's reward, which is then divided by std
+    std: float = 1.0
 
 
 @dataclass
@@ -75,13 +81,17 @@ class Ensemble:
                 loaded[path] = load_scorer(path)
             return loaded[path], str(path)
 
+        normalize = config.get("normalize", False)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"{config_path}: normalize: expected true or false")
         members = []
         for i, entry in enumerate(config["models"]):
             s, path = scorer(entry, f"models[{i}]")
             weight = entry.get("weight", 1.0)
             if not isinstance(weight, (int, float)):
                 raise ValueError(f"{config_path}: models[{i}]: weight: expected a number")
-            members.append(Member(s, float(weight), path))
+            mean, std = _scale(s, f"{config_path}: models[{i}] ({path})") if normalize else (0.0, 1.0)
+            members.append(Member(s, float(weight), path, mean, std))
         safety = None
         if config.get("safety") is not None:
             entry = config["safety"]
@@ -95,12 +105,26 @@ class Ensemble:
               batch_size: int = 16, tags: Sequence[Iterable[str]] | None = None) -> torch.Tensor:
         total = torch.zeros(len(responses))
         for m in self.members:
-            total += m.weight * m.scorer.score(prompts, responses, batch_size=batch_size, tags=tags)
+            r = m.scorer.score(prompts, responses, batch_size=batch_size, tags=tags)
+            total += m.weight * (r - m.mean) / m.std
         if self.safety is None:
             return total
         s = self.safety.scorer.score(prompts, responses, batch_size=batch_size, tags=tags)
         return safety_gated(total, s, self.safety.threshold,
                             is_safety_prompt(tags, self.safety.tags, len(responses)))
+
+
+def _scale(scorer: Scorer, where: str) -> tuple[float, float]:
+    """(mean, std) of a member's rewards, for ``"normalize": true``."""
+    stats = getattr(scorer, "reward_stats", None)
+    if not stats:
+        raise ValueError(f"{where}: normalize needs the reward scale the model measured when it "
+                         "was trained (reward_stats in its rm.json); this model has none: "
+                         "retrain it with this version, or drop normalize and set weights")
+    if not stats.get("std", 0) > 0:
+        raise ValueError(f"{where}: its rewards have no spread (std {stats.get('std')}), "
+                         "so they cannot be normalised")
+    return float(stats["mean"]), float(stats["std"])
 
 
 def safety_gated(helpful: torch.Tensor, safety: torch.Tensor, threshold: float,

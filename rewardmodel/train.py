@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .model import LoraSettings, RewardModel
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
+STATS_SAMPLE = 128  # training comparisons scored for the reward scale when nothing is held out
 # a checkpoint can only be resumed by a run that would make the same batches and model
 _RESUME_KEYS = ("base", "max_length", "lora_r", "lora_alpha", "lora_targets", "batch_size",
                 "grad_accum", "seed", "eval_fraction", "bucket", "use_rankings")
@@ -123,8 +125,12 @@ def batch_loss(rewards: torch.Tensor, batch: B.Batch, center_coef: float = 0.0
 @torch.inference_mode()
 def evaluate_comparisons(model: RewardModel, comparisons: list[B.Comparison], batch_size: int,
                          share_prompt: bool = True) -> torch.Tensor:
-    """Sums over every pair of the comparisons: [pairs, correct, -log σ(r_w − r_l)]."""
-    totals = torch.zeros(3, dtype=torch.float64)
+    """Sums over the comparisons: [pairs, correct, -log σ(r_w − r_l), responses, Σr, Σr²].
+
+    The last three give the reward's mean and spread, kept with the model so that an ensemble
+    can put members of different scales on one (score.py, ``"normalize"``).
+    """
+    totals = torch.zeros(6, dtype=torch.float64)
     order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].length)
     was_training = model.training
     model.eval()
@@ -132,11 +138,13 @@ def evaluate_comparisons(model: RewardModel, comparisons: list[B.Comparison], ba
         batch = B.collate(model, [comparisons[i] for i in order[start:start + batch_size]],
                           share_prompt)
         rewards = model(**{k: v.to(model.device) for k, v in batch.inputs.items()}).cpu()
+        r = rewards.double()
+        totals[3:] += torch.stack([torch.tensor(float(len(r))), r.sum(), (r * r).sum()])
         for c, off in zip(batch.comparisons, batch.offsets):
             w, l = ranking_pairs(c.ranking)
             diff = rewards[[off + i for i in w]] - rewards[[off + i for i in l]]
-            totals += torch.stack([torch.tensor(float(len(w))), (diff > 0).double().sum(),
-                                   pairwise_loss(diff, torch.zeros_like(diff)).double().sum()])
+            totals[:3] += torch.stack([torch.tensor(float(len(w))), (diff > 0).double().sum(),
+                                       pairwise_loss(diff, torch.zeros_like(diff)).double().sum()])
     model.train(was_training)
     return totals
 
@@ -218,6 +226,8 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
                dynamic_ncols=True)
     running = torch.zeros(3)  # loss, accuracy, micro-batches since the last log line
     samples, t0, stopped_early, last_loss = 0, time.perf_counter(), False, None
+    last_eval: EvalResult | None = None  # the latest evaluation, and its step
+    last_eval_step = -1
     ddp_model.train()
     try:
         while step < total_steps:
@@ -248,13 +258,14 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
                 bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{float(mean[1]):.3f}")
                 running.zero_()
             if eval_set and (step % config.eval_every == 0 or step == total_steps):
-                acc_eval, loss_eval = _evaluate(acc, model, eval_set, config.batch_size * 2,
-                                                config.share_prompt)
-                log.metric(step, eval_accuracy=acc_eval, eval_loss=loss_eval)
-                if best is None or (acc_eval, -loss_eval) > tuple(best):
-                    best, bad_evals = (acc_eval, -loss_eval), 0
+                ev = _evaluate(acc, model, eval_set, config.batch_size * 2, config.share_prompt)
+                last_eval, last_eval_step = ev, step
+                log.metric(step, eval_accuracy=ev.accuracy, eval_loss=ev.loss)
+                if best is None or (ev.accuracy, -ev.loss) > tuple(best):
+                    best, bad_evals = (ev.accuracy, -ev.loss), 0
                     if config.keep_best:
-                        _save(acc, model, out, best_step=step, eval_accuracy=acc_eval)
+                        _save(acc, model, out, best_step=step, eval_accuracy=ev.accuracy,
+                              reward_stats=ev.reward_stats)
                 else:
                     bad_evals += 1
                 if config.patience and bad_evals >= config.patience:
@@ -272,7 +283,10 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
     bar.close()
     seconds = time.perf_counter() - t0
     if not (eval_set and config.keep_best and best is not None):
-        _save(acc, model, out, best_step=step)
+        if last_eval is None or last_eval_step != step:
+            last_eval = _evaluate(acc, model, _stats_sample(train_set, config.seed),
+                                  config.batch_size * 2, config.share_prompt, on="training sample")
+        _save(acc, model, out, best_step=step, reward_stats=last_eval.reward_stats)
     summary = {"steps": step, "total_steps": total_steps, "final_loss": last_loss,
                "train_comparisons": len(train_set), "eval_comparisons": len(eval_set),
                "samples_per_s": samples * world / seconds if seconds > 0 else None,
@@ -289,13 +303,32 @@ def _comparisons(config: RMConfig, data: TrainingData) -> list[B.Comparison]:
                               soft_labels=config.soft_labels, use_rankings=config.use_rankings)
 
 
-def _evaluate(acc, model: RewardModel, eval_set: list[B.Comparison], batch_size: int,
-              share_prompt: bool) -> tuple[float, float]:
-    shard = eval_set[acc.process_index::acc.num_processes]
-    totals = evaluate_comparisons(model, shard, batch_size, share_prompt).float().to(acc.device)
+@dataclasses.dataclass
+class EvalResult:
+    accuracy: float
+    loss: float
+    reward_stats: dict  # mean and std of the rewards of every response scored
+
+
+def _evaluate(acc, model: RewardModel, comparisons: list[B.Comparison], batch_size: int,
+              share_prompt: bool, on: str = "held-out") -> EvalResult:
+    shard = comparisons[acc.process_index::acc.num_processes]
+    totals = evaluate_comparisons(model, shard, batch_size, share_prompt).to(acc.device)
     totals = acc.reduce(totals, "sum")
-    n = max(float(totals[0]), 1.0)
-    return float(totals[1]) / n, float(totals[2]) / n
+    n_pairs, n_rewards = max(float(totals[0]), 1.0), max(float(totals[3]), 1.0)
+    mean = float(totals[4]) / n_rewards
+    std = math.sqrt(max(float(totals[5]) / n_rewards - mean * mean, 0.0))
+    return EvalResult(float(totals[1]) / n_pairs, float(totals[2]) / n_pairs,
+                      {"mean": mean, "std": std, "n": int(totals[3]), "on": on})
+
+
+def _stats_sample(train_set: list[B.Comparison], seed: int, n: int = STATS_SAMPLE
+                  ) -> list[B.Comparison]:
+    """Without a held-out set, the reward's scale is measured on a fixed sample of training
+    comparisons (enough for a mean and a spread; scoring all of them could cost minutes)."""
+    if len(train_set) <= n:
+        return train_set
+    return random.Random(seed).sample(train_set, n)
 
 
 def _save(acc, model: RewardModel, out: Path, **extra) -> None:

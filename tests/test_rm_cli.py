@@ -1,6 +1,7 @@
 """`prefstudio train rm` / `eval rm` through the real CLI, the store as data source, ensembles."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,41 @@ def test_ensemble_weighted_sum_and_llama2_safety_gate(two_rms, tmp_path):
     # the same rule, by hand
     assert safety_gated(torch.tensor([5.0, 5.0, 5.0]), torch.tensor([0.1, 0.9, 0.9]), 0.15,
                         torch.tensor([False, False, True])).tolist() == pytest.approx([0.1, 5.0, 0.9])
+
+
+def test_trained_model_keeps_its_reward_scale_and_a_normalized_ensemble_uses_it(two_rms, tmp_path):
+    # without a held-out split the scale is measured on the training comparisons (all 120 here)
+    data = marker_data(120, seed=0)
+    prompts = [p.prompt for p in data.pairs] * 2
+    responses = [p.chosen for p in data.pairs] + [p.rejected for p in data.pairs]
+    helpful = load_scorer(two_rms / "helpful")
+    stats = json.loads((two_rms / "helpful" / "rm.json").read_text())["reward_stats"]
+    assert helpful.reward_stats == stats
+    assert stats["on"] == "training sample" and stats["n"] == 240
+    r = helpful.score(prompts, responses)
+    assert stats["mean"] == pytest.approx(r.mean().item(), abs=1e-4)
+    assert stats["std"] == pytest.approx(r.std(unbiased=False).item(), rel=1e-3)
+
+    safety = load_scorer(two_rms / "safety")
+    config = tmp_path / "normalized.json"
+    config.write_text(json.dumps({"normalize": True,
+                                  "models": [{"path": str(two_rms / "helpful"), "weight": 1.0},
+                                             {"path": str(two_rms / "safety"), "weight": 0.5}]}))
+    few_p, few_r = prompts[:8], responses[:8]
+    s = safety.reward_stats
+    expected = ((helpful.score(few_p, few_r) - stats["mean"]) / stats["std"]
+                + 0.5 * (safety.score(few_p, few_r) - s["mean"]) / s["std"])
+    assert torch.allclose(load_scorer(config).score(few_p, few_r), expected, atol=1e-5)
+
+    # a model without a measured scale (trained before it was kept) is refused by name
+    old = tmp_path / "old"
+    shutil.copytree(two_rms / "safety", old)
+    info = json.loads((old / "rm.json").read_text())
+    del info["reward_stats"]
+    (old / "rm.json").write_text(json.dumps(info))
+    config.write_text(json.dumps({"normalize": True, "models": [{"path": str(old)}]}))
+    with pytest.raises(ValueError, match=r"models\[0\].*normalize needs the reward scale"):
+        load_scorer(config)
+    config.write_text(json.dumps({"normalize": "yes", "models": [{"path": str(old)}]}))
+    with pytest.raises(ValueError, match="normalize: expected true or false"):
+        load_scorer(config)

@@ -49,6 +49,9 @@ def test_tiny_model_learns_marker_preference(backbone, request, tmp_path):
     result = evaluate(rm, marker_data(200, seed=99))
     assert result["accuracy"] >= 0.95, result
     assert read_run(tmp_path / "run")["status"] == "done"
+    # the reward's scale, measured on the held-out responses with the kept model
+    assert rm.reward_stats["on"] == "held-out" and rm.reward_stats["std"] > 0
+    assert rm.reward_stats["n"] >= 2 * summary["eval_comparisons"] > 0
 
 
 def test_resume_after_kill_reaches_same_steps_and_close_loss(tiny_lm, tmp_path):
