@@ -313,7 +313,8 @@ class EvalResult:
 def _evaluate(acc, model: RewardModel, comparisons: list[B.Comparison], batch_size: int,
               share_prompt: bool, on: str = "held-out") -> EvalResult:
     shard = comparisons[acc.process_index::acc.num_processes]
-    totals = evaluate_comparisons(model, shard, batch_size, share_prompt).to(acc.device)
+    # float32 on the wire: some backends (MPS) have no float64
+    totals = evaluate_comparisons(model, shard, batch_size, share_prompt).float().to(acc.device)
     totals = acc.reduce(totals, "sum")
     n_pairs, n_rewards = max(float(totals[0]), 1.0), max(float(totals[3]), 1.0)
     mean = float(totals[4]) / n_rewards
