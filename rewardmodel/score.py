@@ -116,6 +116,9 @@ class Ensemble:
 
 def _scale(scorer: Scorer, where: str) -> tuple[float, float]:
     """(mean, std) of a member's rewards, for ``"normalize": true``."""
+    if isinstance(scorer, Ensemble):
+        raise ValueError(f"{where}: normalize applies to reward models, not to a nested "
+                         "ensemble: list its models here instead")
     stats = getattr(scorer, "reward_stats", None)
     if not stats:
         raise ValueError(f"{where}: normalize needs the reward scale the model measured when it "

@@ -219,6 +219,11 @@ def test_trained_model_keeps_its_reward_scale_and_a_normalized_ensemble_uses_it(
     config.write_text(json.dumps({"normalize": True, "models": [{"path": str(old)}]}))
     with pytest.raises(ValueError, match=r"models\[0\].*normalize needs the reward scale"):
         load_scorer(config)
+    inner = tmp_path / "inner.json"
+    inner.write_text(json.dumps({"models": [{"path": str(two_rms / "helpful")}]}))
+    config.write_text(json.dumps({"normalize": True, "models": [{"path": str(inner)}]}))
+    with pytest.raises(ValueError, match=r"models\[0\].*not to a nested ensemble"):
+        load_scorer(config)
     config.write_text(json.dumps({"normalize": "yes", "models": [{"path": str(old)}]}))
     with pytest.raises(ValueError, match="normalize: expected true or false"):
         load_scorer(config)
