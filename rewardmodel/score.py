@@ -8,8 +8,9 @@
 
 The ensemble's score is the weighted sum of its models. With ``"normalize": true`` each model's
 reward is first put on one scale, (r − mean) / std, from the mean and spread its training
-measured on held-out responses (``reward_stats`` in its rm.json): models of different backbones
-give rewards of very different sizes, and unnormalised the largest would outvote the rest.
+measured (``reward_stats`` in its rm.json: on the held-out responses, or on a sample of training
+comparisons when nothing was held out): reward models give rewards of very different sizes,
+even two seeds of one recipe, and unnormalised the widest would outvote the rest.
 With a ``safety`` model (never normalised: its threshold is on its own scale) it is gated as
 in Llama 2 (Touvron et al. 2023, §3.2.2): where the safety score falls below ``threshold`` or
 the prompt carries one of ``tags`` (safety-sensitive), the safety score takes over.
