@@ -25,10 +25,12 @@ def _markdown() -> MarkdownIt:
     md.disable("image")
     md.validateLink = lambda url: bool(_SAFE_LINK.match(url.strip()))
 
-    def link_open(tokens, idx, options, env):
+    # markdown-it binds a render rule to its renderer, so the rule gets the renderer first
+    # (a four-argument rule raised TypeError on every link and blanked the annotator's view)
+    def link_open(renderer, tokens, idx, options, env):
         tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
         tokens[idx].attrSet("target", "_blank")
-        return md.renderer.renderToken(tokens, idx, options, env)
+        return renderer.renderToken(tokens, idx, options, env)
 
     md.add_render_rule("link_open", link_open)
     return md
