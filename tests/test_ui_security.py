@@ -120,14 +120,20 @@ def test_wrong_password_is_refused(server):
 
 
 def test_removed_role_takes_effect_on_the_next_call(server):
+    """A role change ends that user's sessions; logged in again, the new role holds."""
     from annotate import store
     store.add_user(server.db, "temp-admin", "admin", "temp-admin-password")
     studio_server.PASSWORDS["temp-admin"] = "temp-admin-password"
     client = server.client("temp-admin")
     assert client.predict("list", "", "", "", api_name="/users")
+    session = server.session("temp-admin")
+    assert session.post(server.url + "api/users", json={}).status_code == 200
     store.set_role(server.db, "temp-admin", "annotator")
-    with pytest.raises(AppError, match="only admins"):
+    with pytest.raises(Exception, match="401"):
         client.predict("list", "", "", "", api_name="/users")
+    assert session.post(server.url + "api/users", json={}).status_code == 401
+    with pytest.raises(AppError, match="only admins"):
+        server.client("temp-admin").predict("list", "", "", "", api_name="/users")
 
 
 def test_first_start_creates_admin_and_prints_password_once(tmp_path):
