@@ -24,6 +24,7 @@ ADMIN_CALLS = {
               ["list", "", "", ""]],
     "ui_add_user": [["mallory", "admin", "mallory-password"]],
     "ui_set_role": [["ann", "admin"]],
+    "ui_set_password": [["admin1", "mallory-password"]],
     "set_overlap": [[5, None]],
     "import_file": [[None, "auto", 0, 1]],
     "export_pairs": [["both", None]],
@@ -156,6 +157,8 @@ def test_first_start_creates_admin_and_prints_password_once(tmp_path):
     try:
         match = re.search(r"one-time password: (\S+)", out)
         assert match, out
+        # the hint names what works while the server runs (the CLI would find the store busy)
+        assert "Users tab" in out and "users passwd" not in out
         r = requests.post(f"http://127.0.0.1:{port}/login",
                           data={"username": "admin", "password": match.group(1)})
         assert r.status_code == 200

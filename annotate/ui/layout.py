@@ -24,7 +24,7 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
               session_hours: float = SESSION_HOURS):
     """The Blocks of the studio and the keyword arguments ``launch`` needs (auth, CSS, i18n…)."""
     normalise_origins(allow_origins)  # a bad --allow-origin stops here, before anything starts
-    sessions = Sessions(db, session_hours)
+    sessions, limiter = Sessions(db, session_hours), LoginLimiter()
     studio = Studio(db, workspace)
     t = text.i18n()
     annotator, admin = AnnotatorView(studio, t), AdminView(studio, t)
@@ -68,12 +68,14 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
                   allowed_paths=[str(studio.exports)], blocked_paths=[str(db.path.resolve()),
                                                                       str(studio.uploads)],
                   max_file_size="200mb", ssr_mode=False, pwa=False,
-                  app_kwargs={"routes": [*login_routes(db, LoginLimiter()), *rest.routes(handlers)],
-                              "lifespan": _front_door(db, studio.workspace, allow_origins, sessions)})
+                  app_kwargs={"routes": [*login_routes(db, limiter), *rest.routes(handlers)],
+                              "lifespan": _front_door(db, studio.workspace, allow_origins,
+                                                      sessions, limiter)})
     return demo, launch, studio
 
 
-def _front_door(db: store.Store, workspace: Path, allow_origins, sessions: Sessions):
+def _front_door(db: store.Store, workspace: Path, allow_origins, sessions: Sessions,
+                limiter: LoginLimiter):
     """Put the studio's sessions and its Guard (guard.py) around the app Gradio built.
 
     Gradio creates the app, with its own CORS layer outermost, inside ``launch``; the server's
@@ -87,6 +89,7 @@ def _front_door(db: store.Store, workspace: Path, allow_origins, sessions: Sessi
     @asynccontextmanager
     async def lifespan(app):
         app.tokens = sessions
+        app.state.login_limiter = limiter  # (for tools and tests: its limits and clock)
         inner = app.middleware_stack or app.build_middleware_stack()
         if not isinstance(inner, Guard):
             app.middleware_stack = Guard(inner, allowed_origins=allow_origins,
