@@ -50,25 +50,32 @@ class Sessions(MutableMapping):
             self._live[token] = (user, stamp, now + self.lifetime)
 
     def __getitem__(self, token: str) -> str:
+        user = self._valid(token)
+        if user is None:
+            raise KeyError(token)
+        return user
+
+    def _valid(self, token: str) -> str | None:
+        """The session's user while it lasts; an ended session is forgotten here."""
         entry = self._live.get(token)
         if entry is None:
-            raise KeyError(token)
+            return None
         user, stamp, ends = entry
         if self.clock() >= ends or stamp is None or store.session_stamp(self.db, user) != stamp:
             with self._lock:
                 self._live.pop(token, None)
-            raise KeyError(token)
+            return None
         return user
 
     def __delitem__(self, token: str) -> None:
         with self._lock:
             del self._live[token]
 
-    def __iter__(self):
-        return iter(list(self._live))
+    def __iter__(self):  # (Gradio's logout looks every session up: only live ones here)
+        return iter([token for token in list(self._live) if self._valid(token) is not None])
 
     def __len__(self) -> int:
-        return len(self._live)
+        return sum(1 for _ in self)
 
 
 class LoginLimiter:

@@ -92,7 +92,7 @@ def test_sessions_expire(tmp_path):
     srv = studio_server.start(tmp_path, session_hours=0.5)
     try:
         sessions = app_of(srv).tokens
-        ann = srv.session("ann")
+        ann, bob = srv.session("ann"), srv.session("bob")
         real = sessions.clock
         sessions.clock = later(real, 0.4 * 3600)
         assert ann.post(srv.url + "api/progress", json={}).status_code == 200
@@ -100,8 +100,11 @@ def test_sessions_expire(tmp_path):
         r = ann.post(srv.url + "api/progress", json={})
         assert r.status_code == 401
         assert ann.get(srv.url + "config").status_code == 401
+        # logging out among ended sessions (Gradio looks each one up) still works
+        assert bob.get(srv.url + "logout", allow_redirects=False).status_code == 302
         sessions.clock = real
         assert ann.post(srv.url + "api/progress", json={}).status_code == 401  # gone for good
+        assert len(sessions) == 0
     finally:
         srv.close()
 
