@@ -11,7 +11,7 @@ from annotate.ui.jobs import JobRunner
 from annotation_data import seed_tasks
 import studio_server
 
-# A stand-in trainer that keeps the CLI contract (`app.py train KIND --data F --out DIR`):
+# A stand-in trainer that keeps the CLI contract (`prefstudio train KIND --data F --out DIR`):
 # it records its run with RunLog, loss going down, then finishes. A real process, real files.
 FAKE_APP = textwrap.dedent("""
     import argparse, sys, time
@@ -50,10 +50,9 @@ def wait_for(runner, run_id, db, statuses=("done", "failed", "stopped"), timeout
 
 def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
     labelled_store(db)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "app.py").write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", repo)
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)])
     run_id = runner.start("rm", "--max-steps 5", source="human")
     folder = tmp_path / "workspace" / "runs" / run_id
     snapshot = [json.loads(l) for l in (folder / "data.jsonl").read_text().splitlines()]
@@ -71,26 +70,31 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
 
 
 def test_refused_options_start_nothing(db, tmp_path):
-    runner = JobRunner(db, tmp_path / "workspace", studio_server.ROOT)
-    with pytest.raises(store.StoreError, match="--db is set by the studio"):
+    runner = JobRunner(db, tmp_path / "workspace")
+    with pytest.raises(store.StoreError, match="--db sets --db, which the studio sets itself"):
         runner.start("rm", "--db /elsewhere.duckdb")
     with pytest.raises(store.StoreError, match="job kind must be one of"):
         runner.start("bake", "")
     assert store.list_runs(db) == []
+    assert not (tmp_path / "workspace" / "runs").exists()
 
 
 def test_a_failing_job_shows_failed_and_the_server_stays_up(tmp_path):
     srv = studio_server.start(tmp_path, seed=labelled_store)
     try:
         admin = srv.client("admin1")
-        # the real CLI: `prefstudio train sft` with an option it does not know exits at once
+        # the real CLI (`python -m app`): `train sft` with a base model that does not exist
+        # gets past the option check, then exits 2 with its one line
         table, pick, progress, loss, reward, info = admin.predict(
-            "sft", "--no-such-option 1", "both", api_name="/start_job")
+            "sft", f"--model {tmp_path / 'no-such-model'} --max-steps 1", "both",
+            api_name="/start_job")
         run_id = pick if isinstance(pick, str) else info["run"]
         run = wait_for(srv.studio.jobs, run_id, srv.db)
-        assert run["status"] == "failed" and run["error"]
-        assert "no-such-option" in run["error"] or "error" in run["error"].lower()
-        assert srv.client("ann").predict(api_name="/progress")["left"] >= 0  # still serving
+        assert run["status"] == "failed"
+        assert run["error"].startswith("exited with status 2: prefstudio train: "), run["error"]
+        assert "no-such-model" in run["error"]
+        # still serving: the annotator's queue is the 1 task nobody has labelled
+        assert srv.client("ann").predict(api_name="/progress")["left"] == 1
         assert srv.studio.jobs.detail(run_id)["labels_used"] == 2  # lineage kept for the record
     finally:
         srv.close()
