@@ -129,14 +129,14 @@ class JobRunner:
         checkpoint when it saved one (else it starts over)."""
         folder = self._folder(run_id)
         with self._launching:
-            with self._lock:
-                if run_id in self.jobs:
-                    raise StoreError(f"run {run_id!r} is running")
             log = RunLog.reopen(folder)
             process = runlog.read_process(folder)
             if log.status not in ("failed", "stopped"):
                 raise StoreError(f"run {run_id!r} is {log.status}: only a failed or stopped "
                                  "run can be resumed")
+            with self._lock:
+                if run_id in self.jobs:
+                    raise StoreError(f"run {run_id!r}: its process has not ended yet")
             if not process or not process.get("argv"):
                 raise StoreError(f"run {run_id!r} was not started by the studio: resume it "
                                  "with its own command")
