@@ -7,7 +7,7 @@ import time
 import pytest
 
 from annotate import store
-from annotate.ui.jobs import JobRunner
+from annotate.ui.jobs import JobRunner, process_facts
 from annotation_data import seed_tasks
 import studio_server
 
@@ -98,3 +98,52 @@ def test_a_failing_job_shows_failed_and_the_server_stays_up(tmp_path):
         assert srv.studio.jobs.detail(run_id)["labels_used"] == 2  # lineage kept for the record
     finally:
         srv.close()
+
+
+# A stand-in that draws a progress bar, then dies without finishing its run, or runs until stopped.
+CRASHING_APP = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    from annotate.runlog import RunLog
+    out = sys.argv[sys.argv.index("--out") + 1]
+    RunLog(out, "rm", {{"max_steps": 100}})
+    print("loading the base model", flush=True)
+    for step in range(3):
+        sys.stdout.write(f"\\rtrain rm:  {{step}}%|#   | {{step}}/100 [00:01<00:10, 1.2it/s]")
+        sys.stdout.flush()
+    if "--max-steps" in sys.argv:
+        time.sleep(600)   # runs until stopped
+    os._exit(3)
+""")
+
+
+def crashing_runner(db, tmp_path):
+    fake = tmp_path / "crashing_trainer.py"
+    fake.write_text(CRASHING_APP.format(root=str(studio_server.ROOT)))
+    return JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)])
+
+
+def test_a_job_that_dies_is_failed_with_its_last_line_not_a_progress_bar(db, tmp_path):
+    labelled_store(db)
+    runner = crashing_runner(db, tmp_path)
+    run_id = runner.start("rm", "")
+    run = wait_for(runner, run_id, db)
+    assert (run["status"], run["error"]) == ("failed", "exited with status 3: loading the base model")
+    assert run_id not in runner.jobs
+
+
+def test_stop_ends_the_job_and_says_so(db, tmp_path):
+    labelled_store(db)
+    runner = crashing_runner(db, tmp_path)
+    run_id = runner.start("rm", "--max-steps 100")
+    pid = runner.jobs[run_id].pid
+    folder = tmp_path / "workspace" / "runs" / run_id
+    wait_until_written = time.monotonic() + 60
+    while "1/100" not in (folder / "output.txt").read_text() and time.monotonic() < wait_until_written:
+        time.sleep(0.1)
+    runner.stop(run_id)
+    run = store.get_run(db, run_id)
+    assert (run["status"], run["error"]) == ("stopped", "stopped from the studio")
+    assert runner.jobs == {} and process_facts(pid) is None
+    with pytest.raises(store.StoreError, match="is not running here"):
+        runner.stop(run_id)

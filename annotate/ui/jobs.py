@@ -166,8 +166,11 @@ class JobRunner:
             if job is not None:
                 self._record_end(job.folder, _why_ended(job))
             raise StoreError(f"run {run_id!r} is not running here")
-        for sig in (signal.SIGTERM, signal.SIGKILL):   # the job has its own process group
-            os.killpg(job.pid, sig)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:   # a studio job leads its own process group: end its helpers too
+                (os.killpg if os.getpgid(job.pid) == job.pid else os.kill)(job.pid, sig)
+            except ProcessLookupError:
+                break
             deadline = time.monotonic() + 30
             while not job.exit_code()[0] and time.monotonic() < deadline:
                 time.sleep(0.1)
