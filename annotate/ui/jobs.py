@@ -77,13 +77,15 @@ class Job:
     pid: int
     start_token: str | None
     proc: subprocess.Popen | None = None   # None: found again after a restart (not our child)
+    folder_in_argv: bool = True            # False: a run started from the CLI (any --out spelling)
 
     def exit_code(self) -> tuple[bool, int | None]:
         """(ended, exit status); the status is unknown (None) for a job we did not start."""
         if self.proc is not None:
             code = self.proc.poll()
             return code is not None, code
-        return not is_same_process(self.pid, self.start_token, self.folder), None
+        folder = self.folder if self.folder_in_argv else None
+        return not is_same_process(self.pid, self.start_token, folder), None
 
 
 class JobRunner:
@@ -318,7 +320,7 @@ def _find_again(folder: Path, run: dict) -> Job | None:
         pid, token = process.get("pid"), process.get("start_token")
         return Job(run["id"], folder, pid, token) if is_same_process(pid, token, folder) else None
     facts = process_facts(run.get("pid"))   # started from the CLI: its pid, as it is now
-    return Job(run["id"], folder, run["pid"], facts[0]) if facts else None
+    return Job(run["id"], folder, run["pid"], facts[0], folder_in_argv=False) if facts else None
 
 
 def is_same_process(pid, start_token: str | None, folder: Path | None) -> bool:

@@ -103,7 +103,8 @@ def _job_folder(workspace, name):
 def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
     """A pid alive after a restart may belong to another process by now (pids are reused)."""
     workspace = tmp_path / "workspace"
-    ours, stranger, reused = (_job_folder(workspace, n) for n in ("ours", "stranger", "reused"))
+    ours, stranger, reused, _ = (_job_folder(workspace, n)
+                                 for n in ("ours", "stranger", "reused", "from-the-cli"))
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     job = subprocess.Popen([*sleeper, "--out", str(ours)], start_new_session=True)
     other = subprocess.Popen(sleeper)
@@ -114,7 +115,9 @@ def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
         RunLog.reopen(reused).started_process(job.pid, str(int(token) - 1), ["x"])
         runner = JobRunner(db, workspace, interval=3600)
         runner.watch()
-        assert set(runner.jobs) == {"ours"}
+        # a run the CLI started (no process.json) is followed by the pid in its run.json:
+        # here the pid of this test process, alive throughout
+        assert set(runner.jobs) == {"ours", "from-the-cli"}
         for name in ("stranger", "reused"):
             run = store.get_run(db, name)
             assert run["status"] == "failed"
@@ -127,6 +130,8 @@ def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
         run = store.get_run(db, "ours")
         assert (run["status"], run["error"]) == (
             "failed", "process ended without finishing (it outlived a restart of the studio)")
+        assert set(runner.jobs) == {"from-the-cli"}
+        assert store.get_run(db, "from-the-cli")["status"] == "running"
         runner.close()
     finally:
         for proc in (job, other):
