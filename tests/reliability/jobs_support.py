@@ -3,10 +3,10 @@ and waits that end on a state, not on a clock.
 
 A test cannot kill a job "in the middle" by timing: a tiny model may finish first. Instead
 the job's interpreter gets a ``sitecustomize`` (through PYTHONPATH) that stops the trainer
-with SIGSTOP right after its second checkpoint has been written (``train rm`` writes one file
-per checkpoint with ``torch.save``, then renames it into place), once per run folder. The
-test then kills it, or kills the server around it, at a known point. Nothing of the trainer
-is replaced: ``torch.save`` still writes the real checkpoint first.
+with SIGSTOP once per run folder, right after ``torch.save`` wrote its second checkpoint
+(``train rm`` writes it beside the first, then renames it into place: a resume from that
+moment finds the first, of step 2). The test then kills it, or kills the server around it,
+at a known point. Nothing of the trainer is replaced: ``torch.save`` still writes first.
 """
 from __future__ import annotations
 
