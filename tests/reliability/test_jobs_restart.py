@@ -103,27 +103,33 @@ def _job_folder(workspace, name):
 def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
     """A pid alive after a restart may belong to another process by now (pids are reused)."""
     workspace = tmp_path / "workspace"
-    ours, stranger, reused, _ = (_job_folder(workspace, n)
-                                 for n in ("ours", "stranger", "reused", "from-the-cli"))
+    ours, stoppable, stranger, reused, _ = (
+        _job_folder(workspace, n) for n in ("ours", "stoppable", "stranger", "reused", "from-the-cli"))
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
     job = subprocess.Popen([*sleeper, "--out", str(ours)], start_new_session=True)
+    second = subprocess.Popen([*sleeper, "--out", str(stoppable)], start_new_session=True)
     other = subprocess.Popen(sleeper)
     try:
         token = process_facts(job.pid)[0]
         RunLog.reopen(ours).started_process(job.pid, token, ["train", "rm"])
+        RunLog.reopen(stoppable).started_process(second.pid, process_facts(second.pid)[0], ["x"])
         RunLog.reopen(stranger).started_process(other.pid, process_facts(other.pid)[0], ["x"])
         RunLog.reopen(reused).started_process(job.pid, str(int(token) - 1), ["x"])
         runner = JobRunner(db, workspace, interval=3600)
         runner.watch()
         # a run the CLI started (no process.json) is followed by the pid in its run.json:
         # here the pid of this test process, alive throughout
-        assert set(runner.jobs) == {"ours", "from-the-cli"}
+        assert set(runner.jobs) == {"ours", "stoppable", "from-the-cli"}
         for name in ("stranger", "reused"):
             run = store.get_run(db, name)
             assert run["status"] == "failed"
             assert run["error"] == ("process ended without finishing (found so after a "
                                     "restart of the studio)")
         assert other.poll() is None   # a process that is not the job is never touched
+        runner.stop("stoppable")      # a job found again can be stopped like any other
+        assert second.wait(timeout=60) == -signal.SIGTERM
+        run = store.get_run(db, "stoppable")
+        assert (run["status"], run["error"]) == ("stopped", "stopped from the studio")
         job.kill()
         job.wait()
         runner.poll()
@@ -134,6 +140,6 @@ def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
         assert store.get_run(db, "from-the-cli")["status"] == "running"
         runner.close()
     finally:
-        for proc in (job, other):
+        for proc in (job, second, other):
             proc.kill()
             proc.wait()
