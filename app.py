@@ -64,8 +64,16 @@ def emit(args, result: dict, text: str | None = None) -> None:
 def cmd_serve(args) -> None:
     from annotate.ui import serve
     open_store(args.db).close()  # a new workspace gets the sample project before serving
+    from annotate.ui.guard import normalise_origins
+    try:
+        normalise_origins(args.allow_origin)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if not args.session_hours > 0:
+        raise CliError(f"--session-hours must be a positive number, not {args.session_hours}")
     serve(db_path=args.db or default_db(), host=args.host, port=args.port,
-          workspace=default_workspace())
+          workspace=default_workspace(), allow_origins=args.allow_origin,
+          session_hours=args.session_hours)
 
 
 def cmd_import(args) -> None:
@@ -570,6 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("serve", cmd_serve, "start the annotation studio in the browser")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=7860)
+    sp.add_argument("--allow-origin", action="append", default=[], metavar="URL",
+                    help="another origin whose pages may act as a logged-in user, e.g. the "
+                         "https address of a proxy in front (repeatable; default: only the "
+                         "studio's own origin)")
+    sp.add_argument("--session-hours", type=float, default=12.0,
+                    help="how long a login lasts (default 12)")
 
     sp = command("import", cmd_import, "import prompts, responses, pairs or rankings from a file")
     sp.add_argument("file")

@@ -18,8 +18,8 @@ from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table
 from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_runs, metrics,
                    reopen_run, update_run)
 from .schema import LATEST as SCHEMA_VERSION
-from .users import (add_user, ensure_first_admin, list_users, role_of, set_password, set_role,
-                    verify_user)
+from .users import (add_user, ensure_first_admin, list_users, role_of, session_stamp, set_password,
+                    set_role, verify_user)
 from .browse import TABLES, browse, human_labels, task_ids, user_stats
 from .queue import (LEASE_S, my_labels, next_task, open_claims, shown_order, skip_task,
                     submit_label, submit_label_later, undo_label, upcoming_tasks)

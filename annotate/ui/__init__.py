@@ -13,11 +13,16 @@ from .. import store
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
-          workspace: str | Path = "workspace", *, block: bool = True):
+          workspace: str | Path = "workspace", *, block: bool = True, allow_origins=(),
+          session_hours: float = 12.0):
     """Open the database (this process owns it while serving) and start the studio.
 
-    With ``block=False`` it returns at once with (demo, db, studio) for tests and tools.
+    ``allow_origins``: origins besides the studio's own whose pages may act as a logged-in
+    user (e.g. the public https origin of a proxy in front); ``session_hours``: how long a
+    login lasts. With ``block=False`` it returns at once with (demo, db, studio) for tests.
     """
+    from .guard import normalise_origins
+    normalise_origins(allow_origins)  # refuse a bad --allow-origin before opening anything
     workspace = Path(workspace).resolve()
     # uploads and Gradio's file cache stay inside the workspace
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / "tmp")
@@ -29,10 +34,11 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     password = store.ensure_first_admin(db)
     if password:
         print(f"prefstudio: created user 'admin' with one-time password: {password}\n"
-              f"prefstudio: it is shown only now; change it with `prefstudio users passwd admin`",
-              flush=True)
+              f"prefstudio: it is shown only now; log in and change it in the Users tab "
+              f"(Set password)", flush=True)
     from .layout import build_app
-    demo, launch, studio = build_app(db, workspace)
+    demo, launch, studio = build_app(db, workspace, allow_origins=allow_origins,
+                                     session_hours=session_hours)
     studio.exports.mkdir(parents=True, exist_ok=True)
     studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=False,

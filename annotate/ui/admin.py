@@ -105,6 +105,7 @@ class AdminView:
             with gr.Row():
                 self.add_user = gr.Button(t("add_user"), elem_id="ps-add-user")
                 self.set_role = gr.Button(t("set_role"), elem_id="ps-set-role")
+                self.set_password = gr.Button(t("set_password"), elem_id="ps-set-password")
             with gr.Row():
                 self.overlap = gr.Number(2, precision=0, minimum=1, label=t("overlap"))
                 self.overlap_round = gr.Textbox(label=t("overlap_round"), placeholder="all", max_lines=1)
@@ -146,6 +147,8 @@ class AdminView:
         self.add_user.click(self.user_add, [self.u_name, self.u_role, self.u_password],
                             [self.user_table, self.u_password], **private("add_user"))
         self.set_role.click(self.user_set_role, [self.u_name, self.u_role], self.user_table, **private("set_role"))
+        self.set_password.click(self.user_set_password, [self.u_name, self.u_password],
+                                [self.user_table, self.u_password], **private("set_password"))
         self.set_overlap.click(self.overlap_set, [self.overlap, self.overlap_round],
                                self.overlap_result, api_name="set_overlap")
         run_outs = [self.run_table, self.run_pick, self.run_progress, self.loss_plot,
@@ -203,6 +206,14 @@ class AdminView:
     @shows_errors
     def user_set_role(self, name, role, request: gr.Request):
         return frame(self.studio.users(username(request), "set_role", (name or "").strip(), role))
+
+    @shows_errors
+    def user_set_password(self, name, password, request: gr.Request):
+        """A new password for a user (their open sessions end; yours too if it is yours)."""
+        rows = self.studio.users(username(request), "set_password", (name or "").strip(), "",
+                                 password or "")
+        gr.Info(f"Password of {name} changed · 密码已更改", duration=3)
+        return frame(rows), ""
 
     @shows_errors
     def user_list(self, request: gr.Request):

@@ -118,6 +118,11 @@ class Studio:
                 ranking = json.loads(ranking)
             except json.JSONDecodeError as err:
                 raise StoreError(f"ranking is not valid JSON: {err.msg} at character {err.pos}") from None
+        if not margin and isinstance(ranking, list) and len(ranking) == 2 \
+                and self._task(task_id, user)["kind"] == "pairwise":
+            # people say by how much (the UI asks too); a tie is one group and needs none
+            raise StoreError("a pairwise label needs a margin: " + " | ".join(self.levels)
+                             + " (or rank both responses together for a tie)")
         return store.submit_label_later(
             self.db, user, task_id, ranking, margin_level=margin or None,
             rationale=(rationale or "").strip() or None, duration_ms=duration_ms, levels=self.levels)

@@ -76,6 +76,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "password": ("Password (8+ characters)", "密码（至少 8 个字符）"),
     "add_user": ("Add user", "添加用户"),
     "set_role": ("Set role", "设置角色"),
+    "set_password": ("Set password", "设置密码"),
     "overlap": ("Annotators per task (overlap)", "每个任务的标注人数（重叠）"),
     "overlap_round": ("Only round (empty = all tasks)", "仅限轮次（留空 = 所有任务）"),
     "set_overlap": ("Set overlap", "设置重叠"),
