@@ -699,6 +699,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed exactly as ``prefstudio ARGV`` would be (abbreviations, ``--opt=value``),
+    without running or exiting: argparse's complaint is raised as ValueError (one line). The
+    studio checks a job's options with it before starting the job."""
+    def refuse(message: str):
+        raise ValueError(message)
+
+    parser = build_parser()
+    parsers = [parser]
+    for p in parsers:   # every sub-command's parser too (it reports its own errors)
+        p.error = refuse
+        p.exit = lambda status=0, message=None: refuse(message or "help and exit are not options here")
+        p.print_help = lambda file=None: None
+        parsers += [c for a in p._actions if isinstance(a, argparse._SubParsersAction)
+                    for c in a.choices.values()]
+    return parser.parse_args(argv)
+
+
 def _add_policy_train_options(sp) -> None:
     """Options of `train sft|rs|dpo|ppo|rloo`; unset options keep the stage's defaults."""
     g = sp.add_argument_group("policy (train sft, rs, dpo, ppo, rloo)")

@@ -32,6 +32,8 @@ ADMIN_CALLS = {
     "agreement": [["human"]],
     "start_job": [["rm", "--max-steps 1", "both"]],
     "stop_job": [[None]],  # (a run id not offered in the dropdown is refused by Gradio itself)
+    "resume_job": [["train-rm-20260101-000000-abcdef"]],
+    "ui_resume_job": [[None]],
     "ui_run_detail": [[None]],
     "ui_jobs_tick": [[None]],
 }

@@ -16,7 +16,7 @@ from .labels import (add_labels, check_ranking, current_label, imported_label_id
                      label_row, margin_levels, retract_label, supersede_label)
 from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table, rankings
 from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_runs, metrics,
-                   update_run)
+                   reopen_run, update_run)
 from .schema import LATEST as SCHEMA_VERSION
 from .users import (add_user, ensure_first_admin, list_users, role_of, session_stamp, set_password,
                     set_role, verify_user)

@@ -37,7 +37,7 @@ class Studio:
         self.uploads = self.workspace / "uploads"
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
-        self.jobs = JobRunner(db, self.workspace, Path(__file__).resolve().parents[2])
+        self.jobs = JobRunner(db, self.workspace)
         # tasks never change once made (content ids), so their text can be kept in memory
         self._tasks: OrderedDict[str, dict] = OrderedDict()
         self._tasks_lock = threading.Lock()
@@ -232,6 +232,11 @@ class Studio:
         self.require(user, admin=True)
         self.jobs.stop(run_id)
         return {"stopped": run_id}
+
+    def resume_job(self, user: str | None, run_id: str) -> dict:
+        """Run a failed or stopped job again, from its last checkpoint when it saved one."""
+        self.require(user, admin=True)
+        return self.jobs.resume(run_id)
 
     def runs(self, user: str | None) -> list[dict]:
         self.require(user, admin=True)

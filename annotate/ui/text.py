@@ -84,6 +84,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "job_options": ("Options (command-line flags)", "选项（命令行参数）"),
     "start_job": ("Start", "开始"),
     "stop_job": ("Stop", "停止"),
+    "resume_job": ("Resume", "继续"),
     "runs": ("Runs", "运行记录"),
     "run_id": ("Run", "运行"),
     "run_detail": ("Status and lineage", "状态与血缘"),
