@@ -35,6 +35,26 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     demo, launch, studio = build_app(db, workspace)
     studio.exports.mkdir(parents=True, exist_ok=True)
     studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=False,
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=False,
                 **launch)
+    if not block:
+        return demo, db, studio
+    try:
+        demo.block_thread()   # until Ctrl-C or SIGTERM (app.py turns both into KeyboardInterrupt)
+    finally:
+        shut_down(demo, db, studio)
     return demo, db, studio
+
+
+def shut_down(demo, db: store.Store, studio) -> None:
+    """Stop taking requests, then close the store: the queue's writer commits every label it
+    acknowledged or still holds, a CHECKPOINT folds the ``.wal`` into the ``.duckdb`` file and
+    the file is released. Running jobs are left to finish; the next start takes them in."""
+    import signal
+    # a second Ctrl-C must not cut the final flush short (kill -9 still can: the WAL recovers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    demo.close()
+    studio.jobs.close()
+    db.close()
+    print("prefstudio: stopped; every acknowledged label is in " + str(db.path), flush=True)
