@@ -812,8 +812,23 @@ def _quiet_library_noise() -> None:
     logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (systemd, docker stop, kill) stops a command the way Ctrl-C does: through
+    KeyboardInterrupt, so every open store closes and checkpoints (no ``.wal`` left behind)
+    instead of the process dying mid-write."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _interrupt_on_sigterm()
     _quiet_library_noise()
     from annotate.store import StoreBusy, StoreError
     from rewardmodel.hub import ModelNotAvailable

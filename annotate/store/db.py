@@ -86,6 +86,7 @@ class Store:
         self.queue_commits = 0   # ... of which may have changed tasks, labels, claims or skips
         self.memo: dict[str, Any] = {}   # in-memory state other store modules keep per Store
         self._on_close: list = []        # called before the connection closes (flush, stop threads)
+        self._closed = False
         try:
             self._migrate()
         except BaseException:
@@ -155,9 +156,27 @@ class Store:
         self._on_close.append(fn)
 
     def close(self) -> None:
+        """Flush, checkpoint, close: afterwards the ``.duckdb`` file alone holds everything.
+
+        The ``on_close`` callbacks run first (the queue's writer commits every label it has
+        acknowledged or still holds), then, under the write lock so no transaction is cut in
+        half, a CHECKPOINT folds the write-ahead log into the file and the connection (with
+        every thread's cursor) closes, which removes the ``.wal``. A backup that copies only
+        the ``.duckdb`` file of a closed store loses nothing (RELIABILITY.md). Closing twice
+        is harmless.
+        """
         while self._on_close:
             self._on_close.pop()()
-        self._con.close()
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if not self.read_only:
+                    # FORCE: a reader that left a result unread must not keep the log open
+                    self._con.execute("FORCE CHECKPOINT")
+            finally:
+                self._con.close()
 
     def __enter__(self) -> "Store":
         return self

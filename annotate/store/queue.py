@@ -479,9 +479,7 @@ class QueueIndex:
             op = Pending("label", u, t, row=row, supersedes=current and current[0],
                          clear_skip=t in self.skips.get(u, ()))
             op.reply = {"label_id": row["id"], "task_id": t, "superseded": op.supersedes}
-            self._apply(op)
-            self.pending.append(op)
-            self.wake.notify()
+            self._enqueue(op)
         return op.done
 
     def skip(self, u: str, t: str) -> Future:
@@ -493,9 +491,7 @@ class QueueIndex:
             if held is not None and held.task_id == t:
                 self._release(u)
             op = Pending("skip", u, t, skipped_at=dt.datetime.now())
-            self._apply(op)
-            self.pending.append(op)
-            self.wake.notify()
+            self._enqueue(op)
         return op.done
 
     def retract(self, u: str, label_id: str) -> Future:
@@ -504,9 +500,7 @@ class QueueIndex:
             t, owner = self.label_of.get(label_id, (None, None))
             if t is not None and owner == u:
                 op = Pending("retract", u, t, supersedes=label_id, reply=t)
-                self._apply(op)
-                self.pending.append(op)
-                self.wake.notify()
+                self._enqueue(op)
                 return op.done
         # not a current human label of u's: the generic path says why (or takes it back)
         retract_label(self.db, label_id, annotator=u)
@@ -534,6 +528,15 @@ class QueueIndex:
         return sorted(rows, key=lambda r: r["claimed_at"])
 
     # -- the writer (group commit) -------------------------------------------------------------
+    def _enqueue(self, op: Pending) -> None:
+        """(Under ``lock``.) Record a write and hand it to the writer. Refused once the store
+        is closing: the writer may have stopped, and the caller would wait for ever."""
+        if self.closing:
+            raise StoreError("the studio is shutting down; nothing was saved: try again")
+        self._apply(op)
+        self.pending.append(op)
+        self.wake.notify()
+
     def _write_loop(self) -> None:
         while True:
             with self.lock:
