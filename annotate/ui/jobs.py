@@ -63,10 +63,10 @@ def check_options(kind: str, options: str) -> tuple[list[str], object]:
         raise StoreError(f"options: {err}") from None
     for dest in RESERVED:
         if getattr(parsed, dest, None) != (False if dest == "json" else _UNSET):
-            spelled = [t.split("=", 1)[0] for t in extra
-                       if t.startswith("--") and f"--{dest}".startswith(t.split("=", 1)[0])]
-            raise StoreError(f"options: {(spelled or [f'--{dest}'])[-1]} sets --{dest}, "
-                             "which the studio sets itself")
+            spelled = ([t.split("=", 1)[0] for t in extra if t.startswith("--")
+                        and f"--{dest}".startswith(t.split("=", 1)[0])] or [f"--{dest}"])[-1]
+            named = "" if spelled == f"--{dest}" else f" (as {spelled})"
+            raise StoreError(f"options: --{dest}{named} is set by the studio itself")
     return extra, parsed
 
 
