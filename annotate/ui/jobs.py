@@ -201,8 +201,8 @@ class JobRunner:
                 continue
             job = _find_again(folder, run)
             if job is None:
-                self._record_end(folder, "process ended without finishing (found so after "
-                                         "a restart of the studio)")
+                self._record_end(folder, "process ended without finishing (noticed when the "
+                                         "studio restarted)")
                 continue
             RunLog.reopen(folder).log(f"found again by a restarted studio: pid {job.pid}")
             with self._lock:
@@ -285,7 +285,8 @@ def _progress(run: dict, metrics: list[dict], own: dict | None = None) -> tuple[
 def _why_ended(job: Job) -> str:
     _, code = job.exit_code()
     if code is None:
-        return "process ended without finishing (it outlived a restart of the studio)"
+        return ("process ended without finishing (after the studio restarted: its exit status "
+                "is unknown)")
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else "?"
         return f"killed by signal {-code} ({name})"
