@@ -42,7 +42,8 @@ from ..store import StoreError
 KINDS = ("rm", "sft", "rs", "dpo", "ppo", "rloo")
 NEEDS_PROMPTS = ("rs", "ppo", "rloo")
 CLI_MODULE = "app"                                     # `python -m app` is `prefstudio`
-RESERVED = ("db", "out", "data", "prompts", "json")    # destinations the studio sets itself
+STUDIO_PATHS = ("db", "out", "data", "prompts")        # the studio sets these itself,
+RESERVED = (*STUDIO_PATHS, "json")                      # and reads the job's output as text
 LIVE = ("queued", "running")
 _UNSET = "\0set-by-the-studio"                          # no option value can contain NUL
 _PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")   # a tqdm line is no error message
@@ -56,7 +57,7 @@ def check_options(kind: str, options: str) -> tuple[list[str], object]:
     except ValueError as err:
         raise StoreError(f"options: {err}") from None
     from app import parse_command   # the CLI's parser itself: no second idea of its options
-    studio_set = [arg for dest in RESERVED[:-1] for arg in (f"--{dest}", _UNSET)]
+    studio_set = [arg for dest in STUDIO_PATHS for arg in (f"--{dest}", _UNSET)]
     try:
         parsed = parse_command(["train", kind, *studio_set, *extra])
     except ValueError as err:
