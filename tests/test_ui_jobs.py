@@ -71,8 +71,10 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
 
 def test_refused_options_start_nothing(db, tmp_path):
     runner = JobRunner(db, tmp_path / "workspace")
-    with pytest.raises(store.StoreError, match="--db sets --db, which the studio sets itself"):
+    with pytest.raises(store.StoreError, match="options: --db is set by the studio itself"):
         runner.start("rm", "--db /elsewhere.duckdb")
+    with pytest.raises(store.StoreError, match=r"options: --out \(as --ou\) is set by the studio"):
+        runner.start("rm", "--ou /tmp/escaped")
     with pytest.raises(store.StoreError, match="job kind must be one of"):
         runner.start("bake", "")
     assert store.list_runs(db) == []

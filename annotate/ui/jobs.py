@@ -42,7 +42,8 @@ from ..store import StoreError
 KINDS = ("rm", "sft", "rs", "dpo", "ppo", "rloo")
 NEEDS_PROMPTS = ("rs", "ppo", "rloo")
 CLI_MODULE = "app"                                     # `python -m app` is `prefstudio`
-RESERVED = ("db", "out", "data", "prompts", "json")    # destinations the studio sets itself
+STUDIO_PATHS = ("db", "out", "data", "prompts")        # the studio sets these itself,
+RESERVED = (*STUDIO_PATHS, "json")                      # and reads the job's output as text
 LIVE = ("queued", "running")
 _UNSET = "\0set-by-the-studio"                          # no option value can contain NUL
 _PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")   # a tqdm line is no error message
@@ -56,17 +57,17 @@ def check_options(kind: str, options: str) -> tuple[list[str], object]:
     except ValueError as err:
         raise StoreError(f"options: {err}") from None
     from app import parse_command   # the CLI's parser itself: no second idea of its options
-    studio_set = [arg for dest in RESERVED[:-1] for arg in (f"--{dest}", _UNSET)]
+    studio_set = [arg for dest in STUDIO_PATHS for arg in (f"--{dest}", _UNSET)]
     try:
         parsed = parse_command(["train", kind, *studio_set, *extra])
     except ValueError as err:
         raise StoreError(f"options: {err}") from None
     for dest in RESERVED:
         if getattr(parsed, dest, None) != (False if dest == "json" else _UNSET):
-            spelled = [t.split("=", 1)[0] for t in extra
-                       if t.startswith("--") and f"--{dest}".startswith(t.split("=", 1)[0])]
-            raise StoreError(f"options: {(spelled or [f'--{dest}'])[-1]} sets --{dest}, "
-                             "which the studio sets itself")
+            spelled = ([t.split("=", 1)[0] for t in extra if t.startswith("--")
+                        and f"--{dest}".startswith(t.split("=", 1)[0])] or [f"--{dest}"])[-1]
+            named = "" if spelled == f"--{dest}" else f" (as {spelled})"
+            raise StoreError(f"options: --{dest}{named} is set by the studio itself")
     return extra, parsed
 
 
@@ -201,8 +202,8 @@ class JobRunner:
                 continue
             job = _find_again(folder, run)
             if job is None:
-                self._record_end(folder, "process ended without finishing (found so after "
-                                         "a restart of the studio)")
+                self._record_end(folder, "process ended without finishing (noticed when the "
+                                         "studio restarted)")
                 continue
             RunLog.reopen(folder).log(f"found again by a restarted studio: pid {job.pid}")
             with self._lock:
@@ -285,7 +286,8 @@ def _progress(run: dict, metrics: list[dict], own: dict | None = None) -> tuple[
 def _why_ended(job: Job) -> str:
     _, code = job.exit_code()
     if code is None:
-        return "process ended without finishing (it outlived a restart of the studio)"
+        return ("process ended without finishing (after the studio restarted: its exit status "
+                "is unknown)")
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else "?"
         return f"killed by signal {-code} ({name})"

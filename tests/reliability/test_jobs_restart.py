@@ -123,8 +123,8 @@ def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
         for name in ("stranger", "reused"):
             run = store.get_run(db, name)
             assert run["status"] == "failed"
-            assert run["error"] == ("process ended without finishing (found so after a "
-                                    "restart of the studio)")
+            assert run["error"] == ("process ended without finishing (noticed when the studio "
+                                    "restarted)")
         assert other.poll() is None   # a process that is not the job is never touched
         runner.stop("stoppable")      # a job found again can be stopped like any other
         assert second.wait(timeout=60) == -signal.SIGTERM
@@ -135,7 +135,8 @@ def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
         runner.poll()
         run = store.get_run(db, "ours")
         assert (run["status"], run["error"]) == (
-            "failed", "process ended without finishing (it outlived a restart of the studio)")
+            "failed", "process ended without finishing (after the studio restarted: its exit "
+                      "status is unknown)")
         assert set(runner.jobs) == {"from-the-cli"}
         assert store.get_run(db, "from-the-cli")["status"] == "running"
         runner.close()
