@@ -95,6 +95,9 @@ class Store:
 
     # -- connection plumbing -------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._closed:   # a request that outlived the shutdown gets a clear refusal, not a 500
+            raise StoreError(f"{self.path.name} is closed: prefstudio is shutting down; "
+                             "nothing was saved: try again")
         cur = getattr(self._local, "cursor", None)
         if cur is None:
             cur = self._local.cursor = self._con.cursor()
