@@ -20,11 +20,17 @@ class FormatError(StoreError):
 
     ``field`` is a field of the row, ``(row)`` for the row as a whole, ``(header)`` for a CSV
     header and ``(file)`` for the file as a whole (line 1 then). Errors about the call rather
-    than the file (an unknown --format) carry no line and name only the file.
+    than the file (an unknown --format) carry no line and name only the file. Called with a
+    message alone (``FormatError(text)``, as a caller rewording one does) it keeps that text.
     """
 
-    def __init__(self, path: str | Path, reason: str, line: int | None = None,
+    def __init__(self, path: str | Path, reason: str | None = None, line: int | None = None,
                  field: str | None = None):
+        if reason is None:
+            self.path = self.line = self.field = None
+            self.reason = one_line(str(path), limit=10 * MAX_REASON)
+            super().__init__(self.reason)
+            return
         self.path, self.line, self.field = str(path), line, field
         self.reason = one_line(str(reason))
         where = self.path if line is None else f"{self.path}:{line}: {field or '(row)'}"
