@@ -74,7 +74,7 @@ CASES = [
     ("soft_prob out of range", "bad.jsonl", jsonl(pair(soft_prob=1.5)), "auto",
      r":1: soft_prob: must be a probability in \[0, 1\], not 1.5"),
     ("negative round", "bad.jsonl", jsonl(pair(round=-1)), "auto",
-     r":1: round: must be a non-negative integer, not -1"),
+     r":1: round: must be an integer from 0 to 2147483647, not -1"),
     ("unknown label source", "bad.jsonl", jsonl(pair(source="crowd")), "auto",
      r":1: source: must be human or ai, not 'crowd'"),
     ("CSV row with too few cells", "bad.csv", "prompt,chosen,rejected\nq,a,b\nq,a\n", "auto",

@@ -12,7 +12,10 @@ from typing import Any
 
 from .errors import FieldError
 
-MAX_K = 9
+MAX_K = 9              # responses in one ranking task
+MAX_RESPONSES = 256    # responses in one row (candidates beyond a task's K, e.g. best-of-n)
+MAX_ROUND = 2**31 - 1  # the store keeps rounds as 32-bit integers
+MAX_NESTING = 32       # levels of lists/objects in a free-form field (gen_params)
 ASSISTANT = "\n\nAssistant:"
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 _HH_ROLE = {"Human": "user", "Assistant": "assistant"}
@@ -45,13 +48,34 @@ class ParseContext:
         self.nearest: dict[float, str] = {}
 
 
+def parse_json_text(text: str, field: str) -> Any:
+    """JSON in a text cell. Raw control characters are allowed (a spreadsheet cell may hold
+    newlines); nesting too deep for Python's parser is an error like any other bad JSON."""
+    try:
+        return json.loads(text, strict=False)
+    except json.JSONDecodeError as err:
+        raise FieldError(field, f"not valid JSON ({err})") from None
+    except RecursionError:
+        raise FieldError(field, "not valid JSON (nested too deeply)") from None
+
+
 def json_cell(value: Any, field: str, ctx: ParseContext) -> Any:
     """CSV cells hold lists and objects as JSON text."""
     if ctx.text_cells and isinstance(value, str):
+        return parse_json_text(value, field)
+    return value
+
+
+def _messages_in_cell(value: Any, field: str, ctx: ParseContext) -> Any:
+    """A CSV cell that holds a JSON list of messages, parsed; any other value as it is (a
+    prompt or completion that merely starts with "[" is text)."""
+    if ctx.text_cells and isinstance(value, str) and value.lstrip().startswith("["):
         try:
-            return json.loads(value, strict=False)  # a spreadsheet cell may hold raw newlines
-        except json.JSONDecodeError as err:
-            raise FieldError(field, f"not valid JSON ({err})") from None
+            parsed = parse_json_text(value, field)
+        except FieldError:
+            return value
+        if looks_like_messages(parsed):
+            return parsed
     return value
 
 
@@ -65,13 +89,7 @@ def read_messages(value: Any, field: str, ctx: ParseContext) -> str | list:
     ``store.check_messages`` (through ``prompt_row``) normalises and checks it."""
     if value is None:
         raise FieldError(field, "missing")
-    if ctx.text_cells and isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            parsed = json.loads(value, strict=False)
-            if looks_like_messages(parsed):
-                value = parsed
-        except json.JSONDecodeError:
-            pass  # plain text that happens to start with "["
+    value = _messages_in_cell(value, field, ctx)
     if not isinstance(value, (str, list)):
         raise FieldError(field, f"must be text or a list of messages, not {type(value).__name__}")
     return value
@@ -79,13 +97,7 @@ def read_messages(value: Any, field: str, ctx: ParseContext) -> str | list:
 
 def read_completion(value: Any, field: str, ctx: ParseContext) -> str:
     """A TRL completion: text, or a list holding one assistant message."""
-    if ctx.text_cells and isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            parsed = json.loads(value, strict=False)
-            if looks_like_messages(parsed):
-                value = parsed
-        except json.JSONDecodeError:
-            pass
+    value = _messages_in_cell(value, field, ctx)
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, list):
@@ -96,7 +108,7 @@ def read_completion(value: Any, field: str, ctx: ParseContext) -> str:
             raise FieldError(field, "the assistant message's content must be text")
         return content.strip()
     raise FieldError(field, "missing" if value is None else
-               f"must be text or a list of messages, not {type(value).__name__}")
+                     f"must be text or a list of messages, not {type(value).__name__}")
 
 
 def opt_text(rec: dict, field: str) -> str | None:
@@ -112,17 +124,20 @@ def read_number(value: Any, field: str, ctx: ParseContext) -> float:
             value = float(value)
         except ValueError:
             raise FieldError(field, f"must be a number, not {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise FieldError(field, f"must be a finite number, not {value!r}")
-    return float(value)
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise OverflowError
+        return float(value)
+    except OverflowError:   # (an integer too large for a float among them)
+        raise FieldError(field, f"must be a finite number, not {value!r}") from None
 
 
-def read_int(value: Any, field: str, ctx: ParseContext, default: int) -> int:
+def read_int(value: Any, field: str, ctx: ParseContext, default: int, maximum: int = MAX_ROUND) -> int:
     if value is None:
         return default
     number = read_number(value, field, ctx)
-    if number != int(number) or number < 0:
-        raise FieldError(field, f"must be a non-negative integer, not {value!r}")
+    if number != int(number) or not 0 <= number <= maximum:
+        raise FieldError(field, f"must be an integer from 0 to {maximum}, not {value!r}")
     return int(number)
 
 
@@ -158,14 +173,26 @@ def read_label_source(rec: dict) -> str:
 
 
 def read_gen_params(value: Any, field: str) -> dict | None:
+    """Generation parameters: a free-form object (JSON text in CSV and Parquet cells)."""
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise FieldError(field, f"not valid JSON ({err})") from None
+        value = parse_json_text(value, field)
     if value is not None and not isinstance(value, dict):
         raise FieldError(field, f"must be an object, not {type(value).__name__}")
+    if value is not None and _nesting(value) > MAX_NESTING:
+        raise FieldError(field, f"nests lists and objects more than {MAX_NESTING} levels deep")
     return value
+
+
+def _nesting(value: Any) -> int:
+    """Levels of lists and objects in ``value`` (without recursion: the value may be deep)."""
+    deepest, level = 0, [value]
+    while level:
+        deepest += 1
+        if deepest > MAX_NESTING:
+            break
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x)
+                 if isinstance(v, (dict, list))]
+    return deepest
 
 
 def read_items(value: Any, field: str, ctx: ParseContext, defaults: dict) -> list[dict]:
@@ -173,6 +200,8 @@ def read_items(value: Any, field: str, ctx: ParseContext, defaults: dict) -> lis
     value = json_cell(value, field, ctx)
     if not isinstance(value, list):
         raise FieldError(field, "missing" if value is None else f"must be a list, not {type(value).__name__}")
+    if len(value) > MAX_RESPONSES:
+        raise FieldError(field, f"holds {len(value)} responses; a row holds at most {MAX_RESPONSES}")
     items, seen = [], {}
     for j, item in enumerate(value):
         where = f"{field}[{j}]"
@@ -193,8 +222,8 @@ def read_items(value: Any, field: str, ctx: ParseContext, defaults: dict) -> lis
                 raise FieldError(f"{where}.{key}", f"must be text, not {type(v).__name__}")
             out[key] = v
         gen_params = item.get("gen_params")
-        out["gen_params"] = read_gen_params(gen_params if gen_params is not None else defaults.get("gen_params"),
-                                        f"{where}.gen_params")
+        out["gen_params"] = read_gen_params(gen_params if gen_params is not None
+                                            else defaults.get("gen_params"), f"{where}.gen_params")
         items.append(out)
     return items
 
@@ -269,5 +298,7 @@ def split_conversations(chosen: Any, rejected: Any) -> tuple[list[dict], str, st
     for field, chat in (("chosen", chosen), ("rejected", rejected)):
         if len(chat) - shared != 1 or chat[-1].get("role") != "assistant":
             raise FieldError(field, "the two chats must differ only in their last (assistant) message")
-    return chosen[:shared], str(chosen[-1].get("content") or "").strip(), str(rejected[-1].get("content") or "").strip()
+        if not isinstance(chat[-1].get("content"), (str, type(None))):
+            raise FieldError(field, "the last message's content must be text")
+    return chosen[:shared], (chosen[-1].get("content") or "").strip(), (rejected[-1].get("content") or "").strip()
 

@@ -11,7 +11,7 @@ from .. import store
 from ..store import StoreError
 from .errors import FieldError, FormatError
 from .fast import plain_rows
-from .fields import ParseContext, read_messages
+from .fields import MAX_ROUND, ParseContext, read_messages
 from .parsing import FORMATS, detect_format, parse_rows
 from .reading import file_stem, read_records
 
@@ -47,10 +47,10 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
     name = path.name
     if fmt != "auto" and fmt not in FORMATS:
         raise FormatError(name, f"unknown format {fmt!r} (use {', '.join(FORMATS)} or auto)")
-    if not isinstance(round, int) or round < 0:
-        raise FormatError(name, "round must be a non-negative integer")
-    if not isinstance(required_labels, int) or required_labels < 1:
-        raise FormatError(name, "required labels must be a positive integer")
+    if not isinstance(round, int) or not 0 <= round <= MAX_ROUND:
+        raise FormatError(name, f"round must be a non-negative integer (at most {MAX_ROUND})")
+    if not isinstance(required_labels, int) or not 1 <= required_labels <= MAX_ROUND:
+        raise FormatError(name, f"required labels must be a positive integer (at most {MAX_ROUND})")
     records, lines, text_cells = read_records(path)
     if not records:
         raise FormatError(path, "no rows to import", 1, "(file)")

@@ -94,6 +94,8 @@ class Batch:
         a second, different label for the same task then becomes ``source#2`` (a second vote,
         so contradicting rows cancel out in the pairs), and an identical one is a duplicate."""
         explicit = opt_text(rec, "annotator")
+        if explicit is not None and not explicit.strip():
+            raise FieldError("annotator", "must be a non-empty name")
         margin = read_margin(rec, self.ctx)
         soft_prob = rec.get("soft_prob")
         if soft_prob is not None:
@@ -179,9 +181,10 @@ def _parse_rankings(batch: Batch, rec: dict, line: int) -> None:
         rids = task["response_ids"]
     else:
         pid = batch.prompt(read_messages(rec.get("prompt"), "prompt", ctx), line)
-        items = read_items(rec.get("responses"), "responses", ctx, {})
-        if not 2 <= len(items) <= MAX_K:
-            raise FieldError("responses", f"a ranking compares 2 to {MAX_K} responses, not {len(items)}")
+        responses = json_cell(rec.get("responses"), "responses", ctx)
+        if isinstance(responses, list) and not 2 <= len(responses) <= MAX_K:
+            raise FieldError("responses", f"a ranking compares 2 to {MAX_K} responses, not {len(responses)}")
+        items = read_items(responses, "responses", ctx, {})
         rids = [batch.response(pid, item, line, f"responses[{j}]") for j, item in enumerate(items)]
         kind = opt_text(rec, "kind")
         task = batch.task(pid, rids, kind, read_int(rec.get("round"), "round", ctx, ctx.round), line)

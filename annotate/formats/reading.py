@@ -2,9 +2,9 @@
 without a byte-order mark, LF or CRLF line ends.
 
 The limits are enforced while reading, so a hostile file is refused before it is in memory:
-no line (JSONL, CSV) and no Parquet row over ``MAX_LINE_BYTES``, no file over
-``MAX_FILE_BYTES`` of (decompressed) content. They are read at call time, so a test or a
-deployment may change them.
+no line (JSONL, CSV; its line break included) and no Parquet row over ``MAX_LINE_BYTES``, no
+file over ``MAX_FILE_BYTES`` of (decompressed) content, no NUL byte in a text file. They are
+read at call time, so a test or a deployment may change them.
 """
 from __future__ import annotations
 
@@ -93,18 +93,24 @@ class _Lines:
         path, total = self.path, 0
         while raw := self.f.readline(MAX_LINE_BYTES + 1):
             self.n += 1
-            if len(raw) > MAX_LINE_BYTES and not (len(raw) == MAX_LINE_BYTES + 1 and raw.endswith(b"\n")):
+            if len(raw) > MAX_LINE_BYTES:   # (its line break included)
                 raise FormatError(path, f"the line is longer than the {size_text(MAX_LINE_BYTES)} "
                                         "limit on one line", self.n, "(row)")
             total += len(raw)
             if total > MAX_FILE_BYTES:
                 raise FormatError(path, f"the file holds more than the {size_text(MAX_FILE_BYTES)} "
                                         "limit on an import file", self.n, "(file)")
+            # text has no NUL byte and decodes as UTF-8; the first byte that breaks either is named
+            nul = raw.find(b"\0")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise FormatError(path, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
-                                        f"{total - len(raw) + err.start})", self.n, "(row)") from None
+                if nul < 0 or err.start < nul:
+                    raise FormatError(path, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                                            f"{total - len(raw) + err.start})", self.n, "(row)") from None
+            if nul >= 0:
+                raise FormatError(path, f"a NUL byte at offset {total - len(raw) + nul}: binary data, "
+                                        "not text", self.n, "(row)")
             yield self.n, text[1:] if self.n == 1 and text.startswith("\ufeff") else text
 
 
