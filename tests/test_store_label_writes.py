@@ -12,10 +12,8 @@ PROMPT = [{"role": "user", "content": "Name a colour."}]
 def pair_task(db):
     p = store.prompt_row(PROMPT)
     rs = [store.response_row(p["id"], t) for t in ("red", "blue")]
-    store.add_prompts(db, [p])
-    store.add_responses(db, rs)
     task = store.task_row(p["id"], [r["id"] for r in rs])
-    store.add_tasks(db, [task])
+    store.write_batch(db, prompts=[p], responses=rs, tasks=[task])
     return task
 
 
