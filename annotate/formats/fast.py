@@ -39,7 +39,8 @@ class _NotPlain(Exception):
     """A row the fast path leaves to the general one."""
 
 
-def plain_rows(fmt: str, records: Sequence[Any], lines: Sequence[int], ctx: ParseContext) -> ParsedRows | None:
+def plain_rows(fmt: str, records: Sequence[Any], lines: Sequence[int],
+               ctx: ParseContext) -> ParsedRows | None:
     """The rows the general parser would write for this file, or None to leave it to that parser."""
     if ctx.text_cells or fmt not in FAST_FORMATS:
         return None

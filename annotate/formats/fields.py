@@ -257,7 +257,6 @@ def read_ranking(value: Any, k: int, ctx: ParseContext) -> list[list[int]]:
     return groups
 
 
-
 # --- splitting transcripts ---------------------------------------------------------------------
 
 def _transcript_messages(text: str) -> list[dict]:
@@ -300,5 +299,6 @@ def split_conversations(chosen: Any, rejected: Any) -> tuple[list[dict], str, st
             raise FieldError(field, "the two chats must differ only in their last (assistant) message")
         if not isinstance(chat[-1].get("content"), (str, type(None))):
             raise FieldError(field, "the last message's content must be text")
-    return chosen[:shared], (chosen[-1].get("content") or "").strip(), (rejected[-1].get("content") or "").strip()
+    return (chosen[:shared], (chosen[-1].get("content") or "").strip(),
+            (rejected[-1].get("content") or "").strip())
 

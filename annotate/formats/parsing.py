@@ -29,7 +29,6 @@ class ParsedRows:
     ignored: set[str] = field(default_factory=set)
 
 
-
 def detect_format(record: Any) -> str:
     """The import format a row looks like, by its fields."""
     if not isinstance(record, dict):
@@ -43,9 +42,8 @@ def detect_format(record: Any) -> str:
         return "responses"
     if "prompt" in keys:
         return "prompts"
-    raise FieldError("(row)", f"cannot tell the format from the fields {', '.join(sorted(keys)) or '(none)'}; "
-                        "pass --format")
-
+    raise FieldError("(row)", f"cannot tell the format from the fields "
+                              f"{', '.join(sorted(keys)) or '(none)'}; pass --format")
 
 
 class Batch:
@@ -126,7 +124,7 @@ class Batch:
                 return
             if explicit:
                 raise FieldError("annotator", f"a second, different label by {annotator!r} for the same "
-                                        f"task (first on line {self.lines['labels'][earlier['id']]})")
+                                              f"task (first on line {self.lines['labels'][earlier['id']]})")
 
     def skip(self, line: int, reason: str) -> None:
         self.skipped.append({"line": line, "reason": reason})
@@ -155,7 +153,7 @@ def _parse_hh(batch: Batch, rec: dict, line: int) -> None:
         for field, value in (("chosen", chosen), ("rejected", rejected)):
             if not isinstance(value, str):
                 raise FieldError(field, "missing" if value is None else
-                           f"must be a transcript string, not {type(value).__name__}")
+                                 f"must be a transcript string, not {type(value).__name__}")
         messages, c, r = split_transcripts(chosen, rejected)
     _pair(batch, rec, line, messages, c, r, prompt_field="chosen")
 
@@ -237,7 +235,6 @@ PARSERS: dict[str, Callable[[Batch, dict, int], None]] = {
     "hh": _parse_hh, "pairs": _parse_pairs, "rankings": _parse_rankings,
     "prompts": _parse_prompts, "responses": _parse_responses,
 }
-
 
 
 def parse_rows(path: Path, fmt: str, records: list, lines: list[int], ctx: ParseContext) -> ParsedRows:

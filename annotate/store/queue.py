@@ -17,12 +17,12 @@ position bias can be measured without trusting the client.
 
 How it is fast. Only one process can write the database (``db.py``), so the queue's state
 lives in memory in that process: ``QueueIndex`` (``queue_index.py``), loaded from the tables
-on first use and updated by every queue action under one lock. ``next_task`` is a Python operation with no
-SQL, and since the check and the claim happen under that lock, the last open slot never goes
-to two annotators. ``submit_label`` validates in Python, records the label in the index and
-hands the row to one writer thread (``queue_writer.py``), which commits every label waiting at that moment in one
-transaction (group commit) and answers each caller only after COMMIT: a label acknowledged
-is on disk. Claims are kept in memory and written to the ``claims`` table lazily (with the
+on first use and updated by every queue action under one lock. ``next_task`` is a Python
+operation with no SQL, and since the check and the claim happen under that lock, the last
+open slot never goes to two annotators. ``submit_label`` validates in Python, records the
+label in the index and hands the row to one writer thread (``queue_writer.py``), which
+commits every label waiting at that moment in one transaction (group commit) and answers
+each caller only after COMMIT: a label acknowledged is on disk. Claims are kept in memory and written to the ``claims`` table lazily (with the
 next batch, or within ``CLAIM_FLUSH_S``), so a lease usually survives a restart but need not.
 Any other write to the database (an import, an undo through ``labels.retract_label``, a
 changed overlap) is noticed through ``Store.queue_commits`` and the index is reloaded from

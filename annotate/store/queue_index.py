@@ -20,6 +20,7 @@ from typing import Any
 from .db import Store
 from .labels import margin_levels
 
+
 @dataclass
 class Claim:
     task_id: str
@@ -75,7 +76,7 @@ class QueueIndex:
         """Reload from the tables if anything but our own writer committed since the last look."""
         if self.synced == self.db.queue_commits:
             return
-        with self.db._write_lock:      # no commit can happen while we read (lock order: db, index)
+        with self.db.write_lock:      # no commit can happen while we read (lock order: db, index)
             with self.lock:
                 if self.synced != self.db.queue_commits:
                     self._load()

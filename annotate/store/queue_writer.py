@@ -44,7 +44,7 @@ class QueueWriter:
         """Commit every waiting write in one transaction, then answer their callers."""
         ix = self.index
         db = ix.db
-        with db._write_lock:
+        with db.write_lock:
             with ix.lock:
                 ops = list(ix.pending)
                 dirty = []
