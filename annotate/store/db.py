@@ -81,7 +81,7 @@ class Store:
                     "stop it (e.g. the prefstudio server) or work through its web UI") from None
             raise
         self._local = threading.local()
-        self._write_lock = threading.RLock()
+        self.write_lock = threading.RLock()   # held by every write(); the queue holds it to read still tables
         self.commits = 0         # transactions committed so far
         self.queue_commits = 0   # ... of which may have changed tasks, labels, claims or skips
         self.memo: dict[str, Any] = {}   # in-memory state other store modules keep per Store
@@ -112,7 +112,7 @@ class Store:
         """
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only")
-        with self._write_lock:
+        with self.write_lock:
             cur = self.cursor()
             depth = getattr(self._local, "write_depth", 0)
             if depth:
@@ -170,7 +170,7 @@ class Store:
         """
         while self._on_close:
             self._on_close.pop()()
-        with self._write_lock:
+        with self.write_lock:
             if self._closed:
                 return
             self._closed = True
