@@ -44,18 +44,13 @@ def _train_policy(args) -> None:
     from annotate.runlog import read_run
     from policy import dpo, ppo, rloo, rs, sft
     from policy.rewards import load_reward
-    from policy.train_utils import build_config, run_parents
+    from policy.train_utils import run_parents
 
-    stage = {"sft": (sft.SFTConfig, sft.train_sft), "rs": (rs.RSConfig, rs.train_rs),
-             "dpo": (dpo.DPOConfig, dpo.train_dpo), "ppo": (ppo.PPOConfig, ppo.train_ppo),
-             "rloo": (rloo.RLOOConfig, rloo.train_rloo)}
-    config_cls, train = stage[args.kind]
+    train = {"sft": sft.train_sft, "rs": rs.train_rs, "dpo": dpo.train_dpo,
+             "ppo": ppo.train_ppo, "rloo": rloo.train_rloo}[args.kind]
     args.model, args.rm = resolve_run(args.model, args.db), resolve_run(args.rm, args.db)
-    options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}
-    options.update(model=args.model, max_steps=args.max_steps,
-                   **_length_options(args.kind, args.max_length))
     try:
-        config = build_config(config_cls, options, args.config)
+        config = policy_config(args)
         if args.kind in stages.ONLINE:
             if not args.prompts:
                 raise CliError(f"train {args.kind} needs --prompts FILE "
@@ -81,6 +76,18 @@ def _train_policy(args) -> None:
     summary = run.get("summary") or {}
     emit(args, {"kind": args.kind, "run": run["id"], "out": str(out), "summary": summary},
          f"{args.kind} run {run['id']}: {summary.get('steps', 0)} steps, policy saved in {out}")
+
+
+def policy_config(args):
+    """The stage's config from --config JSON (optional), then the command-line options on top."""
+    from policy import dpo, ppo, rloo, rs, sft
+    from policy.train_utils import build_config
+    config_cls = {"sft": sft.SFTConfig, "rs": rs.RSConfig, "dpo": dpo.DPOConfig,
+                  "ppo": ppo.PPOConfig, "rloo": rloo.RLOOConfig}[args.kind]
+    options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}
+    options.update(model=args.model, max_steps=args.max_steps,
+                   **_length_options(args.kind, args.max_length))
+    return build_config(config_cls, options, args.config)
 
 
 def _length_options(kind: str, max_length: int | None) -> dict:
