@@ -113,3 +113,22 @@ def test_eval_refuses_options_of_the_other_evaluation(what, refused, capsys):
     assert main(["eval", what, "--model", "m", refused, "3"]) == 2
     assert capsys.readouterr().err.startswith(
         f"prefstudio eval: {refused} is not an option of this evaluation (eval {what}; ")
+
+
+@pytest.mark.parametrize("kind", stages.TRAIN_KINDS)
+def test_the_studios_job_commands_pass_the_table(kind, db, tmp_path):
+    """The Jobs tab starts `app.py train KIND ...`: what it passes must be what KIND takes."""
+    from annotate.runlog import read_run
+    from annotate.ui.jobs import JobRunner
+    from annotation_data import seed_tasks
+
+    seed_tasks(db, pairwise=2)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "app.py").write_text("")   # the job itself does nothing; its command is checked
+    runner = JobRunner(db, tmp_path / "ws", repo)
+    run_id = runner.start(kind, "--max-steps 2")
+    runner.jobs[run_id].proc.wait(timeout=60)
+    command = read_run(tmp_path / "ws" / "runs" / run_id)["config"]["command"][1:]
+    args = build_parser().parse_args(command)
+    stages.refuse_options_not_for(kind, args, stages.TRAIN, "train", "trainer")

@@ -69,11 +69,12 @@ class JobRunner:
         data = folder / "data.jsonl"
         formats.export(self.db, "rankings", data, source=source)
         label_ids = [r["label_id"] for r in store.rankings(self.db, source=source, kind=None)]
-        cmd = [sys.executable, str(self.repo / "app.py"), "train", kind, "--data", str(data),
-               "--out", str(folder)]
-        if kind in NEEDS_PROMPTS:
+        cmd = [sys.executable, str(self.repo / "app.py"), "train", kind, "--out", str(folder)]
+        if kind in NEEDS_PROMPTS:  # these stages sample from prompts; --data is refused by them
             formats.export(self.db, "prompts", folder / "prompts.jsonl")
             cmd += ["--prompts", str(folder / "prompts.jsonl")]
+        else:
+            cmd += ["--data", str(data)]
         cmd += extra
         config = {"command": cmd[1:], "source": source, "options": extra,
                   "max_steps": _max_steps(extra)}
