@@ -12,7 +12,7 @@ from cli import build_parser, docs, stages
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # how a command line starts in the docs: `prefstudio CMD`, `python app.py CMD`, `-m app CMD`
-COMMAND = re.compile(r"(?:^|[\s`$(])(?:prefstudio|app\.py|-m app)\s+([a-z]+)\b(.*)")
+COMMAND = re.compile(r"(?:^|[\s`$(])(?:prefstudio|app\.py|-m app)\s+([a-z]+)(?=\s|$)(.*)")
 
 
 def subparsers():
@@ -24,8 +24,9 @@ def options_of(command: str) -> set[str]:
 
 
 def command_lines(path: Path):
-    """(line number, command, rest of the line) for every prefstudio command line, joining
-    lines continued with a backslash."""
+    """(line number, command, rest of the line, refused) for every prefstudio command line,
+    joining lines continued with a backslash; refused: the transcript shows it refused (the
+    next line is `prefstudio COMMAND: ...`), as an example of what a stage does not take."""
     lines = path.read_text(encoding="utf-8").splitlines()
     i = 0
     while i < len(lines):
@@ -36,7 +37,9 @@ def command_lines(path: Path):
         for span in re.findall(r"`([^`]+)`", line) if "`" in line else [line]:
             m = COMMAND.search(span)
             if m and m.group(1) in subparsers():
-                yield start, m.group(1), m.group(2).split("#")[0]
+                after = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                yield (start, m.group(1), m.group(2).split("#")[0],
+                       after.startswith(f"prefstudio {m.group(1)}: "))
         i += 1
 
 
@@ -57,7 +60,7 @@ def test_every_option_of_every_command_has_help_and_is_in_the_reference():
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_every_documented_option_exists(path):
     wrong = []
-    for line_no, command, rest in command_lines(path):
+    for line_no, command, rest, refused in command_lines(path):
         known = options_of(command)
         try:
             words = shlex.split(rest)
@@ -65,7 +68,8 @@ def test_every_documented_option_exists(path):
             words = rest.split()
         table = {"train": stages.TRAIN, "eval": stages.EVAL}.get(command)
         kinds = stages.TRAIN_KINDS if command == "train" else stages.EVAL_KINDS
-        kind = words[0] if words and table is not None and words[0] in kinds else None
+        kind = words[0] if words and table is not None and words[0] in kinds and not refused \
+            else None
         for word in words:
             flag = word.split("=")[0].strip("[]|")
             if not flag.startswith("--"):
@@ -83,7 +87,8 @@ def test_the_checker_finds_a_wrong_option(tmp_path):
     doc.write_text("    $ prefstudio train sft --beta 0.1 \\\n        --no-such-option 3\n"
                    "Run `prefstudio export pairs --out x.jsonl` to export.\n")
     found = list(command_lines(doc))
-    assert [(n, c) for n, c, _ in found] == [(1, "train"), (3, "export")]
+    assert [(n, c, refused) for n, c, _, refused in found] == [(1, "train", False),
+                                                               (3, "export", False)]
     with pytest.raises(AssertionError, match=r"no --no-such-option[\s\S]*--beta does not apply"):
         test_every_documented_option_exists(doc)
 
