@@ -55,7 +55,7 @@ def policy_data(args) -> tuple[list, dict]:
         return read_chats(args.data), {}
     data = preference_data(args, args.data)
     if not data.pairs:
-        raise CliError(f"train {args.kind}: no preference pairs in {where(args, args.data)} "
+        raise CliError(f"no preference pairs for train {args.kind} in {where(args, args.data)} "
                        "(check --source / --min-agreement / --label-rounds / --principle)")
     lineage = {"data_hash": data.data_hash,
                "label_ids": sorted({lid for p in data.pairs for lid in p.label_ids})}
