@@ -67,6 +67,8 @@ def start(tmp_path: Path, seed=None, users=PASSWORDS, **serve_options) -> Server
         if seed is not None:
             seed(db)
     port = free_port()
+    from cli import parse_command
+    serve_options.setdefault("parse_command", parse_command)
     demo, db, studio = serve(db_path, "127.0.0.1", port, workspace, block=False,
                               **serve_options)
     return Server(f"http://127.0.0.1:{port}/", db, demo, workspace, studio)

@@ -10,6 +10,7 @@ from annotate import store
 from annotate.ui.jobs import JobRunner, process_facts
 from annotation_data import seed_tasks
 import studio_server
+from cli import parse_command
 
 # A stand-in trainer that keeps the CLI contract (`prefstudio train KIND --data F --out DIR`):
 # it records its run with RunLog, loss going down, then finishes. A real process, real files.
@@ -52,7 +53,8 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
     labelled_store(db)
     fake = tmp_path / "fake_trainer.py"
     fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)])
+    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                       parse_command=parse_command)
     run_id = runner.start("rm", "--max-steps 5", source="human")
     folder = tmp_path / "workspace" / "runs" / run_id
     snapshot = [json.loads(l) for l in (folder / "data.jsonl").read_text().splitlines()]
@@ -70,7 +72,7 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
 
 
 def test_refused_options_start_nothing(db, tmp_path):
-    runner = JobRunner(db, tmp_path / "workspace")
+    runner = JobRunner(db, tmp_path / "workspace", parse_command=parse_command)
     with pytest.raises(store.StoreError, match="options: --db is set by the studio itself"):
         runner.start("rm", "--db /elsewhere.duckdb")
     with pytest.raises(store.StoreError, match=r"options: --out \(as --ou\) is set by the studio"):
@@ -122,7 +124,8 @@ CRASHING_APP = textwrap.dedent("""
 def crashing_runner(db, tmp_path):
     fake = tmp_path / "crashing_trainer.py"
     fake.write_text(CRASHING_APP.format(root=str(studio_server.ROOT)))
-    return JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)])
+    return JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                       parse_command=parse_command)
 
 
 def test_a_job_that_dies_is_failed_with_its_last_line_not_a_progress_bar(db, tmp_path):

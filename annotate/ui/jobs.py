@@ -49,14 +49,19 @@ _UNSET = "\0set-by-the-studio"                          # no option value can co
 _PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")   # a tqdm line is no error message
 
 
-def check_options(kind: str, options: str) -> tuple[list[str], object]:
+def check_options(kind: str, options: str, parse_command) -> tuple[list[str], object]:
     """The extra options as the job's own parser reads them; StoreError (one line) if they are
-    not valid for ``train KIND`` or would set any option the studio sets."""
+    not valid for ``train KIND`` or would set any option the studio sets.
+
+    ``parse_command(argv)`` is the CLI's own parser (``cli.parse_command``), handed down by
+    whoever started the studio — the UI layer does not import the CLI above it — so there is
+    no second idea of the options here."""
     try:
         extra = shlex.split(options or "")
     except ValueError as err:
         raise StoreError(f"options: {err}") from None
-    from app import parse_command   # the CLI's parser itself: no second idea of its options
+    if parse_command is None:
+        raise StoreError("jobs need the CLI's parser: start the studio with `prefstudio serve`")
     studio_set = [arg for dest in STUDIO_PATHS for arg in (f"--{dest}", _UNSET)]
     try:
         parsed = parse_command(["train", kind, *studio_set, *extra])
@@ -91,8 +96,9 @@ class Job:
 
 class JobRunner:
     def __init__(self, db: store.Store, workspace: Path, command: list[str] | None = None,
-                 interval: float = 2.0):
+                 interval: float = 2.0, parse_command=None):
         self.db = db
+        self.parse_command = parse_command
         self.workspace = Path(workspace)
         self.runs = self.workspace / "runs"
         self.command = list(command or (sys.executable, "-m", CLI_MODULE))
@@ -107,16 +113,18 @@ class JobRunner:
     def start(self, kind: str, options: str = "", source: str = "both") -> str:
         if kind not in KINDS:
             raise StoreError(f"job kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        extra, parsed = check_options(kind, options)
+        extra, parsed = check_options(kind, options, self.parse_command)
         run_id = runlog.new_run_id(f"train-{kind}")
         folder = self.runs / run_id
         data = folder / "data.jsonl"
         formats.export(self.db, "rankings", data, source=source)
         label_ids = [r["label_id"] for r in store.rankings(self.db, source=source, kind=None)]
-        argv = ["train", kind, "--data", str(data), "--out", str(folder)]
-        if kind in NEEDS_PROMPTS:
+        argv = ["train", kind, "--out", str(folder)]
+        if kind in NEEDS_PROMPTS:  # these stages sample from prompts; --data is refused by them
             formats.export(self.db, "prompts", folder / "prompts.jsonl")
             argv += ["--prompts", str(folder / "prompts.jsonl")]
+        else:
+            argv += ["--data", str(data)]
         argv += extra
         config = {"source": source, "options": extra, "max_steps": parsed.max_steps}
         log = RunLog(folder, kind, config, label_ids=label_ids, run_id=run_id,

@@ -21,11 +21,11 @@ from .sessions import SESSION_HOURS, LoginLimiter, Sessions, caller, login_route
 
 
 def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
-              session_hours: float = SESSION_HOURS):
+              session_hours: float = SESSION_HOURS, parse_command=None):
     """The Blocks of the studio and the keyword arguments ``launch`` needs (auth, CSS, i18n…)."""
     normalise_origins(allow_origins)  # a bad --allow-origin stops here, before anything starts
     sessions, limiter = Sessions(db, session_hours), LoginLimiter()
-    studio = Studio(db, workspace)
+    studio = Studio(db, workspace, parse_command)
     t = text.i18n()
     annotator, admin = AnnotatorView(studio, t), AdminView(studio, t)
     with gr.Blocks(title="prefstudio") as demo:

@@ -30,14 +30,14 @@ class Refused(StoreError):
 
 
 class Studio:
-    def __init__(self, db: store.Store, workspace: str | Path):
+    def __init__(self, db: store.Store, workspace: str | Path, parse_command=None):
         from .jobs import JobRunner
         self.db = db
         self.workspace = Path(workspace).resolve()
         self.uploads = self.workspace / "uploads"
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
-        self.jobs = JobRunner(db, self.workspace)
+        self.jobs = JobRunner(db, self.workspace, parse_command=parse_command)
         # tasks never change once made (content ids), so their text can be kept in memory
         self._tasks: OrderedDict[str, dict] = OrderedDict()
         self._tasks_lock = threading.Lock()

@@ -11,6 +11,7 @@ from gradio_client.exceptions import AppError
 
 from annotation_data import seed_tasks, snapshot
 from annotate.ui.jobs import check_options
+from cli import parse_command
 import studio_server
 
 ESCAPED = "/tmp/prefstudio-escaped-run"
@@ -62,7 +63,7 @@ def test_every_spelling_of_a_reserved_option_is_refused(server, admin, kind, opt
 
 @pytest.mark.parametrize("options, message", [
     ("--no-such-option 1", "options: unrecognized arguments: --no-such-option 1"),
-    ("--d /x", "options: ambiguous option: --d could match --db, --data"),
+    ("--d /x", "options: ambiguous option: --d could match --data, --db"),
     ("--max-steps many", "options: argument --max-steps: invalid int value: 'many'"),
     ("--help", "options: help and exit are not options here"),
     ("extra-word", "options: unrecognized arguments: extra-word"),
@@ -79,6 +80,6 @@ def test_a_bad_option_is_refused_with_one_line(server, admin, options, message):
 
 
 def test_valid_options_pass_as_the_job_will_read_them():
-    extra, parsed = check_options("dpo", "--max-st=3 --beta 0.2 --lora-r 4")
+    extra, parsed = check_options("dpo", "--max-st=3 --beta 0.2 --lora-r 4", parse_command)
     assert extra == ["--max-st=3", "--beta", "0.2", "--lora-r", "4"]
     assert (parsed.max_steps, parsed.beta, parsed.lora_r) == (3, 0.2, 4)

@@ -16,6 +16,7 @@ from annotate import runlog, store
 from annotate.runlog import RunLog
 from annotate.ui.jobs import JobRunner, process_facts
 import studio_server
+from cli import parse_command
 from jobs_support import (install_pause_hook, job_pid, labelled, metric_keys, rm_options,
                           state_of, wait_paused, wait_until)
 
@@ -115,7 +116,7 @@ def test_a_live_pid_is_followed_only_when_it_is_still_that_job(db, tmp_path):
         RunLog.reopen(stoppable).started_process(second.pid, process_facts(second.pid)[0], ["x"])
         RunLog.reopen(stranger).started_process(other.pid, process_facts(other.pid)[0], ["x"])
         RunLog.reopen(reused).started_process(job.pid, str(int(token) - 1), ["x"])
-        runner = JobRunner(db, workspace, interval=3600)
+        runner = JobRunner(db, workspace, interval=3600, parse_command=parse_command)
         runner.watch()
         # a run the CLI started (no process.json) is followed by the pid in its run.json:
         # here the pid of this test process, alive throughout
