@@ -285,7 +285,8 @@ def _train_policy(args) -> None:
     from annotate.runlog import read_run
     from policy import dpo, ppo, rloo, rs, sft
     from policy.rewards import load_reward
-    from policy.train_utils import build_config, run_parents
+    from harness.config import build_config
+    from policy.train_utils import run_parents
 
     stage = {"sft": (sft.SFTConfig, sft.train_sft), "rs": (rs.RSConfig, rs.train_rs),
              "dpo": (dpo.DPOConfig, dpo.train_dpo), "ppo": (ppo.PPOConfig, ppo.train_ppo),
@@ -784,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_library_noise()
     from annotate.store import StoreBusy, StoreError
-    from rewardmodel.hub import ModelNotAvailable
+    from harness.hub import ModelNotAvailable
     try:
         args.func(args)
     except (CliError, StoreError, StoreBusy, ModelNotAvailable) as err:

@@ -89,7 +89,7 @@ def run_trl(args, data, kind) -> dict:
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
-    from rewardmodel.hub import resolve
+    from harness.hub import resolve
     from rewardmodel.model import render_plain
 
     if kind == "decoder":  # conversational: TRL applies the chat template, as prefstudio does

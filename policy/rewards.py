@@ -99,7 +99,7 @@ class SharedBaseReward:
         return path.exists() and bool(json.loads(path.read_text()).get("shared_backbone"))
 
     def bind(self, policy, tok) -> None:
-        from rewardmodel.hub import resolve
+        from harness.hub import resolve
         from rewardmodel.model import HEAD_FILE, RewardModel, _head
 
         base = getattr(policy, "base_spec", None)

@@ -1,4 +1,4 @@
-"""What the online trainers (PPO, RLOO) share on top of ``train_utils.TrainingRun``.
+"""What the online trainers (PPO, RLOO) share on top of ``train_utils.PolicyRun``.
 
 Online RL differs from SFT/DPO in that a step's data is sampled from the policy itself and
 scored on the spot, and that two pieces of trainer state evolve with the run: the KL
@@ -17,7 +17,7 @@ from .actor_critic import ActorCritic
 from .advantages import AdaptiveKLController, FixedKLController, ScoreShaper, ScoreShaping
 from .generate import SamplingParams
 from .rewards import SharedBaseReward, bind_reward
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 
 def rl_sampling() -> SamplingParams:
@@ -27,7 +27,7 @@ def rl_sampling() -> SamplingParams:
 
 
 @dataclass
-class OnlineSettings(TrainSettings):
+class OnlineSettings(PolicySettings):
     """Settings PPO and RLOO share (each adds its own). ``max_steps`` counts rollout batches."""
     lr: float = 5e-5
     max_steps: int = 100
@@ -39,9 +39,7 @@ class OnlineSettings(TrainSettings):
     shaping: ScoreShaping = field(default_factory=ScoreShaping)
 
     def check(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+        super().check()
         if self.beta < 0:
             raise ValueError("beta (the KL coefficient) must be >= 0")
 
@@ -61,7 +59,7 @@ def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
 
 
 class OnlineRun:
-    """One PPO or RLOO run: the actor(-critic) on one base model inside a ``TrainingRun``,
+    """One PPO or RLOO run: the actor(-critic) on one base model inside a ``PolicyRun``,
     plus β and the score shaper, restored on resume.
 
     ``loop(prompts, step_fn)`` calls ``step_fn(batches) -> stats`` until ``max_steps``; the
@@ -77,7 +75,7 @@ class OnlineRun:
         ac = ActorCritic(model, value_head=value_head, critic_adapter=critic_adapter,
                          temperature=cfg.sampling.temperature)
         ac.eval()  # no dropout anywhere: a batch's first update starts at ratio 1 exactly
-        self.run = TrainingRun(cfg, out_dir, kind, ac, tok, policy=model, parents=parents)
+        self.run = PolicyRun(cfg, out_dir, kind, ac, tok, policy=model, parents=parents)
         self.tok = tok
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
                        if cfg.kl_target else FixedKLController(cfg.beta))

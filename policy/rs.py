@@ -26,13 +26,13 @@ from .generate import SamplingParams
 from .measure import measure_policy, sample_responses
 from .rewards import RewardFn, score_in_batches
 from .sft import build_examples, collate, sft_loss
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 SELECTIONS = ("best", "top")
 
 
 @dataclass
-class RSConfig(TrainSettings):
+class RSConfig(PolicySettings):
     lr: float = 1e-4
     k: int = 4                       # samples per prompt
     rounds: int = 2                  # sample → select → fine-tune, repeated; max_steps is the
@@ -125,7 +125,7 @@ def train_rs(config: RSConfig, prompts: Sequence[Sequence[dict]], reward_fn: Rew
     from accelerate.utils import gather_object
 
     model, tok = load_for_training(config)
-    with TrainingRun(config, out_dir, "rs", model, tok, parents=parents) as run:
+    with PolicyRun(config, out_dir, "rs", model, tok, parents=parents) as run:
         acc, policy = run.accelerator, run.unwrapped
         mine = list(range(acc.process_index, len(prompts), acc.num_processes))
         for rnd in range(run.state.get("round", 0), config.rounds):

@@ -26,14 +26,15 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .lm import render_chat
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from harness.chat import render_chat
+
+from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 IGNORE = -100   # label of a token that carries no loss (prompt, user turns, padding)
 
 
 @dataclass
-class SFTConfig(TrainSettings):
+class SFTConfig(PolicySettings):
     lr: float = 2e-4
     max_len: int = 1024          # tokens per chat (longer chats are cut at the end)
     packing: bool = False        # several chats per row, up to max_len tokens
@@ -175,7 +176,7 @@ def train_sft(config: SFTConfig, chats: Sequence[Sequence[dict]], out_dir: str |
     """Fine-tune the policy's LoRA adapter on the assistant turns of ``chats``."""
     model, tok = load_for_training(config)
     examples = build_examples(tok, chats, config.max_len, packing=config.packing)
-    with TrainingRun(config, out_dir, "sft", model, tok, parents=parents, data_hash=data_hash,
+    with PolicyRun(config, out_dir, "sft", model, tok, parents=parents, data_hash=data_hash,
                      label_ids=label_ids) as run:
         run.log.log(f"{len(chats)} chats -> {len(examples)} rows (packing={config.packing})")
         batches = run.batches(examples, lambda rows: collate(rows, tok.pad_token_id))

@@ -28,7 +28,7 @@ from typing import Iterable, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from . import hub
+from harness import hub
 
 RM_FILE = "rm.json"
 ADAPTER_DIR = "adapter"

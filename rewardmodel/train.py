@@ -26,8 +26,8 @@ from annotate.runlog import RunLog
 from annotate.trainingdata import TrainingData
 
 from . import batches as B
-from . import heap
-from .hub import SMOLLM2
+from harness import heap
+from harness.hub import SMOLLM2
 from .losses import (centering_penalty, pairwise_loss, ranking_loss, ranking_pairs,
                      reduce_weighted, soft_pairwise_loss)
 from .model import LoraSettings, RewardModel

@@ -10,7 +10,8 @@ from annotate.trainingdata import PairExample
 from policy.dpo import (DPOConfig, collate_pairs, dpo_loss, ipo_loss, planned_indices,
                         sequence_logps, tokenize_pair, train_dpo)
 from policy.generate import SamplingParams
-from policy.lm import LoraSettings, load_policy, token_logprobs
+from harness.lora import LoraSettings
+from policy.lm import load_policy, token_logprobs
 from policy.measure import measure_policy
 from policy.rewards import keyword_reward
 from tiny_models import MARKERS, WORDS

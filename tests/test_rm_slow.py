@@ -3,7 +3,7 @@ prefstudio's scores on real HH pairs (real tokenizers, SmolLM2's chat template).
 import pytest
 import torch
 
-from rewardmodel.hub import resolve
+from harness.hub import resolve
 from rewardmodel.model import LoraSettings, RewardModel
 
 pytestmark = pytest.mark.slow
