@@ -88,14 +88,16 @@ class TrainingRun:
     """Accelerator + optimizer + schedule + checkpoints + RunLog + progress bar for one job.
 
     ``params``: the (name, parameter) pairs to train and checkpoint (default: every parameter
-    that requires grad). ``total_steps`` (default ``config.max_steps``) ends the run.
+    that requires grad). ``total_steps`` (default ``config.max_steps``) ends the run; it may be
+    a function of the number of processes (a stage that counts epochs). The schedule warms up
+    over ``warmup_steps`` plus ``warmup_ratio`` of the total.
     ``resume=False`` ignores a checkpoint left in ``out_dir``.
     """
 
     def __init__(self, config: TrainSettings, out_dir: str | Path, kind: str,
                  model: torch.nn.Module, *, params: Sequence[tuple[str, torch.nn.Parameter]] = (),
-                 total_steps: int | None = None, schedule: str = "constant",
-                 warmup_steps: int = 0, parents: Sequence[str] = (),
+                 total_steps: int | Callable[[int], int] | None = None, schedule: str = "constant",
+                 warmup_steps: int = 0, warmup_ratio: float = 0.0, parents: Sequence[str] = (),
                  data_hash: str | None = None, label_ids: Sequence[str] = (), resume: bool = True):
         from accelerate import Accelerator
 
@@ -108,6 +110,8 @@ class TrainingRun:
         self._on_cpu = self.accelerator.device.type == "cpu"
         if self._on_cpu:  # freed activations go back to the OS (heap.py: why)
             heap.map_large_blocks()
+        if callable(total_steps):
+            total_steps = total_steps(self.accelerator.num_processes)
         self.total_steps = int(total_steps or config.max_steps)
         saved = self._saved_state() if resume else None
         seed_everything(config.seed)
@@ -119,6 +123,7 @@ class TrainingRun:
         # AdamW over the trainable parameters only (LoRA matrices, heads); the base stays frozen
         optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr,
                                       weight_decay=config.weight_decay)
+        warmup_steps += int(warmup_ratio * self.total_steps)
         self.scheduler = make_schedule(optimizer, schedule, warmup_steps, self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0                      # optimizer steps done
@@ -199,8 +204,10 @@ class TrainingRun:
         ``advance=False`` for trainers whose step holds several updates (PPO: epochs ×
         minibatches per rollout batch); they call ``advance()`` once the step is done.
         """
-        norm = self.accelerator.clip_grad_norm_(list(self.params.values()),
-                                                self.config.max_grad_norm)
+        norm = 0.0
+        if self.config.max_grad_norm:   # 0: no clipping
+            norm = self.accelerator.clip_grad_norm_(list(self.params.values()),
+                                                    self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if advance:

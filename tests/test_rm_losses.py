@@ -7,7 +7,7 @@ import torch
 from rewardmodel import batches as B
 from rewardmodel.losses import (centering_penalty, pairwise_loss, ranking_loss, ranking_pairs,
                                 reduce_weighted, soft_pairwise_loss)
-from rewardmodel.train import batch_loss
+from rewardmodel.losses import batch_loss
 
 
 def nll_sigmoid(x: float) -> float:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from harness.hub import resolve
-from rewardmodel.model import LoraSettings, RewardModel
+from harness.lora import LoraSettings
+from rewardmodel.model import RewardModel
 
 pytestmark = pytest.mark.slow
 
