@@ -20,17 +20,18 @@ import hashlib
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from harness.chat import render_chat, render_reply
 from harness.packing import pack_shared_prompts
 from harness.run import shard_batches
 
 from .lm import logprobs_from_logits, reference
+from .losses import dpo_loss, ipo_loss
 from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 LOSSES = ("sigmoid", "ipo")
@@ -47,32 +48,6 @@ class DPOConfig(PolicySettings):
     reference: str = "initial"        # "initial" (policy at step 0) or "base" (adapter off)
     max_prompt_len: int = 512         # prompt tokens kept (the oldest are cut)
     max_response_len: int = 512       # response tokens kept (the end is cut)
-
-
-# --- losses (per pair; the caller averages) -------------------------------------------------
-
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float,
-             offset: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """L = −log σ(β·[(log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))] − Δ)
-
-    Rafailov et al. 2023, eq. 7; the offset Δ ≥ 0 asks for a larger gap when the label says
-    "significantly better" (DPO with an offset, Amini et al. 2024). All inputs: [B] → [B].
-    """
-    logits = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)) - offset
-    return -F.logsigmoid(logits)
-
-
-def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, tau: float) -> torch.Tensor:
-    """L = (h − 1/(2τ))²,  h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))
-
-    Azar et al. 2023 ("A General Theoretical Paradigm…"), eq. 17. Regresses the log-ratio gap
-    to a finite target instead of pushing it to infinity. Inputs are per-token mean log-probs
-    (as TRL does), so the target does not depend on response length. [B] → [B].
-    """
-    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-    return (h - 1.0 / (2.0 * tau)) ** 2
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -230,7 +205,7 @@ def train_dpo(config: DPOConfig, pairs: Sequence, out_dir: str | Path, *,
                      data_hash=data_hash or pairs_hash(pairs), label_ids=label_ids) as run:
         ref_chosen, ref_rejected = reference_logps(run, examples, config, pairs_hash(pairs))
         ref_chosen, ref_rejected = ref_chosen.to(run.device), ref_rejected.to(run.device)
-        batches = run.batches(examples, lambda rows: collate_pairs(rows, tok.pad_token_id))
+        batches = run.batches(examples, partial(collate_pairs, pad_id=tok.pad_token_id))
         ipo = config.loss == "ipo"
         stats = {}
         while not run.done:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -167,7 +168,7 @@ def train_rs(config: RSConfig, prompts: Sequence[Sequence[dict]], reward_fn: Rew
             end = min(config.max_steps, (rnd + 1) * config.steps_per_round)
             if kept_chats and run.step < end:
                 examples = build_examples(tok, kept_chats, config.max_len, last_turn_only=True)
-                batches = run.batches(examples, lambda rows: collate(rows, tok.pad_token_id),
+                batches = run.batches(examples, partial(collate, pad_id=tok.pad_token_id),
                                       key=f"round-{rnd}")
                 while run.step < end:
                     total = 0.0

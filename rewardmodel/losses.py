@@ -1,8 +1,9 @@
 """Reward-model losses: one small function each, the formula in the docstring.
 
-Every loss function returns a per-comparison loss (no reduction) so the caller can weight it
-by annotator agreement and normalise it; ``reduce_weighted`` does that in one place, and
-``batch_loss`` puts them together for a training batch.
+One return convention, the same as ``policy/losses.py``: every loss is returned unreduced —
+one value per comparison (a pair, a ranking) or per response — so the caller can weight it by
+annotator agreement and normalise it; ``reduce_weighted`` does that in one place
+(``train.batch_loss`` puts a training batch together).
 
 Notation: r_c, r_r are the scalar rewards of the chosen and rejected response, σ the logistic
 function, m the margin of the label.
@@ -69,54 +70,16 @@ def ranking_pairs(ranking: list[list[int]]) -> tuple[list[int], list[int]]:
 
 
 def centering_penalty(rewards: torch.Tensor) -> torch.Tensor:
-    """Reward centering:  P = mean(r²)  over every reward in the batch.
+    """Reward centering:  P_i = r_i²  for every reward (the trainer adds c · mean_i P_i).
 
     The Bradley-Terry loss only sees differences, so the mean reward drifts freely; a small
     coefficient times this penalty keeps scores near zero (Eisenstein et al. 2023, "Helping or
     Herding?", §3), which makes rewards from different models comparable in an ensemble.
-    Shapes: rewards [N] → scalar.
+    Shapes: rewards [N] → [N].
     """
-    return rewards.pow(2).mean()
+    return rewards.pow(2)
 
 
 def reduce_weighted(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ w·L / Σ w: examples count by their annotator agreement. Shapes: [N], [N] → scalar."""
     return (losses * weights).sum() / weights.sum().clamp_min(1e-8)
-
-
-def batch_loss(rewards: torch.Tensor, batch, center_coef: float = 0.0
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """A training batch's loss:  L = Σ_i w_i·L_i / Σ_i w_i  (+ c · mean(r²) when centering),
-    and its pairwise accuracy.
-
-    L_i is comparison i's loss: ``pairwise_loss`` (Touvron et al. 2023), or
-    ``soft_pairwise_loss`` when an AI judge gave a probability (Lee et al. 2023), or
-    ``ranking_loss`` for a K-way ranking (Ouyang et al. 2022); w_i its annotator agreement.
-    ``batch`` holds ``comparisons`` and ``offsets`` (``batches.Batch``); rewards: [N responses]
-    of the batch, in order. Returns (scalar loss, {"accuracy", "reward_mean"}).
-    """
-    losses = []
-    wins = torch.zeros((), device=rewards.device)
-    n_pairs = 0
-    for c, off in zip(batch.comparisons, batch.offsets):
-        r = rewards[off:off + len(c.responses)]  # [K]
-        if c.is_pair:
-            r_c, r_r = r[c.ranking[0][0]], r[c.ranking[1][0]]
-            if c.soft_prob is not None:
-                loss = soft_pairwise_loss(r_c, r_r, torch.tensor(float(c.soft_prob)))
-            else:
-                loss = pairwise_loss(r_c, r_r, c.margin)
-            wins = wins + (r_c > r_r).float()
-            n_pairs += 1
-        else:
-            loss = ranking_loss(r, c.ranking)
-            w, l = ranking_pairs(c.ranking)
-            wins = wins + (r[w] > r[l]).float().sum()
-            n_pairs += len(w)
-        losses.append(loss)
-    weights = torch.tensor([c.weight for c in batch.comparisons], device=rewards.device)
-    loss = reduce_weighted(torch.stack(losses), weights)
-    if center_coef:
-        loss = loss + center_coef * centering_penalty(rewards)
-    stats = {"accuracy": wins.detach() / max(n_pairs, 1), "reward_mean": rewards.detach().mean()}
-    return loss, stats

@@ -32,7 +32,8 @@ from harness.run import TrainingRun, deal, seed_everything
 
 from . import batches as B
 from .evaluate import evaluate_comparisons
-from .losses import batch_loss
+from .losses import (centering_penalty, pairwise_loss, ranking_loss, ranking_pairs,
+                     reduce_weighted, soft_pairwise_loss)
 from .model import RewardModel
 
 STATS_SAMPLE = 128  # training comparisons scored for the reward scale when nothing is held out
@@ -213,6 +214,46 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
                    "best_eval_loss": -best[1] if best else None, "processes": world}
         run.finish(save=save, **summary)
     return {"run_id": run.log.id, "out": str(config.out), "steps": run.step, **summary}
+
+
+# --- loss -------------------------------------------------------------------------------------
+
+def batch_loss(rewards: torch.Tensor, batch, center_coef: float = 0.0
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A training batch's loss:  L = Σ_i w_i·L_i / Σ_i w_i  (+ c · mean(r²) when centering),
+    and its pairwise accuracy.
+
+    L_i is comparison i's loss: ``pairwise_loss`` (Touvron et al. 2023), or
+    ``soft_pairwise_loss`` when an AI judge gave a probability (Lee et al. 2023), or
+    ``ranking_loss`` for a K-way ranking (Ouyang et al. 2022); w_i its annotator agreement.
+    ``batch`` holds ``comparisons`` and ``offsets`` (``batches.Batch``); rewards: [N responses]
+    of the batch, in order. Returns (scalar loss, {"accuracy", "reward_mean"}).
+    """
+    losses = []
+    wins = torch.zeros((), device=rewards.device)
+    n_pairs = 0
+    for c, off in zip(batch.comparisons, batch.offsets):
+        r = rewards[off:off + len(c.responses)]  # [K]
+        if c.is_pair:
+            r_c, r_r = r[c.ranking[0][0]], r[c.ranking[1][0]]
+            if c.soft_prob is not None:
+                loss = soft_pairwise_loss(r_c, r_r, torch.tensor(float(c.soft_prob)))
+            else:
+                loss = pairwise_loss(r_c, r_r, c.margin)
+            wins = wins + (r_c > r_r).float()
+            n_pairs += 1
+        else:
+            loss = ranking_loss(r, c.ranking)
+            w, l = ranking_pairs(c.ranking)
+            wins = wins + (r[w] > r[l]).float().sum()
+            n_pairs += len(w)
+        losses.append(loss)
+    weights = torch.tensor([c.weight for c in batch.comparisons], device=rewards.device)
+    loss = reduce_weighted(torch.stack(losses), weights)
+    if center_coef:
+        loss = loss + center_coef * centering_penalty(rewards).mean()
+    stats = {"accuracy": wins.detach() / max(n_pairs, 1), "reward_mean": rewards.detach().mean()}
+    return loss, stats
 
 
 # --- data -----------------------------------------------------------------------------------
