@@ -25,6 +25,7 @@ import math
 import random
 import shutil
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -74,6 +75,12 @@ def shard_batches(n_items: int, batch_size: int, epoch: int, seed: int, rank: in
         order = list(range(n_items))
     mine = deal(order, rank, world)
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def shuffled_plan(n_items: int, batch_size: int, seed: int, shuffle: bool, epoch: int,
+                  rank: int, world: int) -> list[list[int]]:
+    """The default ``Plan``: ``shard_batches`` with the arguments in plan order."""
+    return shard_batches(n_items, batch_size, epoch, seed, rank, world, shuffle)
 
 
 def deal(items: list, rank: int, world: int) -> list:
@@ -171,9 +178,8 @@ class TrainingRun:
         if len(dataset) == 0:
             raise ValueError("no training examples")
         if plan is None:
-            def plan(epoch, rank, world):
-                return shard_batches(len(dataset), self.config.batch_size, epoch,
-                                     self.config.seed, rank, world, shuffle)
+            plan = partial(shuffled_plan, len(dataset), self.config.batch_size, self.config.seed,
+                           shuffle)
         if self._data_pos.get("key") != key:
             self._data_pos = {"key": key, "epoch": 0, "batch": 0}
         acc, pos = self.accelerator, self._data_pos

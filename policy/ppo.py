@@ -148,11 +148,13 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[list[dict]], reward_fn: RewardFn
     online = OnlineRun("ppo", cfg, out_dir, reward_fn=reward_fn, value_head=True,
                        critic_adapter=cfg.critic == "adapter", parents=parents)
     online.run.log.log(f"ppo: {len(prompts)} prompts")
-
-    def step(batches) -> dict:
-        batch = next(batches)
-        exp, _ = make_experience(online.ac, online.tok, batch, reward_fn, online.shaper,
-                                 online.kl_ctl.beta, cfg)
-        return {**exp.stats, **ppo_update(online.run, exp, cfg),
-                "n_samples": len(batch)}
-    return online.loop(prompts, step)
+    with online.run:
+        batches = online.prompt_batches(prompts)
+        while not online.run.done:
+            beta = online.kl_ctl.beta
+            batch = next(batches)
+            exp, _ = make_experience(online.ac, online.tok, batch, reward_fn, online.shaper,
+                                     beta, cfg)
+            stats = ppo_update(online.run, exp, cfg)          # advances run.step
+            online.end_step({**exp.stats, **stats}, n_samples=len(batch), beta=beta)
+        return online.finish()

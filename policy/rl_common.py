@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -62,8 +62,15 @@ class OnlineRun:
     """One PPO or RLOO run: the actor(-critic) on one base model inside a ``PolicyRun``,
     plus β and the score shaper, restored on resume.
 
-    ``loop(prompts, step_fn)`` calls ``step_fn(batches) -> stats`` until ``max_steps``; the
-    step function draws prompts from ``batches``, updates the model and advances ``run.step``.
+    A trainer's loop, top to bottom::
+
+        with online.run:
+            batches = online.prompt_batches(prompts)
+            while not online.run.done:
+                beta = online.kl_ctl.beta
+                ...sample, score, update, advance run.step...
+                online.end_step(stats, n_samples, beta)
+            return online.finish()
     """
 
     def __init__(self, kind: str, cfg: OnlineSettings, out_dir: str | Path, *, value_head: bool,
@@ -80,6 +87,7 @@ class OnlineRun:
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
                        if cfg.kl_target else FixedKLController(cfg.beta))
         self.shaper = ScoreShaper(cfg.shaping)
+        self.history: list[dict] = []   # each step's stats, for the run's summary
         if self.run.resumed:
             self.kl_ctl.load_state_dict(self.run.state["kl"])
             self.shaper.moments.load_state_dict(self.run.state["moments"])
@@ -90,28 +98,28 @@ class OnlineRun:
         accelerate-prepared one that carries gradients."""
         return self.run.unwrapped
 
-    def loop(self, prompts: Sequence[list[dict]],
-             step_fn: Callable[[Iterator[list]], dict]) -> Path:
+    def prompt_batches(self, prompts: Sequence[list[dict]]) -> Iterator[list]:
+        """Endless batches of prompts for this process (``batch_size`` each)."""
+        return self.run.batches(list(prompts), list)
+
+    def end_step(self, stats: dict, n_samples: int, beta: float) -> dict:
+        """After a step: log its stats (averaged over processes), adapt β, checkpoint."""
         run = self.run
-        history: list[dict] = []
-        with run:
-            batches = run.batches(list(prompts), list)
-            while not run.done:
-                beta = self.kl_ctl.beta
-                stats = step_fn(batches)
-                n_samples = stats.pop("n_samples")
-                stats = run.metric(**stats, beta=beta)          # averaged over processes
-                self.kl_ctl.update(stats["kl"], n_samples * run.accelerator.num_processes)
-                run.state = {"kl": self.kl_ctl.state_dict(),
-                             "moments": self.shaper.moments.state_dict()}
-                history.append(stats)
-                run.maybe_checkpoint()
-            policy = self.ac.policy
-            if SharedBaseReward.ADAPTER in getattr(policy, "peft_config", {}):
-                policy.delete_adapter(SharedBaseReward.ADAPTER)   # the reward model's, not ours
-            out = run.finish(**summarize(history))
-            if run.is_main and self.ac.value_head is not None:
-                torch.save(self.ac.value_head_state(), out / "value_head.pt")
+        stats = run.metric(**stats, beta=beta)
+        self.kl_ctl.update(stats["kl"], n_samples * run.accelerator.num_processes)
+        run.state = {"kl": self.kl_ctl.state_dict(), "moments": self.shaper.moments.state_dict()}
+        self.history.append(stats)
+        run.maybe_checkpoint()
+        return stats
+
+    def finish(self) -> Path:
+        """Save the policy (and the value head) and mark the run done."""
+        policy = self.ac.policy
+        if SharedBaseReward.ADAPTER in getattr(policy, "peft_config", {}):
+            policy.delete_adapter(SharedBaseReward.ADAPTER)   # the reward model's, not ours
+        out = self.run.finish(**summarize(self.history))
+        if self.run.is_main and self.ac.value_head is not None:
+            torch.save(self.ac.value_head_state(), out / "value_head.pt")
         return out
 
 

@@ -71,14 +71,17 @@ def train_rloo(cfg: RLOOConfig, prompts: Sequence[list[dict]], reward_fn: Reward
         raise ValueError("no prompts to train on")
     online = OnlineRun("rloo", cfg, out_dir, reward_fn=reward_fn, value_head=False, parents=parents)
     online.run.log.log(f"rloo: {len(prompts)} prompts, k={cfg.k}")
-
-    def step(batches) -> dict:
-        parts = []
-        for batch in online.run.accumulate(batches):
-            loss, stats = rloo_loss(online, batch, reward_fn, cfg.k)
-            online.run.backward(loss)
-            parts.append({**stats, "loss": loss.item()})
-        grad_norm = online.run.optimizer_step()
-        totals = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
-        return {**totals, "grad_norm": grad_norm, "n_samples": sum(p["n_samples"] for p in parts)}
-    return online.loop(prompts, step)
+    with online.run:
+        batches = online.prompt_batches(prompts)
+        while not online.run.done:
+            beta = online.kl_ctl.beta
+            parts = []
+            for batch in online.run.accumulate(batches):
+                loss, stats = rloo_loss(online, batch, reward_fn, cfg.k)
+                online.run.backward(loss)
+                parts.append({**stats, "loss": loss.item()})
+            grad_norm = online.run.optimizer_step()
+            n_samples = sum(p.pop("n_samples") for p in parts)
+            means = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
+            online.end_step({**means, "grad_norm": grad_norm}, n_samples=n_samples, beta=beta)
+        return online.finish()

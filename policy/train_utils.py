@@ -65,8 +65,10 @@ class PolicyRun(TrainingRun):
         self.policy = policy if policy is not None else model
 
     def finish(self, **summary: Any) -> Path:
-        def save():
-            policy = self.accelerator.unwrap_model(self.policy)
-            save_policy(policy, self.tok, self.dir, getattr(policy, "base_spec", self.config.model),
-                        extra={"kind": self.kind, "run_id": self.log.id, "step": self.step})
-        return super().finish(save=save, **summary)
+        return super().finish(save=self.save_policy, **summary)
+
+    def save_policy(self) -> None:
+        """The adapter and ``policy.json`` into the run folder (``load_policy(dir)`` reads them)."""
+        policy = self.accelerator.unwrap_model(self.policy)
+        save_policy(policy, self.tok, self.dir, getattr(policy, "base_spec", self.config.model),
+                    extra={"kind": self.kind, "run_id": self.log.id, "step": self.step})
