@@ -107,3 +107,19 @@ def pack_batch(groups: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, to
             reads[firsts[g] + i] = r * width + last
     return {"input_ids": ids, "attention_mask": packed["attention_mask"],
             "position_ids": packed["position_ids"], "read_index": torch.tensor(reads)}   # [N]
+
+
+def scoring_groups(encoded: Sequence[Encoded], share_prompt: bool, batch_size: int
+                   ) -> list[list[int]]:
+    """Indices of ``encoded`` in groups scored together, shortest first: with ``share_prompt``
+    the responses to one prompt (at most ``batch_size`` a group) go behind one copy of it (K
+    samples per prompt cost one prompt pass, not K); otherwise each response alone."""
+    if not share_prompt:
+        groups = [[i] for i in range(len(encoded))]
+    else:
+        by_prompt: dict[tuple, list[int]] = {}
+        for i, e in enumerate(encoded):
+            by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
+        groups = [members[j:j + batch_size] for members in by_prompt.values()
+                  for j in range(0, len(members), batch_size)]
+    return sorted(groups, key=lambda g: sum(len(encoded[i].ids) for i in g))

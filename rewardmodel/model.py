@@ -28,7 +28,8 @@ from torch import nn
 from harness import hub
 from harness.lora import LoraSettings
 
-from .encoding import Encoded, encode_decoder, encode_encoder, pack_batch, pad_batch
+from .encoding import (Encoded, encode_decoder, encode_encoder, pack_batch, pad_batch,
+                       scoring_groups)
 
 RM_FILE = "rm.json"
 ADAPTER_DIR = "adapter"
@@ -265,16 +266,7 @@ class RewardModel(nn.Module):
         was_training = self.training
         self.eval()
         encoded = self.encode(prompts, responses)
-        if self.kind == "decoder":
-            by_prompt: dict[tuple, list[int]] = {}
-            for i, e in enumerate(encoded):
-                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
-            groups = []
-            for members in by_prompt.values():  # at most batch_size responses per group
-                groups += [members[j:j + batch_size] for j in range(0, len(members), batch_size)]
-        else:
-            groups = [[i] for i in range(len(encoded))]
-        groups.sort(key=lambda g: sum(len(encoded[i].ids) for i in g))
+        groups = scoring_groups(encoded, share_prompt=self.kind == "decoder", batch_size=batch_size)
         rewards = torch.empty(len(encoded))
         batch: list[list[int]] = []
         for g in groups + [None]:  # None flushes the last batch
