@@ -83,7 +83,7 @@ def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False) -> dic
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from rewardmodel.hub import resolve
+    from harness.hub import resolve
 
     folder = resolve(args.model)
     tok = AutoTokenizer.from_pretrained(folder)
@@ -207,7 +207,7 @@ def ppo_trl(args, prompts, out: Path, lora: bool = False) -> dict:
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from policy.lm import render_chat
-    from rewardmodel.hub import resolve
+    from harness.hub import resolve
 
     folder = resolve(args.model)
     tok = AutoTokenizer.from_pretrained(folder, padding_side="left")

@@ -48,7 +48,8 @@ def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[in
     """Indices of the pairs that neither side would truncate or drop (file order), the
     backbone kind, and how many pairs were too long. Runs in the parent, so the tokenizer
     pass does not count in either side's peak memory."""
-    from rewardmodel.model import RewardModel, render_plain
+    from harness.chat import render_plain
+    from rewardmodel.model import RewardModel
 
     rm = RewardModel.from_spec(spec, max_length=10**6, lora=None)
     tok = rm.tokenizer
@@ -89,8 +90,8 @@ def run_trl(args, data, kind) -> dict:
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
-    from rewardmodel.hub import resolve
-    from rewardmodel.model import render_plain
+    from harness.hub import resolve
+    from harness.chat import render_plain
 
     if kind == "decoder":  # conversational: TRL applies the chat template, as prefstudio does
         rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],

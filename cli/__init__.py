@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     _interrupt_on_sigterm()
     _quiet_library_noise()
     from annotate.store import StoreBusy, StoreError
-    from rewardmodel.hub import ModelNotAvailable
+    from harness.hub import ModelNotAvailable
     try:
         args.run(args)
     except (CliError, StoreError, StoreBusy, ModelNotAvailable) as err:

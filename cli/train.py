@@ -2,7 +2,6 @@
 ingest the run folder. Which option applies to which stage is decided in ``stages``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import stages
@@ -81,7 +80,7 @@ def _train_policy(args) -> None:
 def policy_config(args):
     """The stage's config from --config JSON (optional), then the command-line options on top."""
     from policy import dpo, ppo, rloo, rs, sft
-    from policy.train_utils import build_config
+    from harness.config import build_config
     config_cls = {"sft": sft.SFTConfig, "rs": rs.RSConfig, "dpo": dpo.DPOConfig,
                   "ppo": ppo.PPOConfig, "rloo": rloo.RLOOConfig}[args.kind]
     options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}
@@ -142,45 +141,8 @@ def _train_rm(args) -> None:
 
 def _rm_config(args):
     """RMConfig from --config JSON (optional), then the command-line options on top."""
-    import dataclasses
     from rewardmodel.train import RMConfig
-    values = {}
-    if args.config:
-        try:
-            values = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise CliError(f"{args.config}: {err}") from None
-        known = {f.name for f in dataclasses.fields(RMConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise CliError(f"{args.config}: unknown field(s): {', '.join(unknown)}")
-    options = {"base": args.base, "max_steps": args.max_steps, "batch_size": args.batch_size,
-               "grad_accum": args.grad_accum, "lr": args.lr, "epochs": args.epochs,
-               "max_length": args.max_length, "lora_r": args.lora_r, "seed": args.seed,
-               "eval_fraction": args.eval_fraction, "eval_every": args.eval_every,
-               "patience": args.patience, "center_coef": args.center, "kind": args.rm_kind,
-               "gradient_checkpointing": args.gradient_checkpointing}
-    values.update({k: v for k, v in options.items() if v is not None})
-    if args.full_finetune:
-        values["lora_r"] = 0
-    if args.lora_targets:
-        values["lora_targets"] = ("all-linear" if args.lora_targets == "all-linear"
-                                  else args.lora_targets.split(","))
-    if args.train_modules:
-        values["train_modules"] = args.train_modules.split(",")
-    if args.margin_values:
-        try:
-            values["margin_values"] = {k: float(v) for k, v in json.loads(args.margin_values).items()}
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            raise CliError('--margin-values: expected JSON like {"significantly": 1, "better": 0.5}') from None
-    for flag, field_name in (("no_margin", "use_margin"), ("no_soft_labels", "soft_labels"),
-                             ("no_rankings", "use_rankings"), ("no_resume", "resume")):
-        if getattr(args, flag):
-            values[field_name] = False
-    values["out"] = args.out
-    config = RMConfig(**values)
-    if config.batch_size < 1 or config.grad_accum < 1 or (config.max_steps or 1) < 1:
-        raise CliError("--batch-size, --grad-accum and --max-steps must be positive")
-    if not 0 <= config.eval_fraction < 1:
-        raise CliError("--eval-fraction must be in [0, 1)")
-    return config
+    try:
+        return RMConfig.from_args(args)
+    except ValueError as err:
+        raise CliError(str(err)) from None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from annotate.runlog import RunLog, read_run
 from annotate.store import prompt_id
-from rewardmodel.hub import DEFAULT_POLICY
+from harness.hub import DEFAULT_POLICY
 
 # torch, transformers and the sampling code are imported where they are used, so a bad option
 # or a bad prompts file is refused in a moment instead of after seconds of imports

@@ -20,21 +20,26 @@ import hashlib
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .lm import logprobs_from_logits, reference, render_chat
-from .train_utils import TrainingRun, TrainSettings, load_for_training, shard_batches
+from harness.chat import render_chat, render_reply
+from harness.packing import pack_shared_prompts
+from harness.run import shard_batches
+
+from .lm import logprobs_from_logits, reference
+from .losses import dpo_loss, ipo_loss
+from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 LOSSES = ("sigmoid", "ipo")
 REFERENCE_FILE = "reference_logps.pt"
 
 
 @dataclass
-class DPOConfig(TrainSettings):
+class DPOConfig(PolicySettings):
     lr: float = 5e-5
     beta: float = 0.1                 # KL strength β (IPO: τ)
     loss: str = "sigmoid"             # "sigmoid" (DPO) or "ipo"
@@ -45,42 +50,12 @@ class DPOConfig(TrainSettings):
     max_response_len: int = 512       # response tokens kept (the end is cut)
 
 
-# --- losses (per pair; the caller averages) -------------------------------------------------
-
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float,
-             offset: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """L = −log σ(β·[(log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))] − Δ)
-
-    Rafailov et al. 2023, eq. 7; the offset Δ ≥ 0 asks for a larger gap when the label says
-    "significantly better" (DPO with an offset, Amini et al. 2024). All inputs: [B] → [B].
-    """
-    logits = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)) - offset
-    return -F.logsigmoid(logits)
-
-
-def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, tau: float) -> torch.Tensor:
-    """L = (h − 1/(2τ))²,  h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))
-
-    Azar et al. 2023 ("A General Theoretical Paradigm…"), eq. 17. Regresses the log-ratio gap
-    to a finite target instead of pushing it to infinity. Inputs are per-token mean log-probs
-    (as TRL does), so the target does not depend on response length. [B] → [B].
-    """
-    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-    return (h - 1.0 / (2.0 * tau)) ** 2
-
-
 # --- data -------------------------------------------------------------------------------------
 
 def response_text(tok, prompt: Sequence[dict], response: str) -> str:
     """What the chat template appends to the prompt for this assistant reply, including the
     end-of-turn token (so DPO also learns where a reply stops)."""
-    before = render_chat(tok, list(prompt), add_generation_prompt=True)
-    full = render_chat(tok, list(prompt) + [{"role": "assistant", "content": response}],
-                       add_generation_prompt=False)
-    if not full.startswith(before):
-        raise ValueError("the chat template does not extend the prompt with the reply")
+    before, full = render_reply(tok, prompt, response)
     return full[len(before):].rstrip()
 
 
@@ -95,37 +70,21 @@ def tokenize_pair(tok, pair, config: DPOConfig) -> dict:
 
 
 def collate_pairs(examples: list[dict], pad_id: int) -> dict:
-    """One row per pair, the prompt shared by both replies (prefix sharing):
+    """One row per pair, the prompt shared by both replies (``harness.packing``):
 
         [left pad | prompt (P) | chosen, right-padded to C | rejected, right-padded to R]
 
-    position ids restart at the end of the prompt for the rejected reply, and a 4-D mask lets
-    rejected tokens see the prompt but not the chosen reply, so each reply is scored exactly
-    as if it followed the prompt alone (Wang et al. 2024, "Accelerating DPO with prefix
-    sharing"). The prompt goes through the model once instead of twice.
+    The rejected reply sees the prompt but not the chosen one, so each reply is scored exactly
+    as if it followed the prompt alone; the prompt goes through the model once, not twice.
     """
+    packed, _ = pack_shared_prompts([(e["prompt"], [e["chosen"], e["rejected"]]) for e in examples],
+                                    pad_id, aligned=True)
+    seg = packed.pop("segments")                                                     # [B, T]
     P = max(len(e["prompt"]) for e in examples)
     C = max(len(e["chosen"]) for e in examples)
-    R = max(len(e["rejected"]) for e in examples)
-    ids, pos, segment = [], [], []        # segment: 0 padding, 1 prompt, 2 chosen, 3 rejected
-    for e in examples:
-        p, c, r = e["prompt"], e["chosen"], e["rejected"]
-        lp = len(p)
-        ids.append([pad_id] * (P - lp) + p + c + [pad_id] * (C - len(c)) + r + [pad_id] * (R - len(r)))
-        pos.append([0] * (P - lp) + list(range(lp + C)) + list(range(lp, lp + R)))
-        segment.append([0] * (P - lp) + [1] * lp + [2] * len(c) + [0] * (C - len(c))
-                       + [3] * len(r) + [0] * (R - len(r)))
-    seg = torch.tensor(segment)                                                      # [B, T]
-    T = seg.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
-    allowed = causal & (seg > 0)[:, None, :]                                         # [B, T, T]
-    allowed &= ~((seg == 3)[:, :, None] & (seg == 2)[:, None, :])   # rejected never sees chosen
-    allowed |= torch.eye(T, dtype=torch.bool)   # padding rows attend to themselves (no NaN)
-    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    return {"input_ids": torch.tensor(ids), "position_ids": torch.tensor(pos),       # [B, T]
-            "attention_mask": mask[:, None],                                          # [B, 1, T, T]
-            "chosen_mask": (seg[:, P:P + C] == 2).float(),                            # [B, C]
-            "rejected_mask": (seg[:, P + C:] == 3).float(),                           # [B, R]
+    return {**packed,                                 # input_ids, position_ids [B, T]; mask [B, 1, T, T]
+            "chosen_mask": (seg[:, P:P + C] == 1).float(),                            # [B, C]
+            "rejected_mask": (seg[:, P + C:] == 2).float(),                           # [B, R]
             "prompt_len": P, "chosen_len": C,
             "index": torch.tensor([e["index"] for e in examples]),                   # [B]
             "offset": torch.tensor([e["offset"] for e in examples]),
@@ -175,7 +134,7 @@ def planned_indices(n_items: int, config: DPOConfig, rank: int, world: int) -> l
 
 
 @torch.no_grad()
-def reference_logps(run: TrainingRun, examples: list[dict], config: DPOConfig,
+def reference_logps(run: PolicyRun, examples: list[dict], config: DPOConfig,
                     data_key: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference (chosen, rejected) log-probs of the pairs the run will train on: [N], [N]
     (NaN for a pair outside the plan of ``max_steps``).
@@ -242,11 +201,11 @@ def train_dpo(config: DPOConfig, pairs: Sequence, out_dir: str | Path, *,
         raise ValueError("no preference pairs to train on")
     model, tok = load_for_training(config)
     examples = [dict(tokenize_pair(tok, p, config), index=i) for i, p in enumerate(pairs)]
-    with TrainingRun(config, out_dir, "dpo", model, tok, parents=parents,
+    with PolicyRun(config, out_dir, "dpo", model, tok, parents=parents,
                      data_hash=data_hash or pairs_hash(pairs), label_ids=label_ids) as run:
         ref_chosen, ref_rejected = reference_logps(run, examples, config, pairs_hash(pairs))
         ref_chosen, ref_rejected = ref_chosen.to(run.device), ref_rejected.to(run.device)
-        batches = run.batches(examples, lambda rows: collate_pairs(rows, tok.pad_token_id))
+        batches = run.batches(examples, partial(collate_pairs, pad_id=tok.pad_token_id))
         ipo = config.loss == "ipo"
         stats = {}
         while not run.done:

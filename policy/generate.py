@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .lm import render_chat
+from harness.chat import render_chat
 
 
 @dataclass

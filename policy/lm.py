@@ -7,27 +7,17 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from rewardmodel.hub import DEFAULT_POLICY, resolve
+from harness.hub import DEFAULT_POLICY, resolve
+from harness.lora import LoraSettings
 
 POLICY_FILE = "policy.json"  # in a policy run folder: {"base": SPEC, "adapter": "adapter"}
 
 
-@dataclass
-class LoraSettings:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] | str = field(default_factory=lambda: "all-linear")
-
-    def peft_config(self, task_type: str = "CAUSAL_LM"):
-        from peft import LoraConfig
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.target_modules, task_type=task_type)
+POLICY_LORA_TARGETS = "all-linear"  # a policy's adapter, unless told otherwise: every linear layer
 
 
 def policy_source(spec: str | None) -> tuple[str, str | None]:
@@ -76,7 +66,7 @@ def load_policy(spec: str | None = None, adapter: str | None = None, *,
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     elif lora is not None:
-        model = get_peft_model(model, lora.peft_config())
+        model = get_peft_model(model, lora.peft_config("CAUSAL_LM", POLICY_LORA_TARGETS))
     model.train(trainable)
     if not trainable:
         model.requires_grad_(False)
@@ -101,15 +91,6 @@ def reference(model):
     ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
     with ctx:
         yield model
-
-
-def render_chat(tok, messages: list[dict], add_generation_prompt: bool = True) -> str:
-    """The prompt text the model sees: its chat template, or a plain transcript if it has none."""
-    if getattr(tok, "chat_template", None):
-        return tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                       tokenize=False)
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-    return "\n\n".join(lines) + ("\n\nAssistant:" if add_generation_prompt else "")
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

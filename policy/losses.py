@@ -1,12 +1,19 @@
-"""Policy-optimisation losses: one small class per loss, the formula in its docstring.
+"""Policy-optimisation losses: one small function each, the formula and its paper in the docstring.
+
+One return convention, the same as ``rewardmodel/losses.py``: every loss is returned
+unreduced — one value per example (a pair, a response) or per token ([B, R], 0 on padding) —
+and the trainer reduces it (``masked_mean``, a weighted mean), so weighting and normalisation
+live in one visible place.
 
 Shapes: B sequences, R response positions. ``mask`` is 1 on response tokens (up to and
-including EOS) and 0 on padding, so every mean below is over real response tokens only.
+including EOS) and 0 on padding.
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+
+IGNORE = -100  # label of a token that is not trained on (prompt, padding)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -17,77 +24,87 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-class PolicyLoss(nn.Module):
-    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7), per token:
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token negative log-likelihood:  L_t = −log π(x_{t+1} | x_≤t), 0 where the label is
+    ``IGNORE``. Supervised fine-tuning on demonstrations (Ouyang et al. 2022, §3.5 "SFT").
+
+    logits: [B, T, V], labels: [B, T] → [B, T−1]
+    """
+    targets = labels[:, 1:]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                           ignore_index=IGNORE, reduction="none").view(targets.shape)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, beta: float,
+             offset: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """L = −log σ(β·[(log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))] − Δ)
+
+    Rafailov et al. 2023 ("Direct Preference Optimization"), eq. 7; the offset Δ ≥ 0 asks for
+    a larger gap when the label says "significantly better" (DPO with an offset, Amini et al.
+    2024). All inputs: [B] → [B].
+    """
+    logits = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)) - offset
+    return -F.logsigmoid(logits)
+
+
+def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, tau: float) -> torch.Tensor:
+    """L = (h − 1/(2τ))²,  h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r))
+
+    Azar et al. 2023 ("A General Theoretical Paradigm to Understand Learning from Human
+    Preferences"), eq. 17. Regresses the log-ratio gap to a finite target instead of pushing it
+    to infinity. Inputs are per-token mean log-probs (as TRL does), so the target does not
+    depend on response length. [B] → [B].
+    """
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return (h - 1.0 / (2.0 * tau)) ** 2
+
+
+def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                  clip_eps: float = 0.2) -> torch.Tensor:
+    """PPO's clipped surrogate, per token (Schulman et al. 2017, "Proximal Policy Optimization
+    Algorithms", eq. 7):
 
         ρ_t = π(a_t|s_t) / π_old(a_t|s_t) = exp(log π − log π_old)
-        L   = mean_t max(−A_t · ρ_t, −A_t · clip(ρ_t, 1 − ε, 1 + ε))
+        L_t = max(−A_t · ρ_t, −A_t · clip(ρ_t, 1 − ε, 1 + ε))
 
     The max of the two negated terms is the pessimistic bound: once the ratio has moved more
     than ε in the direction the advantage favours, the token stops contributing a gradient.
+    All inputs [B, R] → [B, R].
     """
-
-    def __init__(self, clip_eps: float = 0.2):
-        super().__init__()
-        self.clip_eps = clip_eps
-
-    def forward(self, logprobs: torch.Tensor, old_logprobs: torch.Tensor,
-                advantages: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        # logprobs, old_logprobs, advantages, mask: [B, R]
-        ratio = torch.exp(logprobs - old_logprobs)                                  # [B, R]
-        unclipped = -advantages * ratio
-        clipped = -advantages * ratio.clamp(1.0 - self.clip_eps, 1.0 + self.clip_eps)
-        loss = masked_mean(torch.max(unclipped, clipped), mask)
-        with torch.no_grad():
-            stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
-                     # Schulman's k2 estimator of KL(π_old || π): how far this epoch moved
-                     "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask).item()}
-        return loss, stats
+    ratio = torch.exp(logprobs - old_logprobs)
+    return torch.max(-advantages * ratio, -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps))
 
 
-class ValueLoss(nn.Module):
-    """The critic's clipped squared error (the seed's critic_loss = 1/(2N) Σ (V − R)², with the
-    value clipping of OpenAI's PPO2 baselines):
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       clip_eps: float | None = 0.2) -> torch.Tensor:
+    """The critic's squared error with PPO2's value clipping, per token (Schulman et al. 2017;
+    the clipping as in OpenAI Baselines' ppo2, discussed by Engstrom et al. 2020,
+    "Implementation Matters in Deep Policy Gradients", §3):
 
         V_clip = V_old + clip(V − V_old, −ε_v, ε_v)
-        L      = ½ · mean_t max((V_t − R_t)², (V_clip,t − R_t)²)
+        L_t    = ½ · max((V_t − R_t)², (V_clip,t − R_t)²)      (ε_v = None: ½ (V_t − R_t)²)
 
-    R are the GAE returns (advantage + old value).
+    R are the GAE returns (advantage + old value). All inputs [B, R] → [B, R].
     """
-
-    def __init__(self, clip_eps: float | None = 0.2):
-        super().__init__()
-        self.clip_eps = clip_eps
-
-    def forward(self, values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        # values, old_values, returns, mask: [B, R]
-        unclipped = (values - returns) ** 2
-        if self.clip_eps is None:
-            worst = unclipped
-        else:
-            v_clip = old_values + (values - old_values).clamp(-self.clip_eps, self.clip_eps)
-            clipped = (v_clip - returns) ** 2
-            worst = torch.max(unclipped, clipped)
-        loss = 0.5 * masked_mean(worst, mask)
-        with torch.no_grad():
-            stats = {"vf_clipfrac": 0.0 if self.clip_eps is None
-                     else masked_mean((clipped > unclipped).float(), mask).item()}
-        return loss, stats
+    unclipped = (values - returns) ** 2
+    if clip_eps is None:
+        return 0.5 * unclipped
+    v_clip = old_values + (values - old_values).clamp(-clip_eps, clip_eps)
+    return 0.5 * torch.max(unclipped, (v_clip - returns) ** 2)
 
 
-class ReinforceLoss(nn.Module):
-    """REINFORCE with the whole response as one action (RLOO, Ahmadian et al. 2024, eq. 3-4):
+def reinforce_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with the whole response as one action (Williams 1992; RLOO, Ahmadian et al.
+    2024, "Back to Basics", eq. 3-4):
 
-        log π(y|x) = Σ_t log π(y_t | x, y_<t)
-        L          = −mean_i A_i · log π(y_i | x_i)
+        log π(y_i|x_i) = Σ_t log π(y_t | x, y_<t)
+        L_i            = −A_i · log π(y_i | x_i)
 
     A_i is one number per response (the leave-one-out advantage), so every token of a response
-    is pushed in the same direction by the same amount.
+    is pushed in the same direction by the same amount. logprobs, mask: [B, R]; advantages:
+    [B] → [B].
     """
-
-    def forward(self, logprobs: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
-        # logprobs, mask: [B, R]; advantages: [B]
-        seq_logprob = (logprobs * mask).sum(-1)                                      # [B]
-        return -(advantages * seq_logprob).mean()
+    return -advantages * (logprobs * mask).sum(-1)

@@ -26,7 +26,7 @@ import torch
 from .actor_critic import ActorCritic
 from .advantages import ScoreShaper, gae, kl_penalized_rewards, whiten
 from .generate import sample
-from .losses import PolicyLoss, ValueLoss, masked_mean
+from .losses import clipped_value_loss, masked_mean, ppo_clip_loss
 from .rewards import RewardFn
 from .rl_common import OnlineRun, OnlineSettings, trim
 
@@ -105,8 +105,7 @@ def make_experience(ac: ActorCritic, tok, prompts: list[list[dict]], reward_fn: 
                       stats), roll
 
 
-def ppo_update(run, exp: Experience, cfg: PPOConfig, policy_loss: PolicyLoss,
-               value_loss: ValueLoss) -> dict:
+def ppo_update(run, exp: Experience, cfg: PPOConfig) -> dict:
     """ppo_epochs passes over shuffled minibatches of one experience batch; mean stats."""
     totals: dict[str, float] = {}
     n = 0
@@ -117,15 +116,24 @@ def ppo_update(run, exp: Experience, cfg: PPOConfig, policy_loss: PolicyLoss,
                                      exp.mask[mb])
             mask = exp.mask[mb][:, cols]
             logprobs, values = run.model(ids, att, P)                            # [b, r] each
-            pg, pg_stats = policy_loss(logprobs, exp.logprobs[mb][:, cols],
-                                       exp.advantages[mb][:, cols], mask)
-            vf, vf_stats = value_loss(values, exp.values[mb][:, cols], exp.returns[mb][:, cols],
-                                      mask)
+            old_logprobs, advantages = exp.logprobs[mb][:, cols], exp.advantages[mb][:, cols]
+            returns = exp.returns[mb][:, cols]
+            pg_tokens = ppo_clip_loss(logprobs, old_logprobs, advantages, cfg.clip_eps)  # [b, r]
+            vf_tokens = clipped_value_loss(values, exp.values[mb][:, cols], returns,
+                                           cfg.value_clip_eps)                        # [b, r]
+            pg, vf = masked_mean(pg_tokens, mask), masked_mean(vf_tokens, mask)
             loss = pg + cfg.vf_coef * vf
             run.backward(loss)
             grad_norm = run.optimizer_step(advance=False)
+            with torch.no_grad():
+                log_ratio = logprobs - old_logprobs
+                stats = {  # where clipping is active: the loss exceeds its unclipped term
+                    "clipfrac": masked_mean((pg_tokens > -advantages * log_ratio.exp()).float(), mask),
+                    # Schulman's k2 estimator of KL(π_old || π): how far this epoch moved
+                    "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask),
+                    "vf_clipfrac": masked_mean((vf_tokens > 0.5 * (values - returns) ** 2).float(), mask)}
             for k, v in {"loss": loss.item(), "pg_loss": pg.item(), "vf_loss": vf.item(),
-                         "grad_norm": grad_norm, **pg_stats, **vf_stats}.items():
+                         "grad_norm": grad_norm, **{k: v.item() for k, v in stats.items()}}.items():
                 totals[k] = totals.get(k, 0.0) + v
             n += 1
     run.advance()
@@ -139,13 +147,14 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[list[dict]], reward_fn: RewardFn
         raise ValueError("no prompts to train on")
     online = OnlineRun("ppo", cfg, out_dir, reward_fn=reward_fn, value_head=True,
                        critic_adapter=cfg.critic == "adapter", parents=parents)
-    policy_loss, value_loss = PolicyLoss(cfg.clip_eps), ValueLoss(cfg.value_clip_eps)
     online.run.log.log(f"ppo: {len(prompts)} prompts")
-
-    def step(batches) -> dict:
-        batch = next(batches)
-        exp, _ = make_experience(online.ac, online.tok, batch, reward_fn, online.shaper,
-                                 online.kl_ctl.beta, cfg)
-        return {**exp.stats, **ppo_update(online.run, exp, cfg, policy_loss, value_loss),
-                "n_samples": len(batch)}
-    return online.loop(prompts, step)
+    with online.run:
+        batches = online.prompt_batches(prompts)
+        while not online.run.done:
+            beta = online.kl_ctl.beta
+            batch = next(batches)
+            exp, _ = make_experience(online.ac, online.tok, batch, reward_fn, online.shaper,
+                                     beta, cfg)
+            stats = ppo_update(online.run, exp, cfg)          # advances run.step
+            online.end_step({**exp.stats, **stats}, n_samples=len(batch), beta=beta)
+        return online.finish()

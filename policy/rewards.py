@@ -9,7 +9,6 @@ without training a reward model first.
 """
 from __future__ import annotations
 
-import json
 import re
 from contextlib import nullcontext
 from pathlib import Path
@@ -89,35 +88,28 @@ class SharedBaseReward:
     ADAPTER = "reward"
 
     def __init__(self, run_dir: str | Path, batch_size: int = 16):
+        from rewardmodel.model import read_info
+
         self.dir, self.batch_size = Path(run_dir), batch_size
-        self.info = json.loads((self.dir / "rm.json").read_text())
+        self.info = read_info(run_dir)
         self.rm = self.policy = None
 
     @staticmethod
     def applies(run_dir: str | Path) -> bool:
-        path = Path(run_dir) / "rm.json"
-        return path.exists() and bool(json.loads(path.read_text()).get("shared_backbone"))
+        from rewardmodel.model import RM_FILE, read_info
+
+        return (Path(run_dir) / RM_FILE).exists() and bool(read_info(run_dir).get("shared_backbone"))
 
     def bind(self, policy, tok) -> None:
-        from rewardmodel.hub import resolve
-        from rewardmodel.model import HEAD_FILE, RewardModel, _head
+        from harness.hub import resolve
+        from rewardmodel.model import RewardModel
 
         base = getattr(policy, "base_spec", None)
         if base is None or Path(resolve(base)).resolve() != Path(resolve(self.info["backbone"])).resolve():
             raise ValueError(f"--rm {self.dir}: trained on {self.info['backbone']}, "
                              f"not on the policy's base {base}")
-        adapter = None
-        if (self.dir / "adapter").exists():
-            policy.load_adapter(str(self.dir / "adapter"), adapter_name=self.ADAPTER,
-                                is_trainable=False)
-            adapter = self.ADAPTER
-        rm = RewardModel.on_backbone(policy, tok, kind=self.info["kind"], adapter=adapter,
-                                     max_length=self.info["max_length"], spec=base)
-        _head(rm.model).load_state_dict(torch.load(self.dir / HEAD_FILE, weights_only=True))
-        for p in _head(rm.model).parameters():
-            p.requires_grad_(False)
-        rm.eval()
-        self.rm, self.policy, self.adapter = rm, policy, adapter
+        rm = RewardModel.load_on_backbone(self.dir, policy, tok, adapter_name=self.ADAPTER)
+        self.rm, self.policy, self.adapter = rm, policy, rm.adapter
 
     def __call__(self, prompts, responses) -> torch.Tensor:
         from .lm import reference

@@ -1,4 +1,4 @@
-"""What the online trainers (PPO, RLOO) share on top of ``train_utils.TrainingRun``.
+"""What the online trainers (PPO, RLOO) share on top of ``train_utils.PolicyRun``.
 
 Online RL differs from SFT/DPO in that a step's data is sampled from the policy itself and
 scored on the spot, and that two pieces of trainer state evolve with the run: the KL
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -17,7 +17,7 @@ from .actor_critic import ActorCritic
 from .advantages import AdaptiveKLController, FixedKLController, ScoreShaper, ScoreShaping
 from .generate import SamplingParams
 from .rewards import SharedBaseReward, bind_reward
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 
 def rl_sampling() -> SamplingParams:
@@ -27,7 +27,7 @@ def rl_sampling() -> SamplingParams:
 
 
 @dataclass
-class OnlineSettings(TrainSettings):
+class OnlineSettings(PolicySettings):
     """Settings PPO and RLOO share (each adds its own). ``max_steps`` counts rollout batches."""
     lr: float = 5e-5
     max_steps: int = 100
@@ -39,9 +39,7 @@ class OnlineSettings(TrainSettings):
     shaping: ScoreShaping = field(default_factory=ScoreShaping)
 
     def check(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+        super().check()
         if self.beta < 0:
             raise ValueError("beta (the KL coefficient) must be >= 0")
 
@@ -61,11 +59,18 @@ def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int,
 
 
 class OnlineRun:
-    """One PPO or RLOO run: the actor(-critic) on one base model inside a ``TrainingRun``,
+    """One PPO or RLOO run: the actor(-critic) on one base model inside a ``PolicyRun``,
     plus β and the score shaper, restored on resume.
 
-    ``loop(prompts, step_fn)`` calls ``step_fn(batches) -> stats`` until ``max_steps``; the
-    step function draws prompts from ``batches``, updates the model and advances ``run.step``.
+    A trainer's loop, top to bottom::
+
+        with online.run:
+            batches = online.prompt_batches(prompts)
+            while not online.run.done:
+                beta = online.kl_ctl.beta
+                ...sample, score, update, advance run.step...
+                online.end_step(stats, n_samples, beta)
+            return online.finish()
     """
 
     def __init__(self, kind: str, cfg: OnlineSettings, out_dir: str | Path, *, value_head: bool,
@@ -77,11 +82,12 @@ class OnlineRun:
         ac = ActorCritic(model, value_head=value_head, critic_adapter=critic_adapter,
                          temperature=cfg.sampling.temperature)
         ac.eval()  # no dropout anywhere: a batch's first update starts at ratio 1 exactly
-        self.run = TrainingRun(cfg, out_dir, kind, ac, tok, policy=model, parents=parents)
+        self.run = PolicyRun(cfg, out_dir, kind, ac, tok, policy=model, parents=parents)
         self.tok = tok
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon)
                        if cfg.kl_target else FixedKLController(cfg.beta))
         self.shaper = ScoreShaper(cfg.shaping)
+        self.history: list[dict] = []   # each step's stats, for the run's summary
         if self.run.resumed:
             self.kl_ctl.load_state_dict(self.run.state["kl"])
             self.shaper.moments.load_state_dict(self.run.state["moments"])
@@ -92,28 +98,28 @@ class OnlineRun:
         accelerate-prepared one that carries gradients."""
         return self.run.unwrapped
 
-    def loop(self, prompts: Sequence[list[dict]],
-             step_fn: Callable[[Iterator[list]], dict]) -> Path:
+    def prompt_batches(self, prompts: Sequence[list[dict]]) -> Iterator[list]:
+        """Endless batches of prompts for this process (``batch_size`` each)."""
+        return self.run.batches(list(prompts), list)
+
+    def end_step(self, stats: dict, n_samples: int, beta: float) -> dict:
+        """After a step: log its stats (averaged over processes), adapt β, checkpoint."""
         run = self.run
-        history: list[dict] = []
-        with run:
-            batches = run.batches(list(prompts), list)
-            while not run.done:
-                beta = self.kl_ctl.beta
-                stats = step_fn(batches)
-                n_samples = stats.pop("n_samples")
-                stats = run.metric(**stats, beta=beta)          # averaged over processes
-                self.kl_ctl.update(stats["kl"], n_samples * run.accelerator.num_processes)
-                run.state = {"kl": self.kl_ctl.state_dict(),
-                             "moments": self.shaper.moments.state_dict()}
-                history.append(stats)
-                run.maybe_checkpoint()
-            policy = self.ac.policy
-            if SharedBaseReward.ADAPTER in getattr(policy, "peft_config", {}):
-                policy.delete_adapter(SharedBaseReward.ADAPTER)   # the reward model's, not ours
-            out = run.finish(**summarize(history))
-            if run.is_main and self.ac.value_head is not None:
-                torch.save(self.ac.value_head_state(), out / "value_head.pt")
+        stats = run.metric(**stats, beta=beta)
+        self.kl_ctl.update(stats["kl"], n_samples * run.accelerator.num_processes)
+        run.state = {"kl": self.kl_ctl.state_dict(), "moments": self.shaper.moments.state_dict()}
+        self.history.append(stats)
+        run.maybe_checkpoint()
+        return stats
+
+    def finish(self) -> Path:
+        """Save the policy (and the value head) and mark the run done."""
+        policy = self.ac.policy
+        if SharedBaseReward.ADAPTER in getattr(policy, "peft_config", {}):
+            policy.delete_adapter(SharedBaseReward.ADAPTER)   # the reward model's, not ours
+        out = self.run.finish(**summarize(self.history))
+        if self.run.is_main and self.ac.value_head is not None:
+            torch.save(self.ac.value_head_state(), out / "value_head.pt")
         return out
 
 

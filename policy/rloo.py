@@ -22,7 +22,7 @@ import torch
 
 from .advantages import rloo_advantages
 from .generate import sample
-from .losses import ReinforceLoss
+from .losses import reinforce_loss
 from .rewards import RewardFn
 from .rl_common import OnlineRun, OnlineSettings, trim
 
@@ -40,7 +40,7 @@ class RLOOConfig(OnlineSettings):
 
 
 def rloo_loss(online: OnlineRun, prompts: list[list[dict]], reward_fn: RewardFn,
-              loss_fn: ReinforceLoss, k: int) -> tuple[torch.Tensor, dict]:
+              k: int) -> tuple[torch.Tensor, dict]:
     """Sample k per prompt, score, and return the REINFORCE loss with the leave-one-out
     baseline for this micro-batch (to back-propagate) and its stats."""
     repeated = [p for p in prompts for _ in range(k)]            # rows i·k … i·k+k−1: prompt i
@@ -57,7 +57,7 @@ def rloo_loss(online: OnlineRun, prompts: list[list[dict]], reward_fn: RewardFn,
     kl = ((logprobs.detach() - ref) * mask).sum(-1)                              # [B·k]
     reward = online.shaper(raw, finished).to(kl.device) - online.kl_ctl.beta * kl
     advantages = rloo_advantages(reward.view(-1, k)).view(-1)                    # [B·k]
-    loss = loss_fn(logprobs, advantages, mask)
+    loss = reinforce_loss(logprobs, advantages, mask).mean()
     return loss, {"reward": raw.mean().item(), "kl": kl.mean().item(),
                   "advantage_abs": advantages.abs().mean().item(),
                   "response_len": mask.sum(-1).mean().item(),
@@ -71,15 +71,17 @@ def train_rloo(cfg: RLOOConfig, prompts: Sequence[list[dict]], reward_fn: Reward
         raise ValueError("no prompts to train on")
     online = OnlineRun("rloo", cfg, out_dir, reward_fn=reward_fn, value_head=False, parents=parents)
     online.run.log.log(f"rloo: {len(prompts)} prompts, k={cfg.k}")
-    loss_fn = ReinforceLoss()
-
-    def step(batches) -> dict:
-        parts = []
-        for batch in online.run.accumulate(batches):
-            loss, stats = rloo_loss(online, batch, reward_fn, loss_fn, cfg.k)
-            online.run.backward(loss)
-            parts.append({**stats, "loss": loss.item()})
-        grad_norm = online.run.optimizer_step()
-        totals = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
-        return {**totals, "grad_norm": grad_norm, "n_samples": sum(p["n_samples"] for p in parts)}
-    return online.loop(prompts, step)
+    with online.run:
+        batches = online.prompt_batches(prompts)
+        while not online.run.done:
+            beta = online.kl_ctl.beta
+            parts = []
+            for batch in online.run.accumulate(batches):
+                loss, stats = rloo_loss(online, batch, reward_fn, cfg.k)
+                online.run.backward(loss)
+                parts.append({**stats, "loss": loss.item()})
+            grad_norm = online.run.optimizer_step()
+            n_samples = sum(p.pop("n_samples") for p in parts)
+            means = {key: sum(p[key] for p in parts) / len(parts) for key in parts[0]}
+            online.end_step({**means, "grad_norm": grad_norm}, n_samples=n_samples, beta=beta)
+        return online.finish()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -26,13 +27,13 @@ from .generate import SamplingParams
 from .measure import measure_policy, sample_responses
 from .rewards import RewardFn, score_in_batches
 from .sft import build_examples, collate, sft_loss
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from .train_utils import PolicyRun, PolicySettings, load_for_training
 
 SELECTIONS = ("best", "top")
 
 
 @dataclass
-class RSConfig(TrainSettings):
+class RSConfig(PolicySettings):
     lr: float = 1e-4
     k: int = 4                       # samples per prompt
     rounds: int = 2                  # sample → select → fine-tune, repeated; max_steps is the
@@ -125,7 +126,7 @@ def train_rs(config: RSConfig, prompts: Sequence[Sequence[dict]], reward_fn: Rew
     from accelerate.utils import gather_object
 
     model, tok = load_for_training(config)
-    with TrainingRun(config, out_dir, "rs", model, tok, parents=parents) as run:
+    with PolicyRun(config, out_dir, "rs", model, tok, parents=parents) as run:
         acc, policy = run.accelerator, run.unwrapped
         mine = list(range(acc.process_index, len(prompts), acc.num_processes))
         for rnd in range(run.state.get("round", 0), config.rounds):
@@ -167,7 +168,7 @@ def train_rs(config: RSConfig, prompts: Sequence[Sequence[dict]], reward_fn: Rew
             end = min(config.max_steps, (rnd + 1) * config.steps_per_round)
             if kept_chats and run.step < end:
                 examples = build_examples(tok, kept_chats, config.max_len, last_turn_only=True)
-                batches = run.batches(examples, lambda rows: collate(rows, tok.pad_token_id),
+                batches = run.batches(examples, partial(collate, pad_id=tok.pad_token_id),
                                       key=f"round-{rnd}")
                 while run.step < end:
                     total = 0.0

@@ -20,20 +20,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .lm import render_chat
-from .train_utils import TrainingRun, TrainSettings, load_for_training
+from harness.chat import render_chat
 
-IGNORE = -100   # label of a token that carries no loss (prompt, user turns, padding)
+from .losses import IGNORE, token_nll
+from .train_utils import PolicyRun, PolicySettings, load_for_training
+
 
 
 @dataclass
-class SFTConfig(TrainSettings):
+class SFTConfig(PolicySettings):
     lr: float = 2e-4
     max_len: int = 1024          # tokens per chat (longer chats are cut at the end)
     packing: bool = False        # several chats per row, up to max_len tokens
@@ -111,15 +112,12 @@ def collate(rows: list[dict], pad_id: int) -> dict:
 
 
 def sft_loss(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """Mean next-token NLL over the labelled tokens: (loss, number of labelled tokens)."""
+    """The batch's mean ``token_nll`` over its labelled tokens: (loss, labelled tokens)."""
     kwargs = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {
         "attention_mask": batch["attention_mask"]}
     logits = model(input_ids=batch["input_ids"], use_cache=False, **kwargs).logits  # [B, T, V]
-    targets = batch["labels"][:, 1:]                                                 # [B, T-1]
-    n = int((targets != IGNORE).sum())
-    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
-                           ignore_index=IGNORE, reduction="sum")
-    return loss / max(n, 1), n
+    n = int((batch["labels"][:, 1:] != IGNORE).sum())
+    return token_nll(logits, batch["labels"]).sum() / max(n, 1), n
 
 
 def build_examples(tok, chats: Sequence[Sequence[dict]], max_len: int,
@@ -175,10 +173,10 @@ def train_sft(config: SFTConfig, chats: Sequence[Sequence[dict]], out_dir: str |
     """Fine-tune the policy's LoRA adapter on the assistant turns of ``chats``."""
     model, tok = load_for_training(config)
     examples = build_examples(tok, chats, config.max_len, packing=config.packing)
-    with TrainingRun(config, out_dir, "sft", model, tok, parents=parents, data_hash=data_hash,
+    with PolicyRun(config, out_dir, "sft", model, tok, parents=parents, data_hash=data_hash,
                      label_ids=label_ids) as run:
         run.log.log(f"{len(chats)} chats -> {len(examples)} rows (packing={config.packing})")
-        batches = run.batches(examples, lambda rows: collate(rows, tok.pad_token_id))
+        batches = run.batches(examples, partial(collate, pad_id=tok.pad_token_id))
         total = float("nan")
         while not run.done:
             total, tokens = 0.0, 0

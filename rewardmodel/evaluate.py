@@ -19,6 +19,9 @@ import torch
 
 from annotate.trainingdata import PairExample, TrainingData
 
+from . import batches as B
+from .losses import pairwise_loss, ranking_pairs
+
 NO_LEVEL = "none"
 
 
@@ -126,3 +129,30 @@ def plot_rewards(r_chosen: torch.Tensor, r_rejected: torch.Tensor, path: str | P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+@torch.inference_mode()
+def evaluate_comparisons(model, comparisons: list[B.Comparison], batch_size: int,
+                         share_prompt: bool = True) -> torch.Tensor:
+    """Sums over the comparisons: [pairs, correct, -log σ(r_w − r_l), responses, Σr, Σr²].
+
+    The last three give the reward's mean and spread, kept with the model so that an ensemble
+    can put members of different scales on one (score.py, ``"normalize"``).
+    """
+    totals = torch.zeros(6, dtype=torch.float64)
+    order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].length)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        batch = B.collate(model, [comparisons[i] for i in order[start:start + batch_size]],
+                          share_prompt)
+        rewards = model(**{k: v.to(model.device) for k, v in batch.inputs.items()}).cpu()
+        r = rewards.double()
+        totals[3:] += torch.stack([torch.tensor(float(len(r))), r.sum(), (r * r).sum()])
+        for c, off in zip(batch.comparisons, batch.offsets):
+            w, l = ranking_pairs(c.ranking)
+            diff = rewards[[off + i for i in w]] - rewards[[off + i for i in l]]
+            totals[:3] += torch.stack([torch.tensor(float(len(w))), (diff > 0).double().sum(),
+                                       pairwise_loss(diff, torch.zeros_like(diff)).double().sum()])
+    model.train(was_training)
+    return totals

@@ -1,7 +1,9 @@
 """Reward-model losses: one small function each, the formula in the docstring.
 
-Every function returns a per-comparison loss (no reduction) so the caller can weight it by
-annotator agreement and normalise it; ``reduce_weighted`` does that in one place.
+One return convention, the same as ``policy/losses.py``: every loss is returned unreduced —
+one value per comparison (a pair, a ranking) or per response — so the caller can weight it by
+annotator agreement and normalise it; ``reduce_weighted`` does that in one place
+(``train.batch_loss`` puts a training batch together).
 
 Notation: r_c, r_r are the scalar rewards of the chosen and rejected response, σ the logistic
 function, m the margin of the label.
@@ -68,14 +70,14 @@ def ranking_pairs(ranking: list[list[int]]) -> tuple[list[int], list[int]]:
 
 
 def centering_penalty(rewards: torch.Tensor) -> torch.Tensor:
-    """Reward centering:  P = mean(r²)  over every reward in the batch.
+    """Reward centering:  P_i = r_i²  for every reward (the trainer adds c · mean_i P_i).
 
     The Bradley-Terry loss only sees differences, so the mean reward drifts freely; a small
     coefficient times this penalty keeps scores near zero (Eisenstein et al. 2023, "Helping or
     Herding?", §3), which makes rewards from different models comparable in an ensemble.
-    Shapes: rewards [N] → scalar.
+    Shapes: rewards [N] → [N].
     """
-    return rewards.pow(2).mean()
+    return rewards.pow(2)
 
 
 def reduce_weighted(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

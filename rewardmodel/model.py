@@ -3,16 +3,14 @@
 Two kinds of backbone, one class:
 
 * ``decoder`` (SmolLM2, Llama, GPT-2...): transformers' ``*ForSequenceClassification`` reads a
-  linear head at the last non-padding token. The chat is rendered with the tokenizer's chat
-  template (prompt + one assistant turn holding the response).
-* ``encoder`` (MiniLM, BERT...): the pooled [CLS] vector through a linear head. The prompt is
-  rendered as "role: content" lines, the response is the second segment:
-  ``[CLS] prompt [SEP] response [SEP]``.
+  linear head at the last non-padding token.
+* ``encoder`` (MiniLM, BERT...): the pooled [CLS] vector through a linear head.
+
+How text becomes input (chat template, truncation, packing) is ``encoding.py``.
 
 Either way the model is a plain ``AutoModelForSequenceClassification`` with ``num_labels=1``,
 LoRA-wrapped by peft with the head in ``modules_to_save``, so a saved run loads in plain
-transformers + peft (see docs/rewardmodel.md). Long prompts lose their oldest tokens first:
-the response is what is being scored, so it always survives truncation.
+transformers + peft (see docs/rewardmodel.md).
 
 A run folder holds ``rm.json`` (backbone spec, kind, max length, LoRA config) and either
 ``adapter/`` (peft adapter incl. the head) or ``model/`` (full fine-tuning).
@@ -21,29 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from . import hub
+from harness import hub
+from harness.lora import LoraSettings
+
+from .encoding import (Encoded, encode_decoder, encode_encoder, pack_batch, pad_batch,
+                       scoring_groups)
 
 RM_FILE = "rm.json"
 ADAPTER_DIR = "adapter"
 MODEL_DIR = "model"
 HEAD_FILE = "head.pt"  # only for reward models that share another model's backbone
-
-
-@dataclass
-class LoraSettings:
-    """LoRA on the backbone (Hu et al. 2021); the head is always fully trained."""
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] | str | None = None  # None: peft's default for the architecture
-    modules_to_save: list[str] = field(default_factory=list)  # extra fully-trained modules
 
 
 def detect_kind(config) -> str:
@@ -55,30 +46,6 @@ def detect_kind(config) -> str:
                              "deberta-v2", "electra", "mpnet", "albert", "modernbert"):
         return "encoder"
     return "decoder"
-
-
-def render_plain(messages: Sequence[dict]) -> str:
-    """A chat as "role: content" lines, for tokenizers without a chat template."""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-
-
-class Encoded(NamedTuple):
-    """One (prompt, response) as model input: token ids, token types (encoders only) and how
-    many of the ids are the prompt (decoders: lets responses of one prompt share it)."""
-    ids: list[int]
-    token_types: list[int] | None
-    prompt_len: int
-
-
-def fit_lengths(n_prompt: int, n_response: int, budget: int) -> tuple[int, int]:
-    """How many prompt tokens (kept from the END) and response tokens (from the START) fit.
-
-    The response is kept whole when it fits beside at least a quarter of the budget of prompt;
-    only a response that is itself too long is cut, and then from its end.
-    """
-    keep_response = min(n_response, budget - min(n_prompt, budget // 4))
-    keep_prompt = min(n_prompt, budget - keep_response)
-    return keep_prompt, keep_response
 
 
 class RewardModel(nn.Module):
@@ -177,14 +144,30 @@ class RewardModel(nn.Module):
         return rm
 
     @classmethod
+    def load_on_backbone(cls, run_dir: str | Path, backbone: nn.Module, tokenizer,
+                         adapter_name: str = "reward") -> "RewardModel":
+        """A trained reward model whose rm.json says ``shared_backbone``, on a loaded copy of
+        the base it was trained on (a policy, usually a ``PeftModel``): its adapter (if it has
+        one) joins the backbone as ``adapter_name``, its head is loaded and frozen. Without an
+        adapter the head reads the bare base: score with the backbone's adapters disabled."""
+        run_dir, info = Path(run_dir), read_info(run_dir)
+        adapter = None
+        if (run_dir / ADAPTER_DIR).exists():
+            backbone.load_adapter(str(run_dir / ADAPTER_DIR), adapter_name=adapter_name,
+                                  is_trainable=False)
+            adapter = adapter_name
+        rm = cls.on_backbone(backbone, tokenizer, kind=info["kind"], adapter=adapter,
+                             max_length=info["max_length"], spec=info["backbone"])
+        rm.head.load_state_dict(torch.load(run_dir / HEAD_FILE, weights_only=True))
+        rm.head.requires_grad_(False)
+        return rm.eval()
+
+    @classmethod
     def load(cls, run_dir: str | Path, *, dtype: torch.dtype = torch.float32) -> "RewardModel":
         """Load a trained reward model from its run folder (``rm.json`` + adapter or model)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        run_dir = Path(run_dir)
-        if not (run_dir / RM_FILE).exists():
-            raise hub.ModelNotAvailable(f"{run_dir} is not a reward-model run folder (no {RM_FILE})")
-        info = json.loads((run_dir / RM_FILE).read_text())
+        run_dir, info = Path(run_dir), read_info(run_dir)
         if (run_dir / MODEL_DIR / "config.json").exists():
             folder = run_dir / MODEL_DIR
             tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -236,105 +219,23 @@ class RewardModel(nn.Module):
 
     # --- text -> token ids ------------------------------------------------------------------
 
+    # --- text -> token ids -> batches (encoding.py) -------------------------------------------
+
     def encode(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str]) -> list[Encoded]:
         """Token ids (and token types for encoders) of each (prompt, response), truncated."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        if self.kind == "decoder":
-            return self._encode_decoder(prompts, responses)
-        return self._encode_encoder(prompts, responses)
-
-    def _encode_decoder(self, prompts, responses):
-        tok = self.tokenizer
-        heads, fulls = [], []
-        for prompt, response in zip(prompts, responses):
-            head, full = _render_chat(tok, list(prompt), response)
-            heads.append(len(head))
-            fulls.append(full)
-        enc = tok(fulls, add_special_tokens=False, return_offsets_mapping=True)
-        out = []
-        for ids, offsets, n_chars in zip(enc["input_ids"], enc["offset_mapping"], heads):
-            # the prompt is every token that starts inside the rendered prompt: exact even
-            # when the tokenizer merges across the boundary
-            n_prompt = sum(1 for start, _ in offsets if start < n_chars)
-            keep_p, keep_r = fit_lengths(n_prompt, len(ids) - n_prompt, self.max_length)
-            out.append(Encoded(ids[n_prompt - keep_p:n_prompt + keep_r], None, keep_p))
-        return out
-
-    def _encode_encoder(self, prompts, responses):
-        tok = self.tokenizer
-        p_ids = tok([render_plain(p) for p in prompts], add_special_tokens=False)["input_ids"]
-        r_ids = tok(list(responses), add_special_tokens=False)["input_ids"]
-        cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
-        out = []
-        for p, r in zip(p_ids, r_ids):
-            keep_p, keep_r = fit_lengths(len(p), len(r), self.max_length - 3)
-            first = [cls_id] + p[len(p) - keep_p:] + [sep_id]
-            second = r[:keep_r] + [sep_id]
-            out.append(Encoded(first + second, [0] * len(first) + [1] * len(second), len(first)))
-        return out
+        encode = encode_decoder if self.kind == "decoder" else encode_encoder
+        return encode(self.tokenizer, prompts, responses, self.max_length)
 
     def collate(self, encoded: Sequence[Encoded]) -> dict[str, torch.Tensor]:
-        """Right-pad to the longest sequence of this batch (dynamic padding)."""
-        width = max(len(e.ids) for e in encoded)
-        input_ids = torch.full((len(encoded), width), self.pad_id, dtype=torch.long)  # [B, T]
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)                    # [B, T]
-        types = torch.zeros((len(encoded), width), dtype=torch.long) if self.kind == "encoder" else None
-        for i, (ids, tt, _) in enumerate(encoded):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            mask[i, :len(ids)] = 1
-            if types is not None:
-                types[i, :len(tt)] = torch.tensor(tt)
-        batch = {"input_ids": input_ids, "attention_mask": mask}
-        if types is not None:
-            batch["token_type_ids"] = types
-        return batch
+        """One right-padded sequence per response (``encoding.pad_batch``)."""
+        return pad_batch(encoded, self.pad_id, with_types=self.kind == "encoder")
 
     def collate_shared_prompt(self, groups: Sequence[Sequence[Encoded]]) -> dict[str, torch.Tensor]:
-        """Decoders: each group's responses packed behind ONE copy of their common prompt.
-
-        A row is ``prompt, response_1, ..., response_K``; response i sees the prompt and itself
-        (causal), never the other responses, and its positions continue from the prompt's, so
-        its reward is exactly the one it gets as ``prompt + response_i`` alone. The prompt is
-        encoded once instead of K times. Responses whose (truncated) prompts differ get rows of
-        their own. Rewards come out in input order (``read_index`` into the flattened rows).
-        """
-        rows, reads = [], []  # rows: (ids, positions, segment ids); reads: (row, position)
-        for group in groups:
-            by_prompt: dict[tuple, list[int]] = {}
-            for i, e in enumerate(group):
-                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
-            first_read = len(reads)
-            reads += [None] * len(group)
-            for prompt, members in by_prompt.items():
-                ids, pos, seg = list(prompt), list(range(len(prompt))), [0] * len(prompt)
-                for k, i in enumerate(members, start=1):
-                    response = group[i].ids[len(prompt):]
-                    start = len(ids)
-                    ids += response
-                    pos += range(len(prompt), len(prompt) + len(response))
-                    seg += [k] * len(response)
-                    # read where HF's *ForSequenceClassification would: the last non-pad token
-                    last = max((j for j in range(start, len(ids)) if ids[j] != self.pad_id),
-                               default=len(ids) - 1)
-                    reads[first_read + i] = (len(rows), last)
-                rows.append((ids, pos, seg))
-        width = max(len(ids) for ids, _, _ in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)   # [R, T]
-        positions = torch.zeros((len(rows), width), dtype=torch.long)                # [R, T]
-        segments = torch.full((len(rows), width), -1, dtype=torch.long)              # [R, T]
-        for r, (ids, pos, seg) in enumerate(rows):
-            input_ids[r, :len(ids)] = torch.tensor(ids)
-            positions[r, :len(ids)] = torch.tensor(pos)
-            segments[r, :len(ids)] = torch.tensor(seg)
-        q, k = segments[:, :, None], segments[:, None, :]                             # [R, T, 1], [R, 1, T]
-        causal = torch.ones(width, width, dtype=torch.bool).tril()                    # [T, T]
-        allowed = causal & (k >= 0) & ((k == 0) | (k == q))                           # [R, T, T]
-        allowed |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no empty rows
-        mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, torch.finfo(torch.float32).min)
-        read_index = torch.tensor([r * width + j for r, j in reads])                  # [N]
-        return {"input_ids": input_ids, "attention_mask": mask[:, None], "position_ids": positions,
-                "read_index": read_index}
+        """Decoders: each group's responses behind one copy of their prompt
+        (``encoding.pack_batch``); rewards come out in input order."""
+        return pack_batch(groups, self.pad_id)
 
     # --- scoring ----------------------------------------------------------------------------
 
@@ -365,16 +266,7 @@ class RewardModel(nn.Module):
         was_training = self.training
         self.eval()
         encoded = self.encode(prompts, responses)
-        if self.kind == "decoder":
-            by_prompt: dict[tuple, list[int]] = {}
-            for i, e in enumerate(encoded):
-                by_prompt.setdefault(tuple(e.ids[:e.prompt_len]), []).append(i)
-            groups = []
-            for members in by_prompt.values():  # at most batch_size responses per group
-                groups += [members[j:j + batch_size] for j in range(0, len(members), batch_size)]
-        else:
-            groups = [[i] for i in range(len(encoded))]
-        groups.sort(key=lambda g: sum(len(encoded[i].ids) for i in g))
+        groups = scoring_groups(encoded, share_prompt=self.kind == "decoder", batch_size=batch_size)
         rewards = torch.empty(len(encoded))
         batch: list[list[int]] = []
         for g in groups + [None]:  # None flushes the last batch
@@ -389,6 +281,11 @@ class RewardModel(nn.Module):
                 batch.append(g)
         self.train(was_training)
         return rewards
+
+    @property
+    def head(self) -> nn.Module:
+        """The linear head that turns the backbone's hidden state into the reward."""
+        return _head(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -420,21 +317,16 @@ class RewardModel(nn.Module):
                 p.requires_grad_(flag)
 
 
+def read_info(run_dir: str | Path) -> dict:
+    """A reward-model run folder's ``rm.json``: backbone, kind, max length, LoRA, reward
+    stats, ``shared_backbone`` (trained on another model's base)."""
+    path = Path(run_dir) / RM_FILE
+    if not path.exists():
+        raise hub.ModelNotAvailable(f"{run_dir} is not a reward-model run folder (no {RM_FILE})")
+    return json.loads(path.read_text())
+
+
 # --- helpers --------------------------------------------------------------------------------
-
-def _render_chat(tok, prompt: list[dict], response: str) -> tuple[str, str]:
-    """(rendered prompt ending where the response starts, rendered prompt + response)."""
-    if tok.chat_template:
-        head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": response}],
-                                       tokenize=False)
-        if full.startswith(head):
-            return head, full
-        # templates that restyle earlier turns: fall back to appending the response
-        return head, head + response + (tok.eos_token or "")
-    head = render_plain(prompt) + "\nassistant: "
-    return head, head + response + (tok.eos_token or "")
-
 
 def _pad_id(tokenizer) -> int:
     for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.sep_token_id):
@@ -458,12 +350,9 @@ def _quiet_load(auto_cls, folder, **kwargs):
 
 
 def _wrap_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
-    from peft import LoraConfig, TaskType, get_peft_model
-    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha,
-                        lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                        modules_to_save=list(lora.modules_to_save) or None)
+    from peft import get_peft_model
     # SEQ_CLS puts the head ("score" / "classifier") in modules_to_save: trained and saved
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora.peft_config("SEQ_CLS"))
 
 
 def _head_name(model: nn.Module) -> str:

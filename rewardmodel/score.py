@@ -28,7 +28,7 @@ from typing import Iterable, Protocol, Sequence
 
 import torch
 
-from .hub import ModelNotAvailable
+from harness.hub import ModelNotAvailable
 from .model import RewardModel
 
 

@@ -1,47 +1,46 @@
-"""Reward-model training: ``train(RMConfig, TrainingData) -> summary``, on accelerate.
+"""Reward-model training: ``train(RMConfig, TrainingData) -> summary``, on ``harness.run``.
 
 The loop is plain (nanoGPT-like): for each optimizer step, ``grad_accum`` micro-batches per
 process, gradients synchronised on the last one, clip, step. It runs unchanged under
-``accelerate launch`` with several processes: every process builds the same batch list (seeded)
-and takes every world-size-th micro-batch, DDP averages the gradients, rank 0 writes the run
-folder. Evaluation on the held-out split every ``eval_every`` steps keeps the best model in
-``<out>/adapter`` (or ``<out>/model``) and stops early after ``patience`` evaluations without
-improvement; ``<out>/checkpoint/`` lets a crashed or killed run resume where it stopped.
+``accelerate launch`` with several processes: every process builds the same length-bucketed
+batch list (seeded) and takes every world-size-th batch, DDP averages the gradients, rank 0
+writes the run folder. Evaluation on the held-out split every ``eval_every`` steps keeps the
+best model in ``<out>/adapter`` (or ``<out>/model``) and stops early after ``patience``
+evaluations without improvement. ``<out>/checkpoint/`` (the harness's, the same as every
+policy stage's) lets a crashed or killed run resume where it stopped.
 
 The job never opens the database: the CLI (or the server) ingests the run folder.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import math
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
+from typing import ClassVar
 
 import torch
 
-from annotate.runlog import RunLog
 from annotate.trainingdata import TrainingData
+from harness.config import TrainSettings, build_config
+from harness.hub import SMOLLM2
+from harness.lora import LoraSettings
+from harness.run import TrainingRun, deal, seed_everything
 
 from . import batches as B
-from . import heap
-from .hub import SMOLLM2
+from .evaluate import evaluate_comparisons
 from .losses import (centering_penalty, pairwise_loss, ranking_loss, ranking_pairs,
                      reduce_weighted, soft_pairwise_loss)
-from .model import LoraSettings, RewardModel
+from .model import RewardModel
 
-CHECKPOINT_DIR = "checkpoint"
-STATE_FILE = "state.pt"
 STATS_SAMPLE = 128  # training comparisons scored for the reward scale when nothing is held out
-# a checkpoint can only be resumed by a run that would make the same batches and model
-_RESUME_KEYS = ("base", "max_length", "lora_r", "lora_alpha", "lora_targets", "batch_size",
-                "grad_accum", "seed", "eval_fraction", "bucket", "use_rankings")
 
 
 @dataclass
-class RMConfig:
+class RMConfig(TrainSettings):
     out: str = "runs/rm"
     base: str = SMOLLM2                 # backbone spec: smollm2-135m-instruct, minilm, folder, hub id
     kind: str | None = None             # decoder | encoder (default: from the checkpoint)
@@ -52,16 +51,14 @@ class RMConfig:
     lora_targets: list[str] | str | None = None  # None: peft's default (attention q, v)
     train_modules: list[str] = field(default_factory=list)  # extra fully-trained modules (e.g. pooler)
     batch_size: int = 8                 # comparisons (pairs or rankings) per micro-batch per process
-    grad_accum: int = 1
     lr: float = 2e-4
-    weight_decay: float = 0.0
     warmup_ratio: float = 0.05
-    scheduler: str = "cosine"           # transformers.get_scheduler name
-    max_grad_norm: float = 1.0
+    scheduler: str = "cosine"           # "constant" or a transformers.get_scheduler name
     epochs: float = 1.0
     max_steps: int | None = None        # optimizer steps; overrides epochs
     eval_fraction: float = 0.1          # prompts kept aside for evaluation (0: none)
-    eval_every: int = 50                # steps; also the checkpoint interval
+    eval_every: int = 50                # steps between evaluations
+    save_every: int = 50                # steps between checkpoints (and always at the end)
     patience: int | None = None         # evaluations without improvement before stopping
     keep_best: bool = True              # the saved model is the best evaluated one
     use_margin: bool = True             # Llama-2 margin m from the label's margin level
@@ -71,10 +68,12 @@ class RMConfig:
     center_coef: float = 0.0            # reward-centering penalty coefficient (0.01 is typical)
     bucket: bool = True                 # length-bucketed batches
     share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
-    gradient_checkpointing: bool = False  # recompute each layer's activations in backward
-    seed: int = 0
     log_every: int = 10
     resume: bool = True                 # continue from <out>/checkpoint when it exists
+
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({
+        "out", "resume", "max_steps", "epochs", "save_every", "log_every", "eval_every",
+        "patience", "keep_best"})
 
     def lora(self) -> LoraSettings | None:
         if self.lora_r <= 0:
@@ -82,18 +81,153 @@ class RMConfig:
         return LoraSettings(r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout,
                             target_modules=self.lora_targets, modules_to_save=list(self.train_modules))
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def check(self) -> None:
+        super().check()
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError("eval_fraction (--eval-fraction) must be in [0, 1)")
+        if min(self.eval_every, self.log_every) < 1:
+            raise ValueError("eval_every and log_every must be at least 1")
+
+    @classmethod
+    def from_args(cls, args) -> "RMConfig":
+        """``--config`` JSON (optional), then the ``train rm`` command-line options on top."""
+        opt = partial(getattr, args)
+        options = {"base": opt("base", None), "max_steps": opt("max_steps", None),
+                   "batch_size": opt("batch_size", None), "grad_accum": opt("grad_accum", None),
+                   "lr": opt("lr", None), "epochs": opt("epochs", None),
+                   "max_length": opt("max_length", None), "lora_r": opt("lora_r", None),
+                   "seed": opt("seed", None), "eval_fraction": opt("eval_fraction", None),
+                   "eval_every": opt("eval_every", None), "save_every": opt("save_every", None),
+                   "patience": opt("patience", None), "center_coef": opt("center", None),
+                   "kind": opt("rm_kind", None), "out": opt("out", None),
+                   "gradient_checkpointing": opt("gradient_checkpointing", None)}
+        if opt("full_finetune", False):
+            options["lora_r"] = 0
+        if opt("lora_targets", None):
+            targets = args.lora_targets
+            options["lora_targets"] = targets if targets == "all-linear" else targets.split(",")
+        if opt("train_modules", None):
+            options["train_modules"] = args.train_modules.split(",")
+        if opt("margin_values", None):
+            options["margin_values"] = _margin_values(args.margin_values)
+        for flag, name in (("no_margin", "use_margin"), ("no_soft_labels", "soft_labels"),
+                           ("no_rankings", "use_rankings"), ("no_resume", "resume")):
+            if opt(flag, False):
+                options[name] = False
+        config = build_config(cls, options, opt("config", None))
+        config.check()
+        return config
 
 
-# --- loss -----------------------------------------------------------------------------------
+def _margin_values(text: str) -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in json.loads(text).items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        raise ValueError('--margin-values: expected JSON like {"significantly": 1, "better": 0.5}') from None
 
-def batch_loss(rewards: torch.Tensor, batch: B.Batch, center_coef: float = 0.0
+
+# --- the loop -------------------------------------------------------------------------------
+
+def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | None = None,
+          model: RewardModel | None = None, parents: tuple[str, ...] = ()) -> dict:
+    """Train a reward model on ``data``; the run folder ``config.out`` receives everything.
+
+    ``eval_data`` replaces the automatic held-out split. ``model`` trains a reward model built
+    by the caller (e.g. ``RewardModel.on_backbone`` on the policy's base) instead of a fresh
+    one from ``config.base``. Returns the run summary (also stored in run.json).
+    """
+    config.check()
+    seed_everything(config.seed)  # the same fresh head on every process
+    if model is None:
+        model = RewardModel.from_spec(config.base, max_length=config.max_length,
+                                      lora=config.lora(), kind=config.kind)
+    if config.gradient_checkpointing:
+        # keeps one layer's activations instead of all of them: SmolLM2 at 16 pairs x 256
+        # tokens needs ~23 GB without it. Non-reentrant: the frozen embeddings need no grad.
+        model.model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
+    train_set, eval_set = split(config, data, eval_data)
+    B.encode_all(model, train_set + eval_set)
+    total_steps = partial(steps_for_epochs, config, len(train_set))
+    run = TrainingRun(config, config.out, "rm", model, params=model.trainable_parameters(),
+                      total_steps=total_steps, schedule=config.scheduler,
+                      warmup_ratio=config.warmup_ratio,
+                      parents=parents, data_hash=data.data_hash, label_ids=data.label_ids,
+                      resume=config.resume)
+    best = run.state.get("best")          # [accuracy, -loss] of the best evaluation
+    bad_evals = run.state.get("bad_evals", 0)
+    last_loss, last_eval, stopped_early, samples = None, None, False, 0
+    t0 = time.perf_counter()
+    with run:
+        run.log.log(f"train {len(train_set)} comparisons, held out {len(eval_set)}, "
+                    f"{run.total_steps} steps, {run.accelerator.num_processes} process(es)")
+        plan = partial(epoch_plan, [c.length for c in train_set], config)
+        collate = partial(B.collate, model, share_prompt=config.share_prompt)
+        batches = run.batches(train_set, collate, plan=plan)
+        window = torch.zeros(3)  # loss, accuracy, micro-batches since the last log line
+        run.model.train()
+        while not run.done:
+            for batch in run.accumulate(batches):
+                rewards = run.model(**{k: v.to(run.device) for k, v in batch.inputs.items()})
+                loss, stats = batch_loss(rewards, batch, config.center_coef)
+                run.backward(loss)
+                window += torch.stack([loss.detach().cpu(), stats["accuracy"].cpu(), torch.tensor(1.0)])
+                samples += batch.size
+            run.optimizer_step()
+
+            if run.step % config.log_every == 0 or run.done:
+                mean = window[:2] / window[2].clamp_min(1)
+                last_loss = run.metric(loss=mean[0], accuracy=mean[1], lr=run.lr)["loss"]
+                window.zero_()
+            if eval_set and (run.step % config.eval_every == 0 or run.done):
+                last_eval = evaluate_on(run, model, eval_set, config)
+                run.metric(eval_accuracy=last_eval.accuracy, eval_loss=last_eval.loss, force=True)
+                if best is None or [last_eval.accuracy, -last_eval.loss] > best:
+                    best, bad_evals = [last_eval.accuracy, -last_eval.loss], 0
+                    if config.keep_best:
+                        run.on_main(partial(model.save, config.out, best_step=run.step,
+                                            eval_accuracy=last_eval.accuracy,
+                                            reward_stats=last_eval.reward_stats))
+                else:
+                    bad_evals += 1
+                stopped_early = bool(config.patience and bad_evals >= config.patience)
+            run.state = {"best": best, "bad_evals": bad_evals}
+            if stopped_early:
+                run.log.log(f"early stop at step {run.step}: {bad_evals} evaluations without improvement")
+                break
+            run.maybe_checkpoint()
+
+        save = None
+        if not (eval_set and config.keep_best and best is not None):
+            if last_eval is None or last_eval.step != run.step:
+                last_eval = evaluate_on(run, model, stats_sample(train_set, config.seed), config,
+                                        on="training sample")
+            save = partial(model.save, config.out, best_step=run.step,
+                           reward_stats=last_eval.reward_stats)
+        seconds = time.perf_counter() - t0
+        world = run.accelerator.num_processes
+        summary = {"total_steps": run.total_steps, "final_loss": last_loss,
+                   "train_comparisons": len(train_set), "eval_comparisons": len(eval_set),
+                   "samples_per_s": samples * world / seconds if seconds > 0 else None,
+                   "seconds": seconds, "stopped_early": stopped_early,
+                   "best_eval_accuracy": best[0] if best else None,
+                   "best_eval_loss": -best[1] if best else None, "processes": world}
+        run.finish(save=save, **summary)
+    return {"run_id": run.log.id, "out": str(config.out), "steps": run.step, **summary}
+
+
+# --- loss -------------------------------------------------------------------------------------
+
+def batch_loss(rewards: torch.Tensor, batch, center_coef: float = 0.0
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted mean of each comparison's loss, plus optional centering.
+    """A training batch's loss:  L = Σ_i w_i·L_i / Σ_i w_i  (+ c · mean(r²) when centering),
+    and its pairwise accuracy.
 
-    A pair uses the margin loss, or soft BCE when an AI judge gave a probability; a K-way
-    ranking uses the rank-list loss (the mean over its pairs). rewards: [N responses].
+    L_i is comparison i's loss: ``pairwise_loss`` (Touvron et al. 2023), or
+    ``soft_pairwise_loss`` when an AI judge gave a probability (Lee et al. 2023), or
+    ``ranking_loss`` for a K-way ranking (Ouyang et al. 2022); w_i its annotator agreement.
+    ``batch`` holds ``comparisons`` and ``offsets`` (``batches.Batch``); rewards: [N responses]
+    of the batch, in order. Returns (scalar loss, {"accuracy", "reward_mean"}).
     """
     losses = []
     wins = torch.zeros((), device=rewards.device)
@@ -117,69 +251,16 @@ def batch_loss(rewards: torch.Tensor, batch: B.Batch, center_coef: float = 0.0
     weights = torch.tensor([c.weight for c in batch.comparisons], device=rewards.device)
     loss = reduce_weighted(torch.stack(losses), weights)
     if center_coef:
-        loss = loss + center_coef * centering_penalty(rewards)
+        loss = loss + center_coef * centering_penalty(rewards).mean()
     stats = {"accuracy": wins.detach() / max(n_pairs, 1), "reward_mean": rewards.detach().mean()}
     return loss, stats
 
 
-@torch.inference_mode()
-def evaluate_comparisons(model: RewardModel, comparisons: list[B.Comparison], batch_size: int,
-                         share_prompt: bool = True) -> torch.Tensor:
-    """Sums over the comparisons: [pairs, correct, -log σ(r_w − r_l), responses, Σr, Σr²].
+# --- data -----------------------------------------------------------------------------------
 
-    The last three give the reward's mean and spread, kept with the model so that an ensemble
-    can put members of different scales on one (score.py, ``"normalize"``).
-    """
-    totals = torch.zeros(6, dtype=torch.float64)
-    order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].length)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        batch = B.collate(model, [comparisons[i] for i in order[start:start + batch_size]],
-                          share_prompt)
-        rewards = model(**{k: v.to(model.device) for k, v in batch.inputs.items()}).cpu()
-        r = rewards.double()
-        totals[3:] += torch.stack([torch.tensor(float(len(r))), r.sum(), (r * r).sum()])
-        for c, off in zip(batch.comparisons, batch.offsets):
-            w, l = ranking_pairs(c.ranking)
-            diff = rewards[[off + i for i in w]] - rewards[[off + i for i in l]]
-            totals[:3] += torch.stack([torch.tensor(float(len(w))), (diff > 0).double().sum(),
-                                       pairwise_loss(diff, torch.zeros_like(diff)).double().sum()])
-    model.train(was_training)
-    return totals
-
-
-# --- the loop -------------------------------------------------------------------------------
-
-def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | None = None,
-          model: RewardModel | None = None, parents: tuple[str, ...] = ()) -> dict:
-    """Train a reward model on ``data``; the run folder ``config.out`` receives everything.
-
-    ``eval_data`` replaces the automatic held-out split. ``model`` trains a reward model built
-    by the caller (e.g. ``RewardModel.on_backbone`` on the policy's base) instead of a fresh
-    one from ``config.base``. Returns the run summary (also stored in run.json).
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
-
-    # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) must be
-    # told to use CPU DDP (gloo); otherwise each would silently train alone.
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    on_cpu = acc.device.type == "cpu"
-    if on_cpu:  # activations' memory goes back to the OS when freed (heap.py: why)
-        heap.map_large_blocks()
-    set_seed(config.seed)  # the same fresh head on every process
-    out = Path(config.out)
-    if model is None:
-        model = RewardModel.from_spec(config.base, max_length=config.max_length,
-                                      lora=config.lora(), kind=config.kind)
-    if config.gradient_checkpointing:
-        # keeps one layer's activations instead of all of them: SmolLM2 at 16 pairs x 256
-        # tokens needs ~23 GB without it. Non-reentrant: the frozen embeddings need no grad.
-        model.model.activation_checkpointing_enable(
-            activation_checkpointing_kwargs={"use_reentrant": False})
+def split(config: RMConfig, data: TrainingData, eval_data: TrainingData | None
+          ) -> tuple[list[B.Comparison], list[B.Comparison]]:
+    """(training, held-out) comparisons: ``eval_data`` if given, else a seeded split by prompt."""
     comparisons = _comparisons(config, data)
     if eval_data is not None:
         train_set, eval_set = comparisons, _comparisons(config, eval_data)
@@ -187,115 +268,7 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
         train_set, eval_set = B.split_holdout(comparisons, config.eval_fraction, config.seed)
     if not train_set:
         raise ValueError("no training comparisons: the data has no pair with a preference")
-    B.encode_all(model, train_set + eval_set)
-    lengths = [c.length for c in train_set]
-
-    world, rank = acc.num_processes, acc.process_index
-    per_epoch = math.ceil(len(train_set) / config.batch_size)  # micro-batches in one epoch
-    micro_per_step = config.grad_accum * world
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * per_epoch / micro_per_step))
-
-    params = [p for _, p in model.trainable_parameters()]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.scheduler, optimizer,
-                              num_warmup_steps=int(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    log = RunLog(out, "rm", config.to_dict(), parents=parents, data_hash=data.data_hash,
-                 label_ids=data.label_ids, is_main=acc.is_main_process)
-    state = _load_checkpoint(out, config, data.data_hash, model, optimizer, scheduler) \
-        if config.resume else None
-    step = state["step"] if state else 0
-    best = state["best"] if state else None            # (accuracy, -loss) of the best eval
-    bad_evals = state["bad_evals"] if state else 0
-    if state:
-        log.log(f"resumed from step {step}")
-    ddp_model, optimizer = acc.prepare(model, optimizer)  # scheduler stays ours: one step per step
-    log.log(f"train {len(train_set)} comparisons, held out {len(eval_set)}, {total_steps} steps, "
-            f"{world} process(es)")
-
-    epochs: dict[int, list[list[int]]] = {}
-
-    def micro_batch(index: int) -> B.Batch:
-        epoch, i = divmod(index, per_epoch)
-        if epoch not in epochs:
-            epochs.clear()
-            epochs[epoch] = B.epoch_batches(lengths, config.batch_size, epoch, config.seed, config.bucket)
-        return B.collate(model, [train_set[j] for j in epochs[epoch][i]], config.share_prompt)
-
-    bar = tqdm(total=total_steps, initial=step, desc="train rm", disable=not acc.is_main_process,
-               dynamic_ncols=True)
-    running = torch.zeros(3)  # loss, accuracy, micro-batches since the last log line
-    samples, t0, stopped_early, last_loss = 0, time.perf_counter(), False, None
-    last_eval: EvalResult | None = None  # the latest evaluation, and its step
-    last_eval_step = -1
-    ddp_model.train()
-    try:
-        while step < total_steps:
-            for a in range(config.grad_accum):
-                batch = micro_batch(step * micro_per_step + a * world + rank)
-                sync = a == config.grad_accum - 1
-                with contextlib.nullcontext() if sync else acc.no_sync(ddp_model):
-                    rewards = ddp_model(**{k: v.to(acc.device) for k, v in batch.inputs.items()})
-                    loss, stats = batch_loss(rewards, batch, config.center_coef)
-                    acc.backward(loss / config.grad_accum)
-                running += torch.stack([loss.detach().cpu(), stats["accuracy"].cpu(), torch.tensor(1.0)])
-                samples += batch.size
-            if config.max_grad_norm:
-                acc.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if on_cpu:
-                heap.trim()
-            step += 1
-            bar.update(1)
-
-            if step % config.log_every == 0 or step == total_steps:
-                mean = acc.reduce(running[:2] / running[2].clamp_min(1), "mean")
-                last_loss = float(mean[0])
-                log.metric(step, loss=last_loss, accuracy=float(mean[1]),
-                           lr=scheduler.get_last_lr()[0])
-                bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{float(mean[1]):.3f}")
-                running.zero_()
-            if eval_set and (step % config.eval_every == 0 or step == total_steps):
-                ev = _evaluate(acc, model, eval_set, config.batch_size * 2, config.share_prompt)
-                last_eval, last_eval_step = ev, step
-                log.metric(step, eval_accuracy=ev.accuracy, eval_loss=ev.loss)
-                if best is None or (ev.accuracy, -ev.loss) > tuple(best):
-                    best, bad_evals = (ev.accuracy, -ev.loss), 0
-                    if config.keep_best:
-                        _save(acc, model, out, best_step=step, eval_accuracy=ev.accuracy,
-                              reward_stats=ev.reward_stats)
-                else:
-                    bad_evals += 1
-                if config.patience and bad_evals >= config.patience:
-                    stopped_early = True
-            if step % config.eval_every == 0 or stopped_early or step == total_steps:
-                _save_checkpoint(acc, out, config, data.data_hash, model, optimizer, scheduler,
-                                 step, best, bad_evals)
-            if stopped_early:
-                log.log(f"early stop at step {step}: {bad_evals} evaluations without improvement")
-                break
-    except BaseException as exc:
-        bar.close()
-        log.fail(exc)
-        raise
-    bar.close()
-    seconds = time.perf_counter() - t0
-    if not (eval_set and config.keep_best and best is not None):
-        if last_eval is None or last_eval_step != step:
-            last_eval = _evaluate(acc, model, _stats_sample(train_set, config.seed),
-                                  config.batch_size * 2, config.share_prompt, on="training sample")
-        _save(acc, model, out, best_step=step, reward_stats=last_eval.reward_stats)
-    summary = {"steps": step, "total_steps": total_steps, "final_loss": last_loss,
-               "train_comparisons": len(train_set), "eval_comparisons": len(eval_set),
-               "samples_per_s": samples * world / seconds if seconds > 0 else None,
-               "seconds": seconds, "stopped_early": stopped_early,
-               "best_eval_accuracy": best[0] if best else None,
-               "best_eval_loss": -best[1] if best else None, "processes": world}
-    log.finish("done", **summary)
-    acc.wait_for_everyone()
-    return {"run_id": log.id, "out": str(out), **summary}
+    return train_set, eval_set
 
 
 def _comparisons(config: RMConfig, data: TrainingData) -> list[B.Comparison]:
@@ -303,28 +276,21 @@ def _comparisons(config: RMConfig, data: TrainingData) -> list[B.Comparison]:
                               soft_labels=config.soft_labels, use_rankings=config.use_rankings)
 
 
-@dataclasses.dataclass
-class EvalResult:
-    accuracy: float
-    loss: float
-    reward_stats: dict  # mean and std of the rewards of every response scored
+def steps_for_epochs(config: RMConfig, n_train: int, world: int) -> int:
+    """``max_steps``, or the optimizer steps that make ``epochs`` passes over the data."""
+    per_epoch = math.ceil(n_train / config.batch_size)  # micro-batches in one epoch
+    return config.max_steps or max(1, math.ceil(config.epochs * per_epoch / (config.grad_accum * world)))
 
 
-def _evaluate(acc, model: RewardModel, comparisons: list[B.Comparison], batch_size: int,
-              share_prompt: bool, on: str = "held-out") -> EvalResult:
-    shard = comparisons[acc.process_index::acc.num_processes]
-    # float32 on the wire: some backends (MPS) have no float64
-    totals = evaluate_comparisons(model, shard, batch_size, share_prompt).float().to(acc.device)
-    totals = acc.reduce(totals, "sum")
-    n_pairs, n_rewards = max(float(totals[0]), 1.0), max(float(totals[3]), 1.0)
-    mean = float(totals[4]) / n_rewards
-    std = math.sqrt(max(float(totals[5]) / n_rewards - mean * mean, 0.0))
-    return EvalResult(float(totals[1]) / n_pairs, float(totals[2]) / n_pairs,
-                      {"mean": mean, "std": std, "n": int(totals[3]), "on": on})
+def epoch_plan(lengths: list[int], config: RMConfig, epoch: int, rank: int, world: int
+               ) -> list[list[int]]:
+    """This process's share of one epoch's length-bucketed batches (``harness.run`` plan)."""
+    return deal(B.epoch_batches(lengths, config.batch_size, epoch, config.seed, config.bucket),
+                rank, world)
 
 
-def _stats_sample(train_set: list[B.Comparison], seed: int, n: int = STATS_SAMPLE
-                  ) -> list[B.Comparison]:
+def stats_sample(train_set: list[B.Comparison], seed: int, n: int = STATS_SAMPLE
+                 ) -> list[B.Comparison]:
     """Without a held-out set, the reward's scale is measured on a fixed sample of training
     comparisons (enough for a mean and a spread; scoring all of them could cost minutes)."""
     if len(train_set) <= n:
@@ -332,48 +298,26 @@ def _stats_sample(train_set: list[B.Comparison], seed: int, n: int = STATS_SAMPL
     return random.Random(seed).sample(train_set, n)
 
 
-def _save(acc, model: RewardModel, out: Path, **extra) -> None:
-    if acc.is_main_process:
-        model.save(out, **extra)
-    acc.wait_for_everyone()
+# --- evaluation during training --------------------------------------------------------------
+
+@dataclasses.dataclass
+class EvalResult:
+    step: int
+    accuracy: float
+    loss: float
+    reward_stats: dict  # mean and std of the rewards of every response scored
 
 
-# --- checkpoints (resume after a crash) -----------------------------------------------------
-
-def _save_checkpoint(acc, out: Path, config: RMConfig, data_hash: str, model: RewardModel,
-                     optimizer, scheduler, step: int, best, bad_evals: int) -> None:
-    if acc.is_main_process:
-        folder = out / CHECKPOINT_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {"step": step, "best": best, "bad_evals": bad_evals, "data_hash": data_hash,
-                 "config": {k: getattr(config, k) for k in _RESUME_KEYS},
-                 "trainable": {n: p.detach().cpu() for n, p in model.trainable_parameters()},
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": torch.get_rng_state()}   # dropout masks continue as if never stopped
-        tmp = folder / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(folder / STATE_FILE)  # a kill mid-write leaves the previous checkpoint
-    acc.wait_for_everyone()
-
-
-def _load_checkpoint(out: Path, config: RMConfig, data_hash: str, model: RewardModel,
-                     optimizer, scheduler) -> dict | None:
-    path = out / CHECKPOINT_DIR / STATE_FILE
-    if not path.exists():
-        return None
-    state = torch.load(path, weights_only=False, map_location="cpu")
-    mine = {k: getattr(config, k) for k in _RESUME_KEYS}
-    if state["config"] != mine or state["data_hash"] != data_hash:
-        changed = sorted(k for k in mine if state["config"].get(k) != mine[k])
-        changed += ["data"] if state["data_hash"] != data_hash else []
-        raise ValueError(f"{out} holds a checkpoint of a different run (differs in "
-                         f"{', '.join(changed)}): use another --out, or --no-resume")
-    params = dict(model.trainable_parameters())
-    with torch.no_grad():
-        for name, value in state["trainable"].items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if "rng" in state:
-        torch.set_rng_state(state["rng"])
-    return state
+def evaluate_on(run: TrainingRun, model: RewardModel, comparisons: list[B.Comparison],
+                config: RMConfig, on: str = "held-out") -> EvalResult:
+    """Accuracy, loss and reward scale over ``comparisons``, each process scoring its share."""
+    acc = run.accelerator
+    shard = comparisons[acc.process_index::acc.num_processes]
+    # float32 on the wire: some backends (MPS) have no float64
+    totals = evaluate_comparisons(model, shard, config.batch_size * 2, config.share_prompt)
+    totals = acc.reduce(totals.float().to(acc.device), "sum")
+    n_pairs, n_rewards = max(float(totals[0]), 1.0), max(float(totals[3]), 1.0)
+    mean = float(totals[4]) / n_rewards
+    std = math.sqrt(max(float(totals[5]) / n_rewards - mean * mean, 0.0))
+    return EvalResult(run.step, float(totals[1]) / n_pairs, float(totals[2]) / n_pairs,
+                      {"mean": mean, "std": std, "n": int(totals[3]), "on": on})

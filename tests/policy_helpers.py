@@ -3,7 +3,8 @@ import random
 
 import torch
 
-from policy.lm import LoraSettings, load_policy
+from harness.lora import LoraSettings
+from policy.lm import load_policy
 from tiny_models import MARKERS, WORDS
 
 TINY_LORA = LoraSettings(r=8, alpha=16)   # on the fixture ``tiny_policy`` (larger init scale)

@@ -168,7 +168,8 @@ def test_run_folder_and_out_file_load_into_the_same_store_rows(lm, tmp_path):
 
 def test_policy_run_folder_is_recorded_as_base_plus_adapter_and_parent(tiny_policy, tmp_path):
     from annotate.runlog import RunLog
-    from policy.lm import LoraSettings, save_policy
+    from harness.lora import LoraSettings
+    from policy.lm import save_policy
     policy, tok = load_policy(str(tiny_policy), lora=LoraSettings(r=4), trainable=True)
     torch.manual_seed(0)
     for name, weight in policy.named_parameters():

@@ -82,7 +82,7 @@ def test_local_judge_job_both_orders_and_rationale_first(lm, db, tmp_path):
 @pytest.mark.slow
 def test_default_local_judge_on_real_tasks(db, tmp_path):
     """SmolLM2-135M-Instruct judges three clear-cut harmlessness tasks in both orders."""
-    from rewardmodel.hub import resolve
+    from harness.hub import resolve
     folder = resolve("smollm2-135m-instruct")
     lm = (AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
           AutoTokenizer.from_pretrained(folder))

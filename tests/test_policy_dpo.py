@@ -7,10 +7,12 @@ import torch
 
 from annotate.runlog import read_metrics, read_run
 from annotate.trainingdata import PairExample
-from policy.dpo import (DPOConfig, collate_pairs, dpo_loss, ipo_loss, planned_indices,
+from harness.lora import LoraSettings
+from policy.dpo import (DPOConfig, collate_pairs, planned_indices,
                         sequence_logps, tokenize_pair, train_dpo)
 from policy.generate import SamplingParams
-from policy.lm import LoraSettings, load_policy, token_logprobs
+from policy.lm import load_policy, token_logprobs
+from policy.losses import dpo_loss, ipo_loss
 from policy.measure import measure_policy
 from policy.rewards import keyword_reward
 from tiny_models import MARKERS, WORDS

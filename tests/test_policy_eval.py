@@ -4,7 +4,8 @@ import json
 import pytest
 
 from policy.evaluate import PolicyEvalConfig, evaluate_policy
-from policy.lm import LoraSettings, load_policy, save_policy
+from harness.lora import LoraSettings
+from policy.lm import load_policy, save_policy
 from policy.rewards import keyword_reward, length_reward
 from policy_helpers import tiny_prompts
 from tiny_models import MARKERS

@@ -57,7 +57,7 @@ def test_ppo_resume_replays_the_uninterrupted_run(tiny_policy, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     step3 = lambda d: [r["value"] for r in read_metrics(d) if r["step"] == 3 and r["name"] == "reward"]
     assert step3(tmp_path / "straight") == step3(tmp_path / "resumed")
-    assert "resumed at step 2" in (tmp_path / "resumed" / "log.txt").read_text()
+    assert "resumed from step 2" in (tmp_path / "resumed" / "log.txt").read_text()
 
 
 def test_ppo_critic_on_its_own_adapter(tiny_policy, tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from policy.advantages import (AdaptiveKLController, RunningMoments, ScoreShaper, ScoreShaping,
                                gae, kl_penalized_rewards, rloo_advantages, whiten)
-from policy.losses import PolicyLoss, ReinforceLoss, ValueLoss, masked_mean
+from policy.losses import clipped_value_loss, masked_mean, ppo_clip_loss, reinforce_loss
 
 
 def close(actual, expected, tol=1e-6):
@@ -61,21 +61,22 @@ def test_policy_loss_clips_by_hand():
     advantages = torch.tensor([[1.0, -1.0, 2.0, -0.5]])
     old = torch.zeros(1, 4)
     new = torch.log(torch.tensor([[1.5, 0.5, 0.9, 1.1]])).requires_grad_()
-    loss, stats = PolicyLoss(clip_eps=0.2)(new, old, advantages, torch.ones(1, 4))
+    tokens = ppo_clip_loss(new, old, advantages, clip_eps=0.2)             # [1, 4]
+    loss = masked_mean(tokens, torch.ones(1, 4))
     # t0: A=1,  ρ=1.5: max(−1.5, −1.2) = −1.2 (clipped)
     # t1: A=−1, ρ=0.5: max(0.5, 0.8)   = 0.8  (clipped)
     # t2: A=2,  ρ=0.9: max(−1.8, −1.8) = −1.8
     # t3: A=−.5,ρ=1.1: max(0.55, 0.55) = 0.55
     close(loss, (-1.2 + 0.8 - 1.8 + 0.55) / 4)
-    assert stats["clipfrac"] == pytest.approx(0.5)
+    close(tokens, [[-1.2, 0.8, -1.8, 0.55]])
     loss.backward()
     # clipped tokens get no gradient; the others d(−Aρ)/dlogρ = −Aρ, over 4 tokens
     close(new.grad, [[0.0, 0.0, -1.8 / 4, 0.55 / 4]])
 
 
 def test_policy_loss_padding_does_not_count():
-    loss, _ = PolicyLoss()(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([[1.0, 2.0, 99.0]]),
-                           torch.tensor([[1.0, 1.0, 0.0]]))
+    tokens = ppo_clip_loss(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([[1.0, 2.0, 99.0]]))
+    loss = masked_mean(tokens, torch.tensor([[1.0, 1.0, 0.0]]))
     close(loss, -1.5)                              # ρ = 1: −mean(A) over the 2 real tokens
 
 
@@ -83,13 +84,14 @@ def test_value_loss_clips_by_hand():
     values = torch.tensor([[1.0, 0.0, 2.0]])
     old = torch.tensor([[0.5, 0.5, 1.5]])
     returns = torch.tensor([[2.0, 1.0, 1.0]])
-    loss, stats = ValueLoss(clip_eps=0.2)(values, old, returns, torch.ones(1, 3))
+    tokens = clipped_value_loss(values, old, returns, clip_eps=0.2)
+    loss = masked_mean(tokens, torch.ones(1, 3))
     # t0: V_clip = 0.7: max((1−2)², (0.7−2)²) = max(1, 1.69) = 1.69
     # t1: V_clip = 0.3: max((0−1)², (0.3−1)²) = max(1, 0.49) = 1
     # t2: V_clip = 1.7: max((2−1)², (1.7−1)²) = max(1, 0.49) = 1
     close(loss, 0.5 * (1.69 + 1 + 1) / 3)
-    assert stats["vf_clipfrac"] == pytest.approx(1 / 3)
-    unclipped, _ = ValueLoss(clip_eps=None)(values, old, returns, torch.ones(1, 3))
+    close(tokens, [[0.5 * 1.69, 0.5, 0.5]])       # t0 clipped, the others not
+    unclipped = masked_mean(clipped_value_loss(values, old, returns, clip_eps=None), torch.ones(1, 3))
     close(unclipped, 0.5 * 3 / 3)                  # the seed's 1/(2N) Σ (V − R)²
 
 
@@ -118,7 +120,9 @@ def test_reinforce_loss_whole_response_is_one_action():
     # seed 003's example tokens: Σ log π = −12.3 − 8.3 − 2.3 = −22.9, one advantage per response
     logprobs = torch.tensor([[-12.3, -8.3, -2.3], [-1.0, -2.0, -50.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]]).float()
-    loss = ReinforceLoss()(logprobs, torch.tensor([-1.1, 0.5]), mask)
+    per_response = reinforce_loss(logprobs, torch.tensor([-1.1, 0.5]), mask)   # [2]
+    close(per_response, [-(-1.1) * (-22.9), -0.5 * (-3.0)])
+    loss = per_response.mean()
     close(loss, -((-1.1) * (-22.9) + 0.5 * (-3.0)) / 2)
     loss.backward()
     close(logprobs.grad, [[0.55, 0.55, 0.55], [-0.25, -0.25, 0.0]])

@@ -6,7 +6,7 @@ the reference on held-out prompts. Minutes on a CPU: run under the heavy lock,
 import pytest
 
 from policy.evaluate import PolicyEvalConfig, evaluate_policy
-from policy.lm import LoraSettings
+from harness.lora import LoraSettings
 from policy.ppo import PPOConfig, train_ppo
 from policy.rewards import length_reward
 from policy.rloo import RLOOConfig, train_rloo

@@ -7,7 +7,7 @@ import torch
 from annotate import store
 from annotate.runlog import read_metrics, read_records, read_run
 from policy.generate import SamplingParams
-from policy.lm import LoraSettings
+from harness.lora import LoraSettings
 from policy.rewards import keyword_reward
 from policy.rs import RSConfig, best_per_prompt, sample_records, top_fraction, train_rs
 from tiny_models import MARKERS, WORDS

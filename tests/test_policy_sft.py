@@ -6,7 +6,8 @@ import torch
 
 from annotate.runlog import read_metrics, read_run
 from policy.generate import SamplingParams, sample
-from policy.lm import LoraSettings, load_policy, load_tokenizer
+from harness.lora import LoraSettings
+from policy.lm import load_policy, load_tokenizer
 from policy.sft import (IGNORE, SFTConfig, build_examples, collate, read_chats, sft_loss,
                         tokenize_chat, train_sft)
 

@@ -1,12 +1,14 @@
-"""policy.train_utils: sharding, checkpoint + resume equals an uninterrupted run, config checks."""
+"""harness.run under a policy (policy.train_utils): sharding, checkpoint + resume equals an uninterrupted run, config checks."""
 import json
 
 import pytest
 import torch
 
 from annotate.runlog import read_metrics, read_run
-from policy.lm import LoraSettings, load_policy, token_logprobs
-from policy.train_utils import TrainingRun, TrainSettings, load_for_training, shard_batches
+from harness.lora import LoraSettings
+from harness.run import shard_batches
+from policy.lm import load_policy, token_logprobs
+from policy.train_utils import PolicyRun, PolicySettings, load_for_training
 
 TEXTS = ["hello how are you", "write a short poem about the sun", "tell me about cats and dogs",
          "python code to sort a list", "thanks that is helpful", "what is the moon"]
@@ -22,7 +24,7 @@ def test_shards_cover_the_data_and_agree_across_processes():
 
 
 def _train(tiny_lm, out, max_steps, save_every=2, gradient_checkpointing=False):
-    cfg = TrainSettings(model=str(tiny_lm), lr=5e-3, batch_size=2, grad_accum=2,
+    cfg = PolicySettings(model=str(tiny_lm), lr=5e-3, batch_size=2, grad_accum=2,
                         max_steps=max_steps, save_every=save_every, seed=3,
                         gradient_checkpointing=gradient_checkpointing,
                         lora=LoraSettings(r=4, alpha=8))
@@ -34,7 +36,7 @@ def _train(tiny_lm, out, max_steps, save_every=2, gradient_checkpointing=False):
         enc = tok.pad({"input_ids": rows}, return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
-    with TrainingRun(cfg, out, "sft", model, tok) as run:
+    with PolicyRun(cfg, out, "sft", model, tok) as run:
         batches = run.batches(data, collate)
         while not run.done:
             for ids, mask in run.accumulate(batches):
@@ -52,12 +54,14 @@ def test_resume_continues_exactly_where_it_stopped(tiny_lm, tmp_path):
     straight = _train(tiny_lm, tmp_path / "straight", max_steps=4)
     _train(tiny_lm, tmp_path / "resumed", max_steps=2)       # "crash" after step 2
     assert json.loads((tmp_path / "resumed/checkpoint/state.json").read_text())["step"] == 2
+    first_id = read_run(tmp_path / "resumed")["id"]
     resumed = _train(tiny_lm, tmp_path / "resumed", max_steps=4)
     for name, value in straight.items():
         assert torch.allclose(value, resumed[name], atol=1e-6), name
     run = read_run(tmp_path / "resumed")
     assert run["status"] == "done" and run["summary"]["steps"] == 4
-    assert run["id"] == read_run(tmp_path / "resumed")["id"]
+    assert run["id"] == first_id   # the resumed run continues the same run, not a new one
+    assert run["id"] != read_run(tmp_path / "straight")["id"]
     losses = [m["value"] for m in read_metrics(tmp_path / "straight") if m["name"] == "loss"]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert (tmp_path / "straight/adapter/adapter_config.json").exists()
@@ -65,10 +69,10 @@ def test_resume_continues_exactly_where_it_stopped(tiny_lm, tmp_path):
 
 def test_resume_with_a_different_config_is_refused(tiny_lm, tmp_path):
     _train(tiny_lm, tmp_path / "run", max_steps=1)
-    cfg = TrainSettings(model=str(tiny_lm), lr=1.0, lora=LoraSettings(r=4, alpha=8))
+    cfg = PolicySettings(model=str(tiny_lm), lr=1.0, lora=LoraSettings(r=4, alpha=8))
     model, tok = load_policy(cfg.model, lora=cfg.lora, trainable=True)
     with pytest.raises(ValueError, match="different config.*lr"):
-        TrainingRun(cfg, tmp_path / "run", "sft", model, tok)
+        PolicyRun(cfg, tmp_path / "run", "sft", model, tok)
 
 
 def test_gradient_checkpointing_changes_memory_not_results(tiny_lm, tmp_path):

@@ -1,4 +1,4 @@
-"""rewardmodel.heap gives freed activation memory back to the OS (glibc Linux only)."""
+"""harness.heap gives freed activation memory back to the OS (glibc Linux only)."""
 import subprocess
 import sys
 import textwrap
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardmodel import heap
+from harness import heap
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(heap._LIBC is None, reason="needs glibc's mallop
 # model state does), free the blocks; print RSS in MB before and after the free.
 PROBE = textwrap.dedent("""
     import sys, torch
-    from rewardmodel import heap
+    from harness import heap
     rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
     mode, block = sys.argv[1], int(sys.argv[2])
     if mode == "map":

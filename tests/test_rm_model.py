@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from rewardmodel import batches as B
-from rewardmodel.model import LoraSettings, RewardModel, fit_lengths
+from harness.lora import LoraSettings
+from rewardmodel.encoding import fit_lengths
+from rewardmodel.model import RewardModel
 from rm_synthetic import marker_data
 
 

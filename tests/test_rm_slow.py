@@ -3,8 +3,9 @@ prefstudio's scores on real HH pairs (real tokenizers, SmolLM2's chat template).
 import pytest
 import torch
 
-from rewardmodel.hub import resolve
-from rewardmodel.model import LoraSettings, RewardModel
+from harness.hub import resolve
+from harness.lora import LoraSettings
+from rewardmodel.model import RewardModel
 
 pytestmark = pytest.mark.slow
 

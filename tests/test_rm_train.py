@@ -1,20 +1,19 @@
-"""Reward-model training on tiny real models: learning, resume after a kill, two processes, export."""
+"""Reward-model training on tiny real models: learning, resume after a crash, two processes, export."""
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from annotate.runlog import read_metrics, read_run
+from harness.lora import LoraSettings
+from harness.run import CHECKPOINT_DIR, STATE_FILE, seed_everything
+from launch_helpers import env, launch_cmd
 from rm_synthetic import marker_data, weights_checksum
 from rewardmodel.evaluate import evaluate
 from rewardmodel.model import RewardModel
-from rewardmodel.train import CHECKPOINT_DIR, STATE_FILE, RMConfig, train
+from rewardmodel.train import RMConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "rm_synthetic.py"
@@ -27,12 +26,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS="1")
-    return env
 
 
 @pytest.mark.parametrize("backbone", ["tiny_lm", "tiny_bert"])
@@ -54,54 +47,76 @@ def test_tiny_model_learns_marker_preference(backbone, request, tmp_path):
     assert rm.reward_stats["n"] >= 2 * summary["eval_comparisons"] > 0
 
 
-def test_resume_after_kill_reaches_same_steps_and_close_loss(tiny_lm, tmp_path):
-    steps = 40
-    cmd = [sys.executable, str(SCRIPT), "--base", str(tiny_lm), "--steps", str(steps),
-           "--eval-every", "5", "--lr", "1e-3"]
-    # reference: one uninterrupted run
-    subprocess.run(cmd + ["--out", str(tmp_path / "ref")], check=True, env=_env(),
-                   capture_output=True, timeout=600)
-    ref = json.loads((tmp_path / "ref" / "rank0.json").read_text())["summary"]
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_on_forward(n: int):
+    """A forward pre-hook that raises on the model's n-th forward pass: a crash at a known
+    point of the run, the same every time (no timing)."""
+    calls = [0]
+
+    def hook(module, args, kwargs):
+        calls[0] += 1
+        if calls[0] == n:
+            raise Crash(f"simulated crash at forward pass {n}")
+    return hook
+
+
+def _resumable_run(base, out, data, crash_at: int | None = None) -> tuple[dict, RewardModel]:
+    config = RMConfig(out=str(out), base=base, max_length=48, lora_r=8, lr=3e-3, batch_size=8,
+                      max_steps=30, eval_every=5, save_every=5, log_every=5, eval_fraction=0.1)
+    seed_everything(config.seed)
+    model = RewardModel.from_spec(base, max_length=48, lora=config.lora())
+    if crash_at:
+        model.register_forward_pre_hook(_crash_on_forward(crash_at), with_kwargs=True)
+    return train(config, data, model=model), model
+
+
+def test_resume_after_a_crash_continues_exactly_where_it_stopped(tiny_lm, tmp_path):
+    data = marker_data(240, seed=4)
+    straight, straight_model = _resumable_run(str(tiny_lm), tmp_path / "straight", data)
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(cmd + ["--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    state_file = out / CHECKPOINT_DIR / STATE_FILE
-    deadline = time.time() + 300
-    killed_at = None
-    while time.time() < deadline and proc.poll() is None:
-        if state_file.exists():
-            step = torch.load(state_file, weights_only=False)["step"]
-            if step >= 10:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                killed_at = step
-                break
-        time.sleep(0.05)
-    assert killed_at is not None and killed_at < steps, "the run ended before it could be killed"
-    assert not (out / "rank0.json").exists()
-    assert read_run(out)["status"] == "running"  # what a crash leaves behind
+    # steps 1-10 take 10 training passes and two evaluations of 2 passes each: pass 17 falls
+    # in step 13, after the checkpoint of step 10
+    with pytest.raises(Crash):
+        _resumable_run(str(tiny_lm), out, data, crash_at=17)
+    crashed = read_run(out)
+    assert crashed["status"] == "failed"   # what a crash leaves behind
+    assert json.loads((out / CHECKPOINT_DIR / STATE_FILE).read_text())["step"] == 10
 
-    subprocess.run(cmd + ["--out", str(out)], check=True, env=_env(), capture_output=True, timeout=600)
-    resumed = json.loads((out / "rank0.json").read_text())["summary"]
-    assert "resumed from step" in (out / "log.txt").read_text()
-    assert resumed["steps"] == ref["steps"] == steps
-    assert read_run(out)["id"] == resumed["run_id"]
-    assert resumed["final_loss"] == pytest.approx(ref["final_loss"], rel=0.05, abs=1e-3)
-    assert resumed["best_eval_accuracy"] == pytest.approx(ref["best_eval_accuracy"], abs=0.05)
+    resumed, resumed_model = _resumable_run(str(tiny_lm), out, data)
+    assert "resumed from step 10" in (out / "log.txt").read_text()
+    assert resumed["run_id"] == crashed["id"] != straight["run_id"]
+    assert resumed["steps"] == straight["steps"] == 30
+    # weights, optimizer, schedule, data position, RNG and best evaluation all came back:
+    # the resumed run ends where the uninterrupted one did
+    assert weights_checksum(resumed_model) == pytest.approx(weights_checksum(straight_model), rel=1e-6)
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-5)
+    assert resumed["best_eval_accuracy"] == straight["best_eval_accuracy"]
+    losses = [m for m in read_metrics(out) if m["name"] == "loss"]
+    assert [m["step"] for m in losses][-4:] == [15, 20, 25, 30]
+
+
+def test_a_checkpoint_of_another_config_is_refused(tiny_lm, tmp_path):
+    data = marker_data(60, seed=5)
+    config = RMConfig(out=str(tmp_path / "run"), base=str(tiny_lm), max_length=48, lora_r=8,
+                      batch_size=8, max_steps=2, eval_fraction=0)
+    train(config, data)
+    with pytest.raises(ValueError, match="different config.*lr"):
+        train(RMConfig(**{**config.to_dict(), "lr": 1.0, "max_steps": 4}), data)
+    with pytest.raises(ValueError, match="different config.*data"):
+        train(RMConfig(**{**config.to_dict(), "max_steps": 4}), marker_data(60, seed=6))
+    summary = train(RMConfig(**{**config.to_dict(), "lr": 1.0, "max_steps": 4, "resume": False}), data)
+    assert summary["steps"] == 4   # --no-resume: started over
 
 
 def test_two_processes_train_one_model(tiny_lm, tmp_path):
     out = tmp_path / "ddp"
-    # `accelerate launch --cpu` (accelerate 1.15) starts ONE process and leaves the others to
-    # mpirun; `--multi_gpu` starts them through torchrun, and on a machine without a GPU the
-    # trainer's Accelerator(cpu=True) joins them with gloo: two CPU processes, one model.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", "29517",
-           str(SCRIPT), "--base", str(tiny_lm), "--out", str(out), "--steps", "12",
+    cmd = launch_cmd(2) + [str(SCRIPT), "--base", str(tiny_lm), "--out", str(out), "--steps", "12",
            "--eval-every", "6", "--batch-size", "4", "--grad-accum", "2"]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["processes"] for r in ranks] == [2, 2]
@@ -213,7 +228,6 @@ def test_early_stopping_and_full_finetuning(tiny_lm, tmp_path):
 def test_gradient_checkpointing_gives_the_same_training(tiny_lm, tmp_path):
     # recomputing activations in the backward pass changes memory, not the math: the same
     # seed and data give the same losses
-    from rewardmodel.model import LoraSettings
     runs = {}
     for flag in (False, True):
         out = tmp_path / f"gc-{flag}"

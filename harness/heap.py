@@ -12,8 +12,8 @@ the MiniLM benchmark, 1.7 GB after 40). Two glibc knobs stop that:
 
 Measured on ``bench/rm.py``'s prefstudio side (BENCHMARKS.md): peak RSS 1.65 GB → 1.21 GB for
 about 10 % of the throughput; DPO (``bench/policy.py dpo``) 4.1 GB → 3.7 GB at the same speed.
-The reward-model loop and every policy trainer (``policy.train_utils.TrainingRun``) use it on
-the CPU. Elsewhere (macOS, musl, Windows) both calls are no-ops.
+Every trainer gets it through ``harness.run.TrainingRun`` on the CPU. Elsewhere (macOS, musl,
+Windows) both calls are no-ops.
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ A model SPEC is one of
   * any Hugging Face id, which must already be in the local HF cache (we never download:
     ``HF_HUB_OFFLINE=1`` is set before transformers is imported by the CLI).
 
-This lives in the ``rewardmodel`` layer because both the reward models and the policies load
-backbones; ``policy`` imports it from here, ``annotate`` never loads a model.
+This lives in the ``harness`` layer because both the reward models and the policies load
+backbones; ``annotate`` never loads a model.
 """
 from __future__ import annotations
 
