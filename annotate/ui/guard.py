@@ -13,7 +13,8 @@ request whatever route serves it.
   ``Allow-Credentials``; here every ``Access-Control-*`` header is dropped from answers, except
   to an allowed origin, and a preflight from any other origin is refused.
 - **Strangers** get 401 from Gradio's routes that otherwise need no login (cancel, reset,
-  heartbeat) and a login page without the API schema Gradio embeds in every page.
+  heartbeat) and a login page without the API schema Gradio embeds in every page (and with a
+  line of script that shows why a login was refused when it was the rate limit).
 - **Files** of the workspace (exports, uploads, Gradio's cache of uploads) are served through
   ``/gradio_api/file=`` to admins only.
 """
@@ -32,6 +33,29 @@ ACTING_GETS = {"/logout", "/logout/"}
 LOGIN_ONLY = ("/gradio_api/cancel", "/gradio_api/reset", "/gradio_api/heartbeat/")
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
+# Gradio's login form says nothing when a login is refused with 429: show the server's reason
+# ("too many failed logins; try again in N s") above the form
+LOGIN_LIMIT_JS = rb"""<script>(() => {
+  const fetch0 = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const response = await fetch0(input, init);
+    const url = typeof input === "string" ? input : String((input && input.url) || input);
+    if (response.status === 429 && /\/login\/?$/.test(url)) {
+      response.clone().json().then((body) => {
+        let box = document.getElementById("ps-login-limit");
+        if (!box) {
+          box = document.createElement("p");
+          box.id = "ps-login-limit";
+          box.style.cssText = "position:fixed;top:16px;left:50%;transform:translateX(-50%);"
+            + "z-index:1000;background:#fff3cd;color:#664d03;padding:8px 14px;border-radius:6px";
+          document.body.prepend(box);
+        }
+        box.textContent = body.detail;
+      }).catch(() => {});
+    }
+    return response;
+  };
+})();</script>"""
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -53,7 +77,8 @@ def normalise_origins(urls) -> set[tuple[str, str, int]]:
     for url in urls or ():
         origin = origin_of(url)
         if origin is None:
-            raise ValueError(f"--allow-origin needs a URL like https://studio.example.org, not {url!r}")
+            raise ValueError(f"--allow-origin needs a URL like https://studio.example.org, "
+                             f"not {url!r}")
         out.add(origin)
     return out
 
@@ -174,7 +199,8 @@ class _Answer:
             self.chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = _API_INFO.sub(b"window.gradio_api_info = {};</script>", b"".join(self.chunks))
+            empty = b"window.gradio_api_info = {};</script>" + LOGIN_LIMIT_JS
+            body = _API_INFO.sub(lambda _: empty, b"".join(self.chunks), count=1)
             MutableHeaders(scope=self.start)["content-length"] = str(len(body))
             await self.send(self.start)
             message = {"type": "http.response.body", "body": body}
