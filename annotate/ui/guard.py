@@ -12,9 +12,11 @@ request whatever route serves it.
 - **CORS.** Gradio's own CORS layer answers any localhost origin with that origin and
   ``Allow-Credentials``; here every ``Access-Control-*`` header is dropped from answers, except
   to an allowed origin, and a preflight from any other origin is refused.
-- **Strangers** get 401 from Gradio's routes that otherwise need no login (cancel, reset,
-  heartbeat) and a login page without the API schema Gradio embeds in every page (and with a
-  line of script that shows why a login was refused when it was the rate limit).
+- **Strangers** reach the login page, its static files and ``/login``, nothing else: every
+  other route answers 401 (among them Gradio's cancel, reset, heartbeat and stream routes,
+  which need no login of their own); the login page comes without the API schema Gradio
+  embeds in every page, and with a line of script that shows why a login was refused when it
+  was the rate limit.
 - **Files** of the workspace (exports, uploads, Gradio's cache of uploads) are served through
   ``/gradio_api/file=`` to admins only.
 """
@@ -30,7 +32,12 @@ from starlette.datastructures import Headers, MutableHeaders
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ACTING_GETS = {"/logout", "/logout/"}
-LOGIN_ONLY = ("/gradio_api/cancel", "/gradio_api/reset", "/gradio_api/heartbeat/")
+# all a stranger needs: the login page, its static files, and /login; everything else of
+# Gradio's (cancel, reset, heartbeat, stream, startup-events, …) answers 401 without a login
+STRANGER_PAGES = {"/", "/favicon.ico", "/theme.css", "/gradio_api/theme.css", "/robots.txt",
+                  "/manifest.json", "/logout", "/logout/",
+                  "/gradio_api/startup-events"}  # (launch() calls it itself; runs once)
+STRANGER_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
 # Gradio's login form says nothing when a login is refused with 429: show the server's reason
@@ -83,6 +90,12 @@ def normalise_origins(urls) -> set[tuple[str, str, int]]:
     return out
 
 
+def open_to_strangers(path: str, method: str) -> bool:
+    if method == "POST":
+        return path in ("/login", "/login/")
+    return path in STRANGER_PAGES or path.startswith(STRANGER_PREFIXES)
+
+
 class Guard:
     """ASGI middleware wrapping the whole app (see the module docstring)."""
 
@@ -103,19 +116,19 @@ class Guard:
             if method == "OPTIONS" or method not in SAFE_METHODS or path in ACTING_GETS \
                     or scope["type"] == "websocket":
                 return await self._refuse(scope, send, 403, _cross_origin_message(headers))
+        if allowed_sender and method == "OPTIONS" and "access-control-request-method" in headers:
+            return await self._preflight(scope, send, headers)  # (preflights carry no cookie)
+        admin = self.is_admin(scope)  # None: a stranger
+        if admin is None and not (scope["type"] == "http" and method in ("GET", "HEAD", "POST")
+                                  and open_to_strangers(path, method)):
+            return await self._refuse(scope, send, 401, "not logged in")
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
-        if allowed_sender and method == "OPTIONS" and "access-control-request-method" in headers:
-            return await self._preflight(scope, send, headers)
-        if path.startswith(LOGIN_ONLY) or path.startswith(FILE_ROUTES):
-            admin = self.is_admin(scope)
-            if admin is None:
-                return await self._refuse(scope, send, 401, "not logged in")
-            if not admin and path.startswith(FILE_ROUTES) and self._in_workspace(path):
-                return await self._refuse(scope, send, 403,
-                                          "only admins may download files of the workspace")
-        strip_api_info = method in ("GET", "HEAD") and self.is_admin(scope) is None
-        if strip_api_info:  # the login page: read it uncompressed to take the schema out
+        if not admin and path.startswith(FILE_ROUTES) and self._in_workspace(path):
+            return await self._refuse(scope, send, 403,
+                                      "only admins may download files of the workspace")
+        strip_api_info = admin is None  # the login page: read it uncompressed, take the schema out
+        if strip_api_info:
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
                                           if k.lower() != b"accept-encoding"]}
         cors = headers.get("origin") if allowed_sender else None
