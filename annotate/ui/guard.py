@@ -127,7 +127,8 @@ class Guard:
         if not admin and path.startswith(FILE_ROUTES) and self._in_workspace(path):
             return await self._refuse(scope, send, 403,
                                       "only admins may download files of the workspace")
-        strip_api_info = admin is None  # the login page: read it uncompressed, take the schema out
+        # the login page (not its static files): read it uncompressed to take the schema out
+        strip_api_info = admin is None and not path.startswith(STRANGER_PREFIXES)
         if strip_api_info:
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
                                           if k.lower() != b"accept-encoding"]}
