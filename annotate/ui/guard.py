@@ -103,7 +103,7 @@ class Guard:
         self.app = app
         self.allowed = normalise_origins(allowed_origins)
         self.workspace = Path(workspace).resolve()
-        self.is_admin = admin_check  # (asgi app, scope) -> True / False / None (no login)
+        self.is_admin = admin_check  # scope -> True / False / None (no valid session)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
