@@ -74,7 +74,8 @@ def test_malformed_bodies_and_strangers_are_refused(server):
     for name in ("next_task", "submit_label", "users", "progress"):
         r = anon.post(server.url + f"api/{name}", json={})
         assert r.status_code == 401 and "not logged in" in r.json()["error"]
-    assert anon.get(server.url + "api/next_task").status_code == 405  # POST only
+    assert anon.get(server.url + "api/next_task").status_code == 401  # strangers: nothing
+    assert ann.get(server.url + "api/next_task").status_code == 405  # POST only
     assert snapshot(server.db) == before
 
 

@@ -12,8 +12,11 @@ request whatever route serves it.
 - **CORS.** Gradio's own CORS layer answers any localhost origin with that origin and
   ``Allow-Credentials``; here every ``Access-Control-*`` header is dropped from answers, except
   to an allowed origin, and a preflight from any other origin is refused.
-- **Strangers** get 401 from Gradio's routes that otherwise need no login (cancel, reset,
-  heartbeat) and a login page without the API schema Gradio embeds in every page.
+- **Strangers** reach the login page, its static files and ``/login``, nothing else: every
+  other route answers 401 (among them Gradio's cancel, reset, heartbeat and stream routes,
+  which need no login of their own); the login page comes without the API schema Gradio
+  embeds in every page, and with a line of script that shows why a login was refused when it
+  was the rate limit.
 - **Files** of the workspace (exports, uploads, Gradio's cache of uploads) are served through
   ``/gradio_api/file=`` to admins only.
 """
@@ -29,9 +32,37 @@ from starlette.datastructures import Headers, MutableHeaders
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ACTING_GETS = {"/logout", "/logout/"}
-LOGIN_ONLY = ("/gradio_api/cancel", "/gradio_api/reset", "/gradio_api/heartbeat/")
+# all a stranger needs: the login page, its static files, and /login; everything else of
+# Gradio's (cancel, reset, heartbeat, stream, startup-events, …) answers 401 without a login
+STRANGER_PAGES = {"/", "/favicon.ico", "/theme.css", "/gradio_api/theme.css", "/robots.txt",
+                  "/manifest.json", "/logout", "/logout/",
+                  "/gradio_api/startup-events"}  # (launch() calls it itself; runs once)
+STRANGER_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
+# Gradio's login form says nothing when a login is refused with 429: show the server's reason
+# ("too many failed logins; try again in N s") above the form
+LOGIN_LIMIT_JS = rb"""<script>(() => {
+  const fetch0 = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const response = await fetch0(input, init);
+    const url = typeof input === "string" ? input : String((input && input.url) || input);
+    if (response.status === 429 && /\/login\/?$/.test(url)) {
+      response.clone().json().then((body) => {
+        let box = document.getElementById("ps-login-limit");
+        if (!box) {
+          box = document.createElement("p");
+          box.id = "ps-login-limit";
+          box.style.cssText = "position:fixed;top:16px;left:50%;transform:translateX(-50%);"
+            + "z-index:1000;background:#fff3cd;color:#664d03;padding:8px 14px;border-radius:6px";
+          document.body.prepend(box);
+        }
+        box.textContent = body.detail;
+      }).catch(() => {});
+    }
+    return response;
+  };
+})();</script>"""
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -53,9 +84,16 @@ def normalise_origins(urls) -> set[tuple[str, str, int]]:
     for url in urls or ():
         origin = origin_of(url)
         if origin is None:
-            raise ValueError(f"--allow-origin needs a URL like https://studio.example.org, not {url!r}")
+            raise ValueError(f"--allow-origin needs a URL like https://studio.example.org, "
+                             f"not {url!r}")
         out.add(origin)
     return out
+
+
+def open_to_strangers(path: str, method: str) -> bool:
+    if method == "POST":
+        return path in ("/login", "/login/")
+    return path in STRANGER_PAGES or path.startswith(STRANGER_PREFIXES)
 
 
 class Guard:
@@ -65,7 +103,7 @@ class Guard:
         self.app = app
         self.allowed = normalise_origins(allowed_origins)
         self.workspace = Path(workspace).resolve()
-        self.is_admin = admin_check  # (asgi app, scope) -> True / False / None (no login)
+        self.is_admin = admin_check  # scope -> True / False / None (no valid session)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -78,19 +116,20 @@ class Guard:
             if method == "OPTIONS" or method not in SAFE_METHODS or path in ACTING_GETS \
                     or scope["type"] == "websocket":
                 return await self._refuse(scope, send, 403, _cross_origin_message(headers))
+        if allowed_sender and method == "OPTIONS" and "access-control-request-method" in headers:
+            return await self._preflight(scope, send, headers)  # (preflights carry no cookie)
+        admin = self.is_admin(scope)  # None: a stranger
+        if admin is None and not (scope["type"] == "http" and method in ("GET", "HEAD", "POST")
+                                  and open_to_strangers(path, method)):
+            return await self._refuse(scope, send, 401, "not logged in")
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
-        if allowed_sender and method == "OPTIONS" and "access-control-request-method" in headers:
-            return await self._preflight(scope, send, headers)
-        if path.startswith(LOGIN_ONLY) or path.startswith(FILE_ROUTES):
-            admin = self.is_admin(scope)
-            if admin is None:
-                return await self._refuse(scope, send, 401, "not logged in")
-            if not admin and path.startswith(FILE_ROUTES) and self._in_workspace(path):
-                return await self._refuse(scope, send, 403,
-                                          "only admins may download files of the workspace")
-        strip_api_info = method in ("GET", "HEAD") and self.is_admin(scope) is None
-        if strip_api_info:  # the login page: read it uncompressed to take the schema out
+        if not admin and path.startswith(FILE_ROUTES) and self._in_workspace(path):
+            return await self._refuse(scope, send, 403,
+                                      "only admins may download files of the workspace")
+        # the login page (not its static files): read it uncompressed to take the schema out
+        strip_api_info = admin is None and not path.startswith(STRANGER_PREFIXES)
+        if strip_api_info:
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
                                           if k.lower() != b"accept-encoding"]}
         cors = headers.get("origin") if allowed_sender else None
@@ -174,7 +213,8 @@ class _Answer:
             self.chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = _API_INFO.sub(b"window.gradio_api_info = {};</script>", b"".join(self.chunks))
+            empty = b"window.gradio_api_info = {};</script>" + LOGIN_LIMIT_JS
+            body = _API_INFO.sub(lambda _: empty, b"".join(self.chunks), count=1)
             MutableHeaders(scope=self.start)["content-length"] = str(len(body))
             await self.send(self.start)
             message = {"type": "http.response.body", "body": body}

@@ -92,15 +92,18 @@ class LoginLimiter:
     def wait(self, name: str, address: str) -> int:
         """Seconds until this name and address may try again (0: now)."""
         now = self.clock()
-        until = max(self._locked.get(("name", name), 0.0), self._locked.get(("address", address), 0.0))
+        until = max(self._locked.get(("name", name), 0.0),
+                    self._locked.get(("address", address), 0.0))
         return math.ceil(until - now) if until > now else 0
 
     def failed(self, name: str, address: str) -> None:
         now = self.clock()
         with self._lock:
-            if len(self._failures) > 10_000:  # many names tried: forget the ones gone quiet
-                for key in [k for k, q in self._failures.items() if q[-1] < now - self.window]:
+            if len(self._failures) + len(self._locked) > 10_000:  # forget names gone quiet
+                for key in [k for k, q in self._failures.items() if not q or q[-1] < now - self.window]:
                     del self._failures[key]
+                for key in [k for k, until in self._locked.items() if until <= now]:
+                    del self._locked[key]
             for key in (("name", name), ("address", address)):
                 seen = self._failures.setdefault(key, deque())
                 seen.append(now)

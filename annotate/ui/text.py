@@ -203,7 +203,7 @@ HEAD_JS = """
     if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
     if (t && (t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable ||
               (t.tagName === "INPUT" && t.type !== "radio"))) return;
-    if (!visible(document.getElementById("ps-submit"))) return;
+    if (!visible(document.getElementById("ps-submit")) && !visible(document.getElementById("ps-skip"))) return;
     const key = ev.key.length === 1 ? ev.key.toLowerCase() : ev.key;
     const pairwise = visible(document.getElementById("ps-choice"));
     const choice = document.getElementById("ps-choice"), margin = document.getElementById("ps-margin");

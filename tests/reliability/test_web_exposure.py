@@ -57,6 +57,16 @@ def test_strangers_get_401_from_cancel_reset_and_heartbeat(server):
     r = anon.get(server.url + "gradio_api/heartbeat/abc", stream=True, timeout=10)
     assert r.status_code == 401
     r.close()
+    # Gradio's other routes without a login check of their own
+    for method, path in [("post", "gradio_api/stream/x"), ("post", "gradio_api/stream/x/close"),
+                         ("get", "gradio_api/stream/s/r/1/playlist.m3u8"), ("get", "gradio_api/app_id"),
+                         ("get", "gradio_api/token"), ("get", "gradio_api/user"),
+                         ("get", "monitoring/x"), ("post", "gradio_api/vibe-edit"),
+                         ("get", "gradio_api/run-history/buckets"), ("get", "gradio_api/runs")]:
+        r = getattr(anon, method)(server.url + path, json={})
+        assert r.status_code == 401, (path, r.status_code)
+    for path in ("", "theme.css", "favicon.ico"):  # what the login page needs stays open
+        assert anon.get(server.url + path).status_code in (200, 404), path
     ann = server.session("ann")  # a logged-in user still reaches them
     assert ann.post(server.url + "gradio_api/reset", json={"event_id": "x"}).status_code == 200
     with ann.get(server.url + "gradio_api/heartbeat/abc", stream=True, timeout=10) as r:

@@ -163,3 +163,19 @@ def test_users_passwd_on_the_command_line_still_works(tmp_path):
         assert store.verify_user(db, "ann", "ann-cli-password") == "annotator"
         assert store.verify_user(db, "ann", "ann-password") is None
 
+
+
+def test_the_limiter_forgets_old_names():
+    """Guessing with ever new names cannot grow the limiter without end."""
+    from annotate.ui.sessions import LoginLimiter
+    now = [0.0]
+    limiter = LoginLimiter(per_name=2, per_address=10**9, window=60, lockout=60,
+                           clock=lambda: now[0])
+    for i in range(10_001):
+        limiter.failed(f"name{i}", "10.0.0.1")
+        limiter.failed(f"name{i}", "10.0.0.1")  # locked (its failures cleared)
+    assert limiter.wait("name5", "10.0.0.2") == 60
+    now[0] = 1000.0
+    limiter.failed("late", "10.0.0.1")
+    assert len(limiter._failures) <= 4 and len(limiter._locked) == 0
+    assert limiter.wait("name5", "10.0.0.2") == 0
