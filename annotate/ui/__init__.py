@@ -52,6 +52,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
         # to a restarted studio it timed out, and launch raised while the server ran on
         demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=False,
                     _frontend=False, **launch)
+        _check_guard(demo)
     except BaseException:
         shut_down(demo, db, studio)   # a failed start must not keep the file locked, or unflushed
         raise
@@ -62,6 +63,16 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     finally:
         shut_down(demo, db, studio)
     return demo, db, studio
+
+
+def _check_guard(demo) -> None:
+    """The Guard (origin check, strangers kept out) is put around Gradio's app by a lifespan
+    hook, which relies on Starlette internals: if a Gradio upgrade ever skipped it, refuse to
+    serve rather than serve unguarded."""
+    from .guard import Guard
+    if not isinstance(getattr(demo.app, "middleware_stack", None), Guard):
+        raise RuntimeError("the studio's request guard is not in place (a Gradio change?); "
+                           "refusing to serve without it")
 
 
 def shut_down(demo, db: store.Store, studio) -> None:
