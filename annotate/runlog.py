@@ -7,6 +7,8 @@ after/while the job runs) ingests the folder with ``store.ingest_run_dir``. Inge
 idempotent, so a folder may be ingested while it grows and again at the end.
 
     run.json       id, kind, config, parents, data_hash, status, pid, error, timestamps
+    process.json   the job's process as its starter saw it: pid, start token, argv (a studio
+                   restarted after a crash finds its jobs again by this; see ``started_process``)
     metrics.jsonl  {"step": 10, "name": "loss", "value": 0.61}
     inputs.json    ids of the labels the run trained on (lineage)
     <name>.jsonl   records for the owner to ingest: labels.jsonl, responses.jsonl, scores.jsonl
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 RUN_FILE = "run.json"
+PROCESS_FILE = "process.json"
 METRICS_FILE = "metrics.jsonl"
 INPUTS_FILE = "inputs.json"
 
@@ -41,18 +44,22 @@ class RunLog:
 
     def __init__(self, out_dir: str | Path, kind: str, config: dict[str, Any], *,
                  parents: Iterable[str] = (), data_hash: str | None = None,
-                 label_ids: Iterable[str] = (), run_id: str | None = None, is_main: bool = True):
+                 label_ids: Iterable[str] = (), run_id: str | None = None, is_main: bool = True,
+                 command: list[str] | None = None):
         self.dir = Path(out_dir)
         self.is_main = is_main
         self.kind = kind
-        previous = read_run(self.dir) if (self.dir / RUN_FILE).exists() else None
-        self.id = run_id or (previous or {}).get("id") or new_run_id(kind)
+        previous = read_run(self.dir) if (self.dir / RUN_FILE).exists() else {}
+        self.id = run_id or previous.get("id") or new_run_id(kind)
         self._run = {
             "id": self.id, "kind": kind, "config": config, "parents": list(parents),
             "data_hash": data_hash, "status": "running", "pid": os.getpid(), "error": None,
-            "started_at": (previous or {}).get("started_at") or _now(), "finished_at": None,
+            "started_at": previous.get("started_at") or _now(), "finished_at": None,
             "artifact_dir": str(self.dir.resolve()),
         }
+        command = command or previous.get("command")   # the starter's (the studio's): kept
+        if command:
+            self._run["command"] = list(command)
         if not is_main:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +67,35 @@ class RunLog:
         if label_ids:
             (self.dir / INPUTS_FILE).write_text(json.dumps(label_ids))
         self._write_run()
+
+    @classmethod
+    def reopen(cls, out_dir: str | Path) -> "RunLog":
+        """The RunLog of an existing run, as its run.json stands (to record an end the job could
+        not record itself, or to run it again)."""
+        log = cls.__new__(cls)
+        log.dir, log.is_main = Path(out_dir), True
+        log._run = read_run(out_dir)
+        log.id, log.kind = log._run["id"], log._run["kind"]
+        return log
+
+    @property
+    def status(self) -> str:
+        return self._run.get("status") or "running"
+
+    def restart(self, message: str) -> None:
+        """Mark a stopped or failed run as running again (it resumes in the same folder)."""
+        self._run.update(status="running", error=None, finished_at=None)
+        self._run.pop("summary", None)
+        self._write_run()
+        self.log(message)
+
+    def started_process(self, pid: int, start_token: str | None, argv: list[str]) -> None:
+        """Record the job's process (process.json), so that whoever restarts can tell that a
+        live pid is still this job and not a later process that got the same number."""
+        tmp = self.dir / (PROCESS_FILE + ".tmp")
+        tmp.write_text(json.dumps({"pid": pid, "start_token": start_token, "argv": list(argv),
+                                   "started_at": _now()}))
+        tmp.replace(self.dir / PROCESS_FILE)
 
     def _write_run(self) -> None:
         tmp = self.dir / (RUN_FILE + ".tmp")
@@ -107,6 +143,14 @@ class RunLog:
 
 def read_run(out_dir: str | Path) -> dict:
     return json.loads((Path(out_dir) / RUN_FILE).read_text())
+
+
+def read_process(out_dir: str | Path) -> dict | None:
+    """process.json of a job started by the studio, or None (a run started from the CLI)."""
+    try:
+        return json.loads((Path(out_dir) / PROCESS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def read_metrics(out_dir: str | Path) -> list[dict]:

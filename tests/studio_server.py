@@ -54,8 +54,9 @@ class Server:
         self.db.close()
 
 
-def start(tmp_path: Path, seed=None, users=PASSWORDS) -> Server:
-    """Create the workspace database (users, optional ``seed(db)``), then serve it."""
+def start(tmp_path: Path, seed=None, users=PASSWORDS, **serve_options) -> Server:
+    """Create the workspace database (users, optional ``seed(db)``), then serve it
+    (``serve_options``: e.g. allow_origins, session_hours)."""
     from annotate.ui import serve
 
     workspace = tmp_path / "workspace"
@@ -66,7 +67,10 @@ def start(tmp_path: Path, seed=None, users=PASSWORDS) -> Server:
         if seed is not None:
             seed(db)
     port = free_port()
-    demo, db, studio = serve(db_path, "127.0.0.1", port, workspace, block=False)
+    from cli import parse_command
+    serve_options.setdefault("parse_command", parse_command)
+    demo, db, studio = serve(db_path, "127.0.0.1", port, workspace, block=False,
+                              **serve_options)
     return Server(f"http://127.0.0.1:{port}/", db, demo, workspace, studio)
 
 

@@ -92,14 +92,6 @@ def test_users_add_list_roles_and_errors(tmp_path):
         assert store.verify_user(db, "alice", "wrong") is None
 
 
-def test_a_new_workspace_starts_with_the_sample_project(tmp_path):
-    run = cli("users", "list", cwd=tmp_path)     # default database: ./workspace/prefstudio.duckdb
-    assert run.returncode == 0 and run.stdout.strip() == "(no users)"
-    with store.Store(tmp_path / "workspace" / "prefstudio.duckdb") as db:
-        counts = store.counts(db)
-    assert counts["prompts"] >= 3 and counts["tasks"] >= 3
-
-
 def test_a_busy_database_is_one_line_naming_the_owner(tmp_path):
     db_path = tmp_path / "ws.duckdb"
     store.Store(db_path).close()

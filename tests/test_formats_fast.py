@@ -1,4 +1,4 @@
-"""The import fast path (annotate.fastimport) writes exactly what the general parser writes.
+"""The import fast path (annotate.formats.fast) writes exactly what the general parser writes.
 
 Each file below is imported twice into fresh databases, once as ``import_file`` does by default
 (fast path) and once with ``fast=False`` (general parser only); the results and every table must
@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from annotate import fastimport, formats, store
+from annotate import formats, store
+from annotate.formats import fast
 from formats_helpers import write_jsonl, write_parquet
 
 WS = " \t\u00a0\u2003"   # whitespace Python's strip() removes, some of it not ASCII
@@ -85,8 +86,8 @@ def both_ways(tmp_path, path, **kw):
 
 def takes_fast_path(db, path, fmt) -> bool:
     records, lines, text_cells = formats.read_records(path)
-    ctx = formats._Ctx(text_cells, "x", 0, 1, store.margin_levels(db), {})
-    return fastimport.plain_rows(fmt, records, lines, ctx) is not None
+    ctx = formats.ParseContext(text_cells, "x", 0, 1, store.margin_levels(db), {})
+    return fast.plain_rows(fmt, records, lines, ctx) is not None
 
 
 @pytest.mark.parametrize("name,rows,fmt", [("pairs", PAIRS, "pairs"), ("hh", HH, "hh"),

@@ -29,7 +29,7 @@ def test_train_sft_from_a_chat_file(tiny_policy, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "rs", "--reward", "length"], "train rs needs --prompts FILE"),
+    (["train", "rs", "--reward", "length"], "--data is not an option of this trainer"),
     (["train", "sft", "--beta", "0.1"], "--beta is not an option of this trainer"),
     (["train", "dpo", "--packing"], "--packing is not an option of this trainer"),
     (["train", "dpo", "--max-length", "1"], "--max-length must be at least 2 tokens"),

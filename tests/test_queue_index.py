@@ -1,6 +1,6 @@
 """The queue's in-memory index and group commit: races, reloads, restarts, a killed server.
 
-The index (annotate/store/queue.py) answers next_task from memory and commits labels in
+The index (annotate/store/queue_index.py, written by queue_writer.py) answers next_task from memory and commits labels in
 groups, so these tests check the guarantees under many threads, against the database file
 as the truth: no slot handed out twice, progress counts equal a count from scratch, a
 change made behind the index's back is seen, claims outlive a restart, and a label
@@ -279,7 +279,7 @@ def test_only_writes_to_the_queue_tables_make_the_index_reload(db):
     new tasks are seen on the next call."""
     seed_tasks(db, pairwise=1)
     first = store.next_task(db, "ann")
-    index = db.memo["queue"]
+    index = db.memo["queue"].index
     store.create_run(db, "run-1", "rm", {"lr": 1e-4})
     store.add_metrics(db, "run-1", [{"step": 1, "name": "loss", "value": 0.5}])
     store.add_user(db, "newcomer", "annotator", "newcomer-password")
@@ -296,11 +296,11 @@ def test_undo_through_the_queue(db):
     assert store.next_task(db, "ann") == tid
     out = store.submit_label(db, "ann", tid, ranking(db, tid), margin_level="better")
     assert store.next_task(db, "bob") is None
-    synced = db.memo["queue"].synced
+    synced = db.memo["queue"].index.synced
     with pytest.raises(store.StoreError, match="another annotator"):
         store.undo_label(db, "bob", out["label_id"])
     assert store.undo_label(db, "ann", out["label_id"]) == tid
-    assert db.memo["queue"].synced == db.queue_commits != synced    # kept in step, no reload
+    assert db.memo["queue"].index.synced == db.queue_commits != synced    # kept in step, no reload
     assert store.next_task(db, "bob") == tid                       # the slot is free again
     row = db.query("SELECT superseded_by FROM labels WHERE id = ?", [out["label_id"]])[0]
     assert row["superseded_by"].startswith("retracted:")

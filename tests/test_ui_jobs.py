@@ -7,11 +7,12 @@ import time
 import pytest
 
 from annotate import store
-from annotate.ui.jobs import JobRunner
+from annotate.ui.jobs import JobRunner, process_facts
 from annotation_data import seed_tasks
 import studio_server
+from cli import parse_command
 
-# A stand-in trainer that keeps the CLI contract (`app.py train KIND --data F --out DIR`):
+# A stand-in trainer that keeps the CLI contract (`prefstudio train KIND --data F --out DIR`):
 # it records its run with RunLog, loss going down, then finishes. A real process, real files.
 FAKE_APP = textwrap.dedent("""
     import argparse, sys, time
@@ -50,10 +51,10 @@ def wait_for(runner, run_id, db, statuses=("done", "failed", "stopped"), timeout
 
 def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
     labelled_store(db)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "app.py").write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", repo)
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                       parse_command=parse_command)
     run_id = runner.start("rm", "--max-steps 5", source="human")
     folder = tmp_path / "workspace" / "runs" / run_id
     snapshot = [json.loads(l) for l in (folder / "data.jsonl").read_text().splitlines()]
@@ -71,26 +72,83 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
 
 
 def test_refused_options_start_nothing(db, tmp_path):
-    runner = JobRunner(db, tmp_path / "workspace", studio_server.ROOT)
-    with pytest.raises(store.StoreError, match="--db is set by the studio"):
+    runner = JobRunner(db, tmp_path / "workspace", parse_command=parse_command)
+    with pytest.raises(store.StoreError, match="options: --db is set by the studio itself"):
         runner.start("rm", "--db /elsewhere.duckdb")
+    with pytest.raises(store.StoreError, match=r"options: --out \(as --ou\) is set by the studio"):
+        runner.start("rm", "--ou /tmp/escaped")
     with pytest.raises(store.StoreError, match="job kind must be one of"):
         runner.start("bake", "")
     assert store.list_runs(db) == []
+    assert not (tmp_path / "workspace" / "runs").exists()
 
 
 def test_a_failing_job_shows_failed_and_the_server_stays_up(tmp_path):
     srv = studio_server.start(tmp_path, seed=labelled_store)
     try:
         admin = srv.client("admin1")
-        # the real CLI: `prefstudio train sft` with an option it does not know exits at once
+        # the real CLI (`python -m app`): `train sft` with a base model that does not exist
+        # gets past the option check, then exits 2 with its one line
         table, pick, progress, loss, reward, info = admin.predict(
-            "sft", "--no-such-option 1", "both", api_name="/start_job")
+            "sft", f"--model {tmp_path / 'no-such-model'} --max-steps 1", "both",
+            api_name="/start_job")
         run_id = pick if isinstance(pick, str) else info["run"]
         run = wait_for(srv.studio.jobs, run_id, srv.db)
-        assert run["status"] == "failed" and run["error"]
-        assert "no-such-option" in run["error"] or "error" in run["error"].lower()
-        assert srv.client("ann").predict(api_name="/progress")["left"] >= 0  # still serving
+        assert run["status"] == "failed"
+        assert run["error"].startswith("exited with status 2: prefstudio train: "), run["error"]
+        assert "no-such-model" in run["error"]
+        # still serving: the annotator's queue is the 1 task nobody has labelled
+        assert srv.client("ann").predict(api_name="/progress")["left"] == 1
         assert srv.studio.jobs.detail(run_id)["labels_used"] == 2  # lineage kept for the record
     finally:
         srv.close()
+
+
+# A stand-in that draws a progress bar, then dies without finishing its run, or runs until stopped.
+CRASHING_APP = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    from annotate.runlog import RunLog
+    out = sys.argv[sys.argv.index("--out") + 1]
+    RunLog(out, "rm", {{"max_steps": 100}})
+    print("loading the base model", flush=True)
+    for step in range(3):
+        sys.stdout.write(f"\\rtrain rm:  {{step}}%|#   | {{step}}/100 [00:01<00:10, 1.2it/s]")
+        sys.stdout.flush()
+    if "--max-steps" in sys.argv:
+        time.sleep(600)   # runs until stopped
+    os._exit(3)
+""")
+
+
+def crashing_runner(db, tmp_path):
+    fake = tmp_path / "crashing_trainer.py"
+    fake.write_text(CRASHING_APP.format(root=str(studio_server.ROOT)))
+    return JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                       parse_command=parse_command)
+
+
+def test_a_job_that_dies_is_failed_with_its_last_line_not_a_progress_bar(db, tmp_path):
+    labelled_store(db)
+    runner = crashing_runner(db, tmp_path)
+    run_id = runner.start("rm", "")
+    run = wait_for(runner, run_id, db)
+    assert (run["status"], run["error"]) == ("failed", "exited with status 3: loading the base model")
+    assert run_id not in runner.jobs
+
+
+def test_stop_ends_the_job_and_says_so(db, tmp_path):
+    labelled_store(db)
+    runner = crashing_runner(db, tmp_path)
+    run_id = runner.start("rm", "--max-steps 100")
+    pid = runner.jobs[run_id].pid
+    folder = tmp_path / "workspace" / "runs" / run_id
+    wait_until_written = time.monotonic() + 60
+    while "1/100" not in (folder / "output.txt").read_text() and time.monotonic() < wait_until_written:
+        time.sleep(0.1)
+    runner.stop(run_id)
+    run = store.get_run(db, run_id)
+    assert (run["status"], run["error"]) == ("stopped", "stopped from the studio")
+    assert runner.jobs == {} and process_facts(pid) is None
+    with pytest.raises(store.StoreError, match="is not running here"):
+        runner.stop(run_id)

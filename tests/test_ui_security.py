@@ -24,6 +24,7 @@ ADMIN_CALLS = {
               ["list", "", "", ""]],
     "ui_add_user": [["mallory", "admin", "mallory-password"]],
     "ui_set_role": [["ann", "admin"]],
+    "ui_set_password": [["admin1", "mallory-password"]],
     "set_overlap": [[5, None]],
     "import_file": [[None, "auto", 0, 1]],
     "export_pairs": [["both", None]],
@@ -31,6 +32,8 @@ ADMIN_CALLS = {
     "agreement": [["human"]],
     "start_job": [["rm", "--max-steps 1", "both"]],
     "stop_job": [[None]],  # (a run id not offered in the dropdown is refused by Gradio itself)
+    "resume_job": [["train-rm-20260101-000000-abcdef"]],
+    "ui_resume_job": [[None]],
     "ui_run_detail": [[None]],
     "ui_jobs_tick": [[None]],
 }
@@ -120,14 +123,20 @@ def test_wrong_password_is_refused(server):
 
 
 def test_removed_role_takes_effect_on_the_next_call(server):
+    """A role change ends that user's sessions; logged in again, the new role holds."""
     from annotate import store
     store.add_user(server.db, "temp-admin", "admin", "temp-admin-password")
     studio_server.PASSWORDS["temp-admin"] = "temp-admin-password"
     client = server.client("temp-admin")
     assert client.predict("list", "", "", "", api_name="/users")
+    session = server.session("temp-admin")
+    assert session.post(server.url + "api/users", json={}).status_code == 200
     store.set_role(server.db, "temp-admin", "annotator")
-    with pytest.raises(AppError, match="only admins"):
+    with pytest.raises(Exception, match="401"):
         client.predict("list", "", "", "", api_name="/users")
+    assert session.post(server.url + "api/users", json={}).status_code == 401
+    with pytest.raises(AppError, match="only admins"):
+        server.client("temp-admin").predict("list", "", "", "", api_name="/users")
 
 
 def test_first_start_creates_admin_and_prints_password_once(tmp_path):
@@ -150,6 +159,8 @@ def test_first_start_creates_admin_and_prints_password_once(tmp_path):
     try:
         match = re.search(r"one-time password: (\S+)", out)
         assert match, out
+        # the hint names what works while the server runs (the CLI would find the store busy)
+        assert "Users tab" in out and "users passwd" not in out
         r = requests.post(f"http://127.0.0.1:{port}/login",
                           data={"username": "admin", "password": match.group(1)})
         assert r.status_code == 200

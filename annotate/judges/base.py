@@ -10,10 +10,11 @@ failed comparison never sinks the batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .prompt import Comparison
+from .redact import redact
 
 KINDS = ("openai", "local", "rm")
 
@@ -44,9 +45,23 @@ class Judge:
     """Base class: ``name`` is the spec without secrets; ``judge`` answers a batch."""
     name: str = "judge"
     position_invariant = False     # True when A/B order cannot matter (a reward model)
+    secrets: tuple[str, ...] = ()  # what must never be stored (an API key): see redact.py
 
     def judge(self, comparisons: list[Comparison]) -> list[Verdict | JudgeError]:
         raise NotImplementedError
+
+    def redact(self, value):
+        """``value`` (text, or dicts and lists of it) with secrets and credentials redacted."""
+        return redact(value, self.secrets)
+
+    def redacted(self, result: Verdict | BaseException) -> Verdict | JudgeError:
+        """One result as it may be stored: its texts redacted; any error a ``JudgeError``."""
+        if isinstance(result, Verdict):
+            return replace(result, text=self.redact(result.text),
+                           rationale=self.redact(result.rationale), info=self.redact(result.info))
+        if isinstance(result, JudgeError):
+            return JudgeError(result.kind, self.redact(result.message))
+        return JudgeError("error", self.redact(f"{type(result).__name__}: {result}"))
 
     def close(self) -> None:
         pass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import traceback
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -104,15 +105,15 @@ def run_judge(tasks: list[dict], judge: Judge, config: JudgeConfig, runlog: RunL
             plans = [_plan(t, principle_for_task(principles, fixed, t["id"]), config, judge)
                      for t in batch]
             comparisons = [c for plan in plans for _, _, _, c in plan["comparisons"]]
-            results = judge.judge(comparisons)
+            # nothing a judge says is stored before its secrets are redacted (redact.py)
+            results = [judge.redacted(r) for r in judge.judge(comparisons)]
             labels, failures, k = [], [], 0
             for task, plan in zip(batch, plans):
                 n = len(plan["comparisons"])
                 mine, k = results[k:k + n], k + n
                 errors = [r for r in mine if isinstance(r, BaseException)]
                 if errors:
-                    failures.append({"task_id": task["id"], "kind": errors[0].kind
-                                     if isinstance(errors[0], JudgeError) else "error",
+                    failures.append({"task_id": task["id"], "kind": errors[0].kind,
                                      "error": str(errors[0]), "run_id": runlog.id})
                     streak, last_error = streak + 1, str(errors[0])
                     continue
@@ -136,13 +137,20 @@ def run_judge(tasks: list[dict], judge: Judge, config: JudgeConfig, runlog: RunL
                                               f"last: {last_error}", **summary)
                 return summary | {"status": "failed"}
     except BaseException as exc:
-        runlog.fail(exc)
+        _fail(runlog, exc, judge)
         raise
     finally:
         bar.close()
     summary = _summary(config, runlog, todo, done, counts, stopped=False)
     runlog.finish("done", **summary)
     return summary | {"status": "done"}
+
+
+def _fail(runlog: RunLog, exc: BaseException, judge: Judge) -> None:
+    """``runlog.fail(exc)`` with the judge's secrets redacted from the traceback and message."""
+    runlog.log(judge.redact("".join(traceback.format_exception(exc))))
+    runlog.finish("stopped" if isinstance(exc, KeyboardInterrupt) else "failed",
+                  error=judge.redact(f"{type(exc).__name__}: {exc}"))
 
 
 def _summary(config, runlog, todo, done, counts, stopped) -> dict:

@@ -8,16 +8,20 @@ top log-probabilities (``prompt.verdict_from_logprobs``). A server that returns 
 Requests run on a bounded thread pool (``concurrency``). 408/429/5xx, timeouts and dropped
 connections are retried with exponential backoff (honouring ``Retry-After``); everything else
 fails that comparison only. The API key is read from the environment variable the caller
-names, sent as a bearer token, and scrubbed from every error message; it is never stored.
+names, sent as a bearer token, and redacted (``redact.py``) from every error message and
+every reply before anything is stored.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -53,6 +57,8 @@ class OpenAIJudge(Judge):
                 raise JudgeConfigError(f"--api-key-env: the environment variable {api_key_env} "
                                        "is not set")
             headers["Authorization"] = f"Bearer {self._key}"
+        # a password or key in the URL itself (user:pass@, ?api-key=) is as secret as the key
+        self.secrets = tuple(s for s in [self._key, *_url_secrets(self.url)] if s)
         self._client = httpx.Client(headers=headers, timeout=timeout,
                                     limits=httpx.Limits(max_connections=concurrency))
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="judge")
@@ -69,13 +75,11 @@ class OpenAIJudge(Judge):
     # -- one comparison ----------------------------------------------------------------------
     def _one(self, c: Comparison) -> Verdict | JudgeError:
         try:
-            return self._verdict(self._complete(judge_messages(
+            return self.redacted(self._verdict(self._complete(judge_messages(
                 c, self.labels, self.rationale_first, self.max_context_chars,
-                self.max_response_chars)))
-        except JudgeError as err:
-            return JudgeError(err.kind, self._scrub(err.message))
+                self.max_response_chars))))
         except Exception as err:  # never let one comparison take the batch down
-            return JudgeError("error", self._scrub(f"{type(err).__name__}: {err}"))
+            return self.redacted(err)
 
     def _complete(self, messages: list[dict]) -> dict:
         body = {"model": self.model, "messages": messages, "temperature": 0,
@@ -135,12 +139,15 @@ class OpenAIJudge(Judge):
                        rationale=rationale, info={"parsed": named})
 
     def _snippet(self, r: httpx.Response) -> str:
-        """The start of a reply body for an error message: scrubbed first, then cut, so a cut
-        can never leave part of the key behind."""
-        return repr(self._scrub(r.text)[:200])
+        """The start of a reply body for an error message: redacted first, then cut, so a
+        cut can never leave part of the key behind."""
+        return repr(self.redact(r.text)[:200])
 
-    def _scrub(self, message: str) -> str:
-        return message.replace(self._key, "***") if self._key else message
+
+def _url_secrets(url: str) -> list[str]:
+    parts = urlsplit(url)
+    return [parts.password or ""] + [value for name, value in parse_qsl(parts.query)
+                                     if re.search(r"(?i)key|token|secret|sig|pass", name)]
 
 
 def _retry_after(r: httpx.Response) -> float | None:

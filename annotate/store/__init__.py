@@ -5,7 +5,8 @@
     store.pairs(db, source="human", min_agreement=0.5)
 """
 from .db import Store, StoreBusy, StoreError, canonical_json, content_id
-from .ingest import RowError, ingest_run_dir, write_batch
+from .batch import RowError, write_batch
+from .ingest import ingest_run_dir
 from .items import (add_prompts, add_responses, add_tasks, canonical_prompt_id, check_messages,
                     counts, get_full_tasks, get_task, get_tasks, list_prompts, list_responses,
                     list_tasks, prompt_id, prompt_row,
@@ -13,13 +14,14 @@ from .items import (add_prompts, add_responses, add_tasks, canonical_prompt_id, 
 from .items import prompts_needing_responses
 from .judging import ai_labels, tasks_lacking_label
 from .labels import (add_labels, check_ranking, current_label, imported_label_id, label_history,
-                     label_row, margin_levels, retract_label, supersede_label)
+                     label_row, margin_levels, mark_superseded, retract_label,
+                     supersede_label)
 from .pairs import label_pairs, label_pairs_table, pairs, pairs_sql, pairs_table, rankings
 from .runs import (add_metrics, add_scores, create_run, get_run, lineage, list_runs, metrics,
-                   update_run)
+                   reopen_run, update_run)
 from .schema import LATEST as SCHEMA_VERSION
-from .users import (add_user, ensure_first_admin, list_users, role_of, set_password, set_role,
-                    verify_user)
+from .users import (add_user, ensure_first_admin, list_users, role_of, session_stamp, set_password,
+                    set_role, verify_user)
 from .browse import TABLES, browse, human_labels, task_ids, user_stats
 from .queue import (LEASE_S, my_labels, next_task, open_claims, shown_order, skip_task,
                     submit_label, submit_label_later, undo_label, upcoming_tasks)

@@ -135,38 +135,46 @@ def current_label(db: Store, task_id: str, annotator: str) -> dict | None:
 def supersede_label(db: Store, old_id: str, new_row: dict, annotator: str | None = None) -> str:
     """Replace a current label by ``new_row``; the old row stays, pointing at the new one."""
     with db.write() as cur:
-        return supersede_in(cur, old_id, new_row, annotator)
-
-
-def supersede_in(cur, old_id: str, new_row: dict, annotator: str | None = None) -> str:
-    """``supersede_label`` inside a write transaction the caller already holds."""
-    old = one(cur, "SELECT task_id, annotator, superseded_by FROM labels WHERE id = ?", [old_id])
-    if old is None:
-        raise StoreError(f"unknown label id {old_id!r}")
-    if old[2] is not None:
-        raise StoreError(f"label {old_id!r} was already replaced or undone")
-    if annotator is not None and old[1] != annotator:
-        raise StoreError(f"label {old_id!r} belongs to another annotator")
-    if new_row["task_id"] != old[0] or new_row["annotator"] != old[1]:
-        raise StoreError("an edit must keep the label's task and annotator")
-    cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?", [new_row["id"], old_id])
-    insert_rows(cur, "labels", [new_row])
-    return new_row["id"]
+        old = _current_or_refuse(cur, old_id, annotator)
+        if new_row["task_id"] != old[0] or new_row["annotator"] != old[1]:
+            raise StoreError("an edit must keep the label's task and annotator")
+        insert_rows(cur, "labels", [new_row])
+        mark_superseded(cur, [(old_id, new_row["id"])])
+        return new_row["id"]
 
 
 def retract_label(db: Store, label_id: str, annotator: str | None = None) -> None:
     """Undo: the label stops counting but stays in the table."""
     with db.write() as cur:
-        old = one(cur, "SELECT annotator, superseded_by FROM labels WHERE id = ?",
-                          [label_id])
-        if old is None:
-            raise StoreError(f"unknown label id {label_id!r}")
-        if old[1] is not None:
-            raise StoreError(f"label {label_id!r} was already replaced or undone")
-        if annotator is not None and old[0] != annotator:
-            raise StoreError(f"label {label_id!r} belongs to another annotator")
-        cur.execute("UPDATE labels SET superseded_by = ? WHERE id = ?",
-                    [RETRACTED + str(uuid.uuid4()), label_id])
+        _current_or_refuse(cur, label_id, annotator)
+        mark_superseded(cur, [(label_id, None)])
+
+
+def _current_or_refuse(cur, label_id: str, annotator: str | None) -> tuple[str, str]:
+    """(task id, annotator) of a current label, or a StoreError saying why it cannot change."""
+    old = one(cur, "SELECT task_id, annotator, superseded_by FROM labels WHERE id = ?", [label_id])
+    if old is None:
+        raise StoreError(f"unknown label id {label_id!r}")
+    if old[2] is not None:
+        raise StoreError(f"label {label_id!r} was already replaced or undone")
+    if annotator is not None and old[1] != annotator:
+        raise StoreError(f"label {label_id!r} belongs to another annotator")
+    return old[0], old[1]
+
+
+def mark_superseded(cur, changes: Sequence[tuple[str, str | None]]) -> None:
+    """The one write of ``superseded_by``, inside the caller's write transaction; the queue's
+    writer, ``supersede_label``, ``retract_label`` and run-folder ingest all come here.
+
+    Each ``(old id, new id)`` points a current label at the label that replaces it (an edit),
+    or, with a new id of None, at a fresh retraction marker (an undo). In the order given, and
+    only while the old label is current: of two changes to one label the first wins, so an
+    edit racing an undo never leaves a label replaced twice.
+    """
+    if changes:
+        cur.executemany("UPDATE labels SET superseded_by = ? WHERE id = ? AND superseded_by IS NULL",
+                        [[new if new is not None else RETRACTED + str(uuid.uuid4()), old]
+                         for old, new in changes])
 
 
 def label_history(db: Store, source: str = "both") -> list[dict]:

@@ -49,6 +49,17 @@ def update_run(db: Store, run_id: str, *, status: str | None = None, pid: int | 
             cur.execute("UPDATE runs SET data_hash = ? WHERE id = ?", [data_hash, run_id])
 
 
+def reopen_run(db: Store, run_id: str) -> None:
+    """A failed or stopped run that is resumed: running again, its error and end cleared (the
+    ingest of its folder never moves a finished status back, so this is said explicitly)."""
+    with db.write() as cur:
+        db.queue_untouched()
+        if not one(cur, "SELECT 1 FROM runs WHERE id = ?", [run_id]):
+            raise StoreError(f"unknown run id {run_id!r}")
+        cur.execute("UPDATE runs SET status = 'running', error = NULL, finished_at = NULL "
+                    "WHERE id = ?", [run_id])
+
+
 def add_metrics(db: Store, run_id: str, rows: list[dict]) -> None:
     """rows: {step, name, value}; a (step, name) written twice keeps the latest value."""
     if not rows:

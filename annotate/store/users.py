@@ -2,7 +2,9 @@
 
 Every handler of the studio checks the caller's role, so ``role_of`` answers from a copy of
 the (small) users table kept in memory; the functions here that change users drop the copy,
-so a role change takes effect on the very next call.
+so a role change takes effect on the very next call. ``session_stamp`` comes from the same
+copy: a login session remembers the stamp it began with and ends once the user's password
+or role is changed (annotate/ui/sessions.py).
 """
 from __future__ import annotations
 
@@ -78,26 +80,55 @@ def set_password(db: Store, name: str, password: str) -> None:
         if not one(cur, "SELECT 1 FROM users WHERE name = ?", [name]):
             raise StoreError(f"unknown user {name!r}")
         cur.execute("UPDATE users SET password_hash = ? WHERE name = ?", [hashed, name])
+    _forget_roles(db)  # the user's sessions end: their stamp changed
 
 
 def verify_user(db: Store, name: str, password: str) -> str | None:
-    """The user's role if the password is right, else None (same cost for unknown users)."""
+    """The user's role if the password is right, else None.
+
+    An unknown name costs one scrypt too (against a fixed dummy hash), as a known one does,
+    so the time of the answer does not tell which names exist.
+    """
     row = db.query("SELECT role, password_hash FROM users WHERE name = ?", [name])
     if not row:
-        _check_hash(password, hash_password("not-a-user-password"))  # equalise timing
+        _check_hash(password if isinstance(password, str) else "", _dummy_hash())
         return None
     return row[0]["role"] if _check_hash(password, row[0]["password_hash"]) else None
 
 
+def _dummy_hash() -> str:
+    if _DUMMY[0] is None:
+        _DUMMY[0] = hash_password(secrets.token_urlsafe(16))
+    return _DUMMY[0]
+
+
+_DUMMY: list[str | None] = [None]
+
+
 def role_of(db: Store, name: str) -> str | None:
-    roles = db.memo.get("roles")
-    if roles is None:
+    entry = _users_memo(db).get(name)
+    return entry[0] if entry else None
+
+
+def session_stamp(db: Store, name: str) -> str | None:
+    """A short digest of the user's role and password hash (None for an unknown user): it
+    changes whenever either does, which is what ends that user's open sessions."""
+    entry = _users_memo(db).get(name)
+    return entry[1] if entry else None
+
+
+def _users_memo(db: Store) -> dict[str, tuple[str, str]]:
+    """name -> (role, session stamp), read once and kept until users change."""
+    users = db.memo.get("roles")
+    if users is None:
         seen = db.memo.get("roles_changed", 0)
-        roles = dict(db.cursor().execute("SELECT name, role FROM users").fetchall())
+        rows = db.cursor().execute("SELECT name, role, password_hash FROM users").fetchall()
+        users = {name: (role, hashlib.sha256(f"{role}\n{hashed}".encode()).hexdigest()[:24])
+                 for name, role, hashed in rows}
         with _roles_lock:  # keep the copy only if no change was committed while reading
             if db.memo.get("roles_changed", 0) == seen:
-                db.memo["roles"] = roles
-    return roles.get(name)
+                db.memo["roles"] = users
+    return users
 
 
 _roles_lock = threading.Lock()

@@ -7,17 +7,25 @@ a workspace without users an ``admin`` is created and its one-time password prin
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 from .. import store
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
-          workspace: str | Path = "workspace", *, block: bool = True):
+          workspace: str | Path = "workspace", *, block: bool = True, allow_origins=(),
+          session_hours: float = 12.0, parse_command=None):
     """Open the database (this process owns it while serving) and start the studio.
 
-    With ``block=False`` it returns at once with (demo, db, studio) for tests and tools.
+    ``allow_origins``: origins besides the studio's own whose pages may act as a logged-in
+    user (e.g. the public https origin of a proxy in front); ``session_hours``: how long a
+    login lasts; ``parse_command``: the CLI's parser, which checks a job's options before it
+    starts (``cli.parse_command``; without it the Jobs tab refuses to start jobs). With ``block=False`` it returns at once with (demo, db, studio) for tests.
     """
+    from .guard import normalise_origins
+    normalise_origins(allow_origins)  # refuse a bad --allow-origin before opening anything
     workspace = Path(workspace).resolve()
     # uploads and Gradio's file cache stay inside the workspace
     os.environ["GRADIO_TEMP_DIR"] = str(workspace / "tmp")
@@ -26,15 +34,47 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
     db = store.Store(db_path)
-    password = store.ensure_first_admin(db)
-    if password:
-        print(f"prefstudio: created user 'admin' with one-time password: {password}\n"
-              f"prefstudio: it is shown only now; change it with `prefstudio users passwd admin`",
-              flush=True)
-    from .layout import build_app
-    demo, launch, studio = build_app(db, workspace)
-    studio.exports.mkdir(parents=True, exist_ok=True)
-    studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=False,
-                **launch)
+    demo = studio = None
+    try:
+        password = store.ensure_first_admin(db)
+        if password:
+            print(f"prefstudio: created user 'admin' with one-time password: {password}\n"
+                  f"prefstudio: it is shown only now; log in and change it in the Users tab "
+                  f"(Set password)", flush=True)
+        from .layout import build_app
+        demo, launch, studio = build_app(db, workspace, allow_origins=allow_origins,
+                                         session_hours=session_hours,
+                                         parse_command=parse_command)
+        studio.exports.mkdir(parents=True, exist_ok=True)
+        studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
+        # _frontend=False skips Gradio's self-check (a HEAD of its own URL with a 3 s timeout,
+        # to tell notebooks they need a share link): under a storm of annotators reconnecting
+        # to a restarted studio it timed out, and launch raised while the server ran on
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=False,
+                    _frontend=False, **launch)
+    except BaseException:
+        shut_down(demo, db, studio)   # a failed start must not keep the file locked, or unflushed
+        raise
+    if not block:
+        return demo, db, studio
+    try:
+        demo.block_thread()   # until Ctrl-C or SIGTERM (app.py turns both into KeyboardInterrupt)
+    finally:
+        shut_down(demo, db, studio)
     return demo, db, studio
+
+
+def shut_down(demo, db: store.Store, studio) -> None:
+    """Stop taking requests, then close the store: the queue's writer commits every label it
+    acknowledged or still holds, a CHECKPOINT folds the ``.wal`` into the ``.duckdb`` file and
+    the file is released. Running jobs are left to finish; the next start takes them in."""
+    if threading.current_thread() is threading.main_thread():
+        # a second Ctrl-C must not cut the final flush short (kill -9 still can: the WAL recovers)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if demo is not None:
+        demo.close()
+    if studio is not None:
+        studio.jobs.close()
+    db.close()
+    print("prefstudio: stopped; every acknowledged label is in " + str(db.path), flush=True)

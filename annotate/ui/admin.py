@@ -105,6 +105,7 @@ class AdminView:
             with gr.Row():
                 self.add_user = gr.Button(t("add_user"), elem_id="ps-add-user")
                 self.set_role = gr.Button(t("set_role"), elem_id="ps-set-role")
+                self.set_password = gr.Button(t("set_password"), elem_id="ps-set-password")
             with gr.Row():
                 self.overlap = gr.Number(2, precision=0, minimum=1, label=t("overlap"))
                 self.overlap_round = gr.Textbox(label=t("overlap_round"), placeholder="all", max_lines=1)
@@ -122,6 +123,7 @@ class AdminView:
             with gr.Row():
                 self.start_job = gr.Button(t("start_job"), variant="primary", elem_id="ps-start-job")
                 self.stop_job = gr.Button(t("stop_job"), elem_id="ps-stop-job")
+                self.resume_job = gr.Button(t("resume_job"), elem_id="ps-resume-job")
             self.run_table = gr.Dataframe(label=t("runs"), interactive=False, elem_id="ps-runs",
                                           max_height=300)
             self.run_pick = gr.Dropdown(label=t("run_id"), choices=[], elem_id="ps-run-pick")
@@ -145,6 +147,8 @@ class AdminView:
         self.add_user.click(self.user_add, [self.u_name, self.u_role, self.u_password],
                             [self.user_table, self.u_password], **private("add_user"))
         self.set_role.click(self.user_set_role, [self.u_name, self.u_role], self.user_table, **private("set_role"))
+        self.set_password.click(self.user_set_password, [self.u_name, self.u_password],
+                                [self.user_table, self.u_password], **private("set_password"))
         self.set_overlap.click(self.overlap_set, [self.overlap, self.overlap_round],
                                self.overlap_result, api_name="set_overlap")
         run_outs = [self.run_table, self.run_pick, self.run_progress, self.loss_plot,
@@ -152,6 +156,8 @@ class AdminView:
         self.start_job.click(self.job_start, [self.job_kind, self.job_options, self.job_source],
                              run_outs, api_name="start_job")
         self.stop_job.click(self.job_stop, [self.run_pick], run_outs, api_name="stop_job")
+        self.resume_job.click(self.job_resume, [self.run_pick], run_outs, **private("resume_job"))
+        gr.api(self.resume_by_id, api_name="resume_job")   # scripts name the run (no dropdown)
         self.run_pick.input(self.job_view, [self.run_pick], run_outs, **private("run_detail"))
         self.timer.tick(self.job_view, [self.run_pick], run_outs, **private("jobs_tick"))
 
@@ -202,6 +208,14 @@ class AdminView:
         return frame(self.studio.users(username(request), "set_role", (name or "").strip(), role))
 
     @shows_errors
+    def user_set_password(self, name, password, request: gr.Request):
+        """A new password for a user (their open sessions end; yours too if it is yours)."""
+        rows = self.studio.users(username(request), "set_password", (name or "").strip(), "",
+                                 password or "")
+        gr.Info(f"Password of {name} changed · 密码已更改", duration=3)
+        return frame(rows), ""
+
+    @shows_errors
     def user_list(self, request: gr.Request):
         return frame(self.studio.users(username(request), "list"))
 
@@ -226,6 +240,21 @@ class AdminView:
             raise store.StoreError("pick a run first")
         self.studio.stop_job(username(request), run_id)
         return self.job_view(run_id, request)
+
+    @shows_errors
+    def job_resume(self, run_id, request: gr.Request):
+        """Run the picked failed or stopped job again, from its last checkpoint."""
+        if not run_id:
+            self.studio.require(username(request), admin=True)
+            raise store.StoreError("pick a run first")
+        self.studio.resume_job(username(request), run_id)
+        gr.Info(f"Resumed {run_id}", duration=3)
+        return self.job_view(run_id, request)
+
+    @shows_errors
+    def resume_by_id(self, run_id: str, request: gr.Request) -> dict:
+        """Admins: resume a failed or stopped job by its run id → {resumed, from_checkpoint}."""
+        return self.studio.resume_job(username(request), run_id)
 
     @shows_errors
     def job_view(self, run_id, request: gr.Request):

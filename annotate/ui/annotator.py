@@ -7,6 +7,7 @@ supplies the task id or the order shown: the server knows what it showed.
 """
 # (No `from __future__ import annotations`: Gradio reads every handler's type hints on every
 # call, and hints that are strings cost ~10x more to read than real ones.)
+import logging
 import string
 import time
 
@@ -18,6 +19,7 @@ from . import render
 from .common import frame, private, shows_errors, username
 from .service import Studio
 
+log = logging.getLogger(__name__)
 LETTERS = string.ascii_uppercase[:MAX_K]
 ROWS = COLS = 3  # nine card slots, three rows of three
 
@@ -108,14 +110,34 @@ class AnnotatorView:
         """Updates for ``task_outputs``: a task to label, or the 'all done' screen."""
         p = self.studio.progress(user)
         progress = render.progress_html(p["done_today"], p["done_total"], p["left"])
-        hidden = gr.update(visible=False)
         if task is None:
             done = render.message_html("Nothing left in your queue. Thank you!",
                                        "您的队列已经完成，谢谢！", "done")
-            return [None, progress, done, "", hidden, gr.update(value=None), gr.update(value=None),
-                    gr.update(visible=False, value=""), hidden, hidden, hidden,
-                    *[hidden] * len(self.rows), *[hidden] * len(self.cols), *[""] * len(self.cards),
-                    *[gr.update(visible=False, value=None)] * len(self.ranks)]
+            return self._blank(progress, done, state=None)
+        try:
+            chat = render.chat_html(task["prompt"])
+            texts = [render.response_html(LETTERS[i], r["text"])
+                     for i, r in enumerate(task["responses"])]
+        except Exception as err:  # noqa: BLE001 - one broken task must not take the view down
+            log.exception("task %s cannot be shown", task.get("id"))
+            broken = render.message_html(
+                f"Task {task.get('id')} cannot be shown ({type(err).__name__}); please skip it "
+                f"and tell an admin.", f"任务 {task.get('id')} 无法显示，请跳过并告知管理员。", "edit")
+            state = {"task_id": task.get("id"), "kind": task.get("kind"), "shown": [],
+                     "opened": time.time(), "edit_of": edit_of}
+            return self._blank(progress, broken, state=state, skip=not edit_of)
+        return self._task_view(task, progress, chat, texts, prefill, edit_of)
+
+    def _blank(self, progress: str, info: str, *, state, skip: bool = False) -> list:
+        """Updates for a view with no task to label: a message, and Skip when ``skip``."""
+        hidden = gr.update(visible=False)
+        return [state, progress, info, "", hidden, gr.update(value=None), gr.update(value=None),
+                gr.update(visible=False, value=""), hidden, gr.update(visible=skip), hidden,
+                *[hidden] * len(self.rows), *[hidden] * len(self.cols), *[""] * len(self.cards),
+                *[gr.update(visible=False, value=None)] * len(self.ranks)]
+
+    def _task_view(self, task: dict, progress: str, chat: str, texts: list[str],
+                   prefill: dict | None, edit_of: str | None) -> list:
         k = len(task["responses"])
         shown = [r["id"] for r in task["responses"]]
         pairwise = task["kind"] == "pairwise"
@@ -143,14 +165,13 @@ class AnnotatorView:
         at = {slot: i for i, slot in enumerate(where)}  # card slot → response i
         rank_choices = [str(n) for n in range(1, k + 1)]
         return [
-            state, progress, info, render.chat_html(task["prompt"]),
+            state, progress, info, chat,
             gr.update(visible=pairwise), gr.update(value=choice), gr.update(value=margin),
             gr.update(visible=True, value=(prefill or {}).get("rationale") or ""),
             gr.update(visible=True), gr.update(visible=not edit_of), gr.update(visible=bool(edit_of)),
             *[gr.update(visible=any(slot // COLS == r for slot in where)) for r in range(ROWS)],
             *[gr.update(visible=slot in at) for slot in range(len(self.cols))],
-            *[render.response_html(LETTERS[at[slot]], task["responses"][at[slot]]["text"])
-              if slot in at else "" for slot in range(len(self.cards))],
+            *[texts[at[slot]] if slot in at else "" for slot in range(len(self.cards))],
             *[gr.update(visible=not pairwise and slot in at, choices=rank_choices,
                         value=str(ranks_given[shown[at[slot]]])
                         if slot in at and shown[at[slot]] in ranks_given else None)

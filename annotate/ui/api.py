@@ -96,12 +96,13 @@ ENDPOINTS: dict[str, str] = {
     "undo_label": "annotator", "my_labels": "annotator", "progress": "annotator",
     "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
     "agreement": "admin", "set_overlap": "admin", "start_job": "admin", "stop_job": "admin",
+    "resume_job": "admin",
     # the page's own events (hidden from the API docs, still HTTP endpoints)
     "ui_load_task": "annotator", "ui_submit": "annotator", "ui_skip": "annotator",
     "ui_undo": "annotator", "ui_cancel_edit": "annotator", "ui_my_labels": "annotator",
     "ui_my_labels_on_tab": "annotator", "ui_edit": "annotator", "ui_whoami": "annotator",
-    "ui_add_user": "admin", "ui_set_role": "admin", "ui_run_detail": "admin",
-    "ui_jobs_tick": "admin",
+    "ui_add_user": "admin", "ui_set_role": "admin", "ui_set_password": "admin", "ui_run_detail": "admin",
+    "ui_jobs_tick": "admin", "ui_resume_job": "admin",
     # run only in the browser (no Python function behind them)
     "ui_restore_language": "browser", "ui_language": "browser",
 }

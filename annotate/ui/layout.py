@@ -2,6 +2,7 @@
 the named API endpoints, and the ``launch`` settings that keep it closed to strangers."""
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -13,13 +14,18 @@ from .annotator import AnnotatorView
 from . import rest
 from .api import add_endpoints
 from .common import private, shows_errors, username
+from .guard import Guard, normalise_origins
 from .render import escape
 from .service import Studio
+from .sessions import SESSION_HOURS, LoginLimiter, Sessions, caller, login_routes
 
 
-def build_app(db: store.Store, workspace: str | Path):
+def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
+              session_hours: float = SESSION_HOURS, parse_command=None):
     """The Blocks of the studio and the keyword arguments ``launch`` needs (auth, CSS, i18n…)."""
-    studio = Studio(db, workspace)
+    normalise_origins(allow_origins)  # a bad --allow-origin stops here, before anything starts
+    sessions, limiter = Sessions(db, session_hours), LoginLimiter()
+    studio = Studio(db, workspace, parse_command)
     t = text.i18n()
     annotator, admin = AnnotatorView(studio, t), AdminView(studio, t)
     with gr.Blocks(title="prefstudio") as demo:
@@ -53,6 +59,7 @@ def build_app(db: store.Store, workspace: str | Path):
     demo.queue(default_concurrency_limit=8)
 
     def check_login(name: str, password: str) -> bool:
+        # (tells Gradio the app needs a login; the /login route itself is sessions.login_routes)
         return store.verify_user(db, name, password) is not None
 
     launch = dict(auth=check_login, auth_message="prefstudio", i18n=t, css=text.CSS,
@@ -61,5 +68,32 @@ def build_app(db: store.Store, workspace: str | Path):
                   allowed_paths=[str(studio.exports)], blocked_paths=[str(db.path.resolve()),
                                                                       str(studio.uploads)],
                   max_file_size="200mb", ssr_mode=False, pwa=False,
-                  app_kwargs={"routes": rest.routes(handlers)})
+                  app_kwargs={"routes": [*login_routes(db, limiter), *rest.routes(handlers)],
+                              "lifespan": _front_door(db, studio.workspace, allow_origins,
+                                                      sessions, limiter)})
     return demo, launch, studio
+
+
+def _front_door(db: store.Store, workspace: Path, allow_origins, sessions: Sessions,
+                limiter: LoginLimiter):
+    """Put the studio's sessions and its Guard (guard.py) around the app Gradio built.
+
+    Gradio creates the app, with its own CORS layer outermost, inside ``launch``; the server's
+    start (the lifespan, before any request is served) is the first moment the finished app
+    exists, and the Guard must wrap it whole to take CORS answers back.
+    """
+    def admin_check(scope) -> bool | None:
+        user = caller(scope)
+        return None if user is None else store.role_of(db, user) == "admin"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        app.tokens = sessions
+        app.state.login_limiter = limiter  # (for tools and tests: its limits and clock)
+        inner = app.middleware_stack or app.build_middleware_stack()
+        if not isinstance(inner, Guard):
+            app.middleware_stack = Guard(inner, allowed_origins=allow_origins,
+                                         workspace=workspace, admin_check=admin_check)
+        yield
+
+    return lifespan

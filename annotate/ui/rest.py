@@ -15,8 +15,10 @@ latency down when dozens of annotators' tools submit at once (BENCHMARKS.md).
 
 The caller logs in with the studio's own ``/login`` (the same session cookie as the browser).
 Answers: 200 with the result as JSON; 400 ``{"error": "..."}`` for a refused or invalid call
-(wrong role, unknown task, bad ranking, unknown argument); 401 without a login; 404 for a
-name that is not an endpoint; 415 for a body that is not ``application/json``.
+(wrong role, unknown task, bad ranking, unknown argument, JSON nested over ``MAX_DEPTH``);
+401 without a login; 403 from another web page's origin (guard.py); 404 for a name that is
+not an endpoint; 413 for a body over ``MAX_BODY`` (refused from its Content-Length, or as soon
+as that much has arrived); 415 for a body that is not ``application/json``.
 """
 import inspect
 import json
@@ -28,6 +30,40 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 MAX_BODY = 1 << 20  # a label is a few hundred bytes; refuse anything absurd before parsing it
+MAX_DEPTH = 32      # arguments are strings, numbers and a ranking (a list of lists)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, read no further than ``limit`` bytes (BodyTooLarge past it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:  # (chunked, or a lying Content-Length): stop reading here
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def nested_too_deep(value, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests lists/objects deeper than ``limit`` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _too_deep() -> JSONResponse:
+    return JSONResponse({"error": f"body nests deeper than {MAX_DEPTH} levels"}, status_code=400)
 
 
 def routes(handlers: dict) -> list[Route]:
@@ -51,13 +87,19 @@ def routes(handlers: dict) -> list[Route]:
             # a cross-site form cannot send this type without the browser asking first (CORS),
             # so another web page cannot label in a logged-in annotator's name
             return JSONResponse({"error": "send the arguments as application/json"}, status_code=415)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "request body too large"}, status_code=413)
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"request body too large (limit {MAX_BODY} bytes)"},
+                                status_code=413)
         try:
             kwargs = json.loads(body) if body.strip() else {}
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             return JSONResponse({"error": f"body is not JSON: {err}"}, status_code=400)
+        except RecursionError:  # (Python's parser gives up at about 1,000 levels)
+            return _too_deep()
+        if nested_too_deep(kwargs):
+            return _too_deep()
         if not isinstance(kwargs, dict):
             return JSONResponse({"error": "body must be a JSON object of arguments"}, status_code=400)
         params = signatures[request.path_params["name"]]

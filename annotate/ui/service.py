@@ -30,14 +30,14 @@ class Refused(StoreError):
 
 
 class Studio:
-    def __init__(self, db: store.Store, workspace: str | Path):
+    def __init__(self, db: store.Store, workspace: str | Path, parse_command=None):
         from .jobs import JobRunner
         self.db = db
         self.workspace = Path(workspace).resolve()
         self.uploads = self.workspace / "uploads"
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
-        self.jobs = JobRunner(db, self.workspace, Path(__file__).resolve().parents[2])
+        self.jobs = JobRunner(db, self.workspace, parse_command=parse_command)
         # tasks never change once made (content ids), so their text can be kept in memory
         self._tasks: OrderedDict[str, dict] = OrderedDict()
         self._tasks_lock = threading.Lock()
@@ -118,6 +118,11 @@ class Studio:
                 ranking = json.loads(ranking)
             except json.JSONDecodeError as err:
                 raise StoreError(f"ranking is not valid JSON: {err.msg} at character {err.pos}") from None
+        if not margin and isinstance(ranking, list) and len(ranking) == 2 \
+                and self._task(task_id, user)["kind"] == "pairwise":
+            # people say by how much (the UI asks too); a tie is one group and needs none
+            raise StoreError("a pairwise label needs a margin: " + " | ".join(self.levels)
+                             + " (or rank both responses together for a tie)")
         return store.submit_label_later(
             self.db, user, task_id, ranking, margin_level=margin or None,
             rationale=(rationale or "").strip() or None, duration_ms=duration_ms, levels=self.levels)
@@ -227,6 +232,11 @@ class Studio:
         self.require(user, admin=True)
         self.jobs.stop(run_id)
         return {"stopped": run_id}
+
+    def resume_job(self, user: str | None, run_id: str) -> dict:
+        """Run a failed or stopped job again, from its last checkpoint when it saved one."""
+        self.require(user, admin=True)
+        return self.jobs.resume(run_id)
 
     def runs(self, user: str | None) -> list[dict]:
         self.require(user, admin=True)

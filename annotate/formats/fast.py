@@ -1,16 +1,16 @@
 """The import fast path: hh, pairs and prompts rows of the usual shape, in one loop straight into
 Arrow columns.
 
-``annotate.formats`` parses each row through general helpers that build a dict per database
+The general parser (``parsing``) parses each row through general helpers that build a dict per database
 row and re-validate it (~50 µs per pairs line); at 100,000 lines that, not DuckDB, was most of
 an import. This loop does the same work for the rows people import most: it calls the same
-field readers (``_completion``, ``_margin``, ``split_transcripts``...) and the store's id
-functions, so the rows and ids are the ones ``formats`` would make, but it keeps one list per
+field readers (``read_completion``, ``read_margin``, ``split_transcripts``...) and the store's id
+functions, so the rows and ids are the ones the general parser would make, but it keeps one list per
 column instead of a dict per row.
 
 It gives up on the whole file (returns None) at the first row it is not sure about: a field of
 the wrong type, any validation error, a second different label by an explicit annotator, CSV
-text cells. ``formats`` then imports the file the general way, which reports the exact
+text cells. The general parser then takes the whole file, which reports the exact
 ``FILE:LINE: FIELD: reason`` or handles the rare row; the error contract has one implementation.
 tests/test_formats_fast.py checks that both ways write identical databases and return identical
 results on files that use every feature and oddity of these formats.
@@ -22,9 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import formats as f
-from . import store
-from .store import StoreError
+from .. import store
+from ..store import StoreError
+from .errors import FieldError
+from .fields import (FIELDS, PROVENANCE, ParseContext, opt_text, read_completion, read_int,
+                     read_label_source, read_margin, read_number, split_conversations,
+                     split_transcripts)
+from .parsing import ParsedRows
 
 FAST_FORMATS = ("hh", "pairs", "prompts")
 LABEL_COLUMNS = ("id", "task_id", "annotator", "source", "judge", "ranking", "margin_level",
@@ -35,15 +39,16 @@ class _NotPlain(Exception):
     """A row the fast path leaves to the general one."""
 
 
-def plain_rows(fmt: str, records: Sequence[Any], lines: Sequence[int], ctx: "f._Ctx") -> f.ParsedRows | None:
-    """The rows ``formats`` would write for this file, or None to leave it to ``formats``."""
+def plain_rows(fmt: str, records: Sequence[Any], lines: Sequence[int],
+               ctx: ParseContext) -> ParsedRows | None:
+    """The rows the general parser would write for this file, or None to leave it to that parser."""
     if ctx.text_cells or fmt not in FAST_FORMATS:
         return None
     try:
         if fmt == "prompts":
             return _prompts(records, lines, ctx)
         return _pairs(fmt, records, lines, ctx)
-    except (_NotPlain, f._Bad, StoreError):
+    except (_NotPlain, FieldError, StoreError):
         return None
 
 
@@ -52,12 +57,12 @@ def _ignored(rec: dict, known: set[str], ignored: set[str]) -> None:
         ignored.update(k for k in rec if k not in known)
 
 
-def _prompts(records, lines, ctx) -> f.ParsedRows:
-    known = f._FIELDS["prompts"] | f._PROVENANCE
+def _prompts(records, lines, ctx) -> ParsedRows:
+    known = FIELDS["prompts"] | PROVENANCE
     ids: dict[str, int] = {}
     cols: dict[str, list] = {"id": [], "messages": [], "source": [], "tags": []}
     at: list[int] = []
-    out = f.ParsedRows({}, {"prompts": at})
+    out = ParsedRows({}, {"prompts": at})
     for rec, line in zip(records, lines):
         if type(rec) is not dict:
             raise _NotPlain
@@ -70,7 +75,7 @@ def _prompts(records, lines, ctx) -> f.ParsedRows:
         messages = rec.get("prompt")
         if not isinstance(messages, (str, list)):
             raise _NotPlain
-        row = store.prompt_row(messages, f._opt_str(rec, "source") or ctx.source,
+        row = store.prompt_row(messages, opt_text(rec, "source") or ctx.source,
                                [t.strip() for t in tags if t.strip()])
         if row["id"] not in ids:
             ids[row["id"]] = len(at)
@@ -81,41 +86,41 @@ def _prompts(records, lines, ctx) -> f.ParsedRows:
     return out
 
 
-def _pairs(fmt: str, records, lines, ctx) -> f.ParsedRows:
+def _pairs(fmt: str, records, lines, ctx) -> ParsedRows:
     """hh and pairs rows: a prompt, two responses, a pairwise task and a label per line."""
-    known = f._FIELDS[fmt] | f._PROVENANCE
-    out = f.ParsedRows({}, {t: [] for t in ("prompts", "responses", "tasks", "labels")})
+    known = FIELDS[fmt] | PROVENANCE
+    out = ParsedRows({}, {t: [] for t in ("prompts", "responses", "tasks", "labels")})
     seen: dict[str, set[str]] = {t: set() for t in out.lines}
     P = {"id": [], "messages": []}
     R = {"id": [], "prompt_id": [], "text": []}
     T = {"id": [], "prompt_id": [], "response_ids": [], "round": []}
     labels: list[tuple] = []                  # one tuple per label, in LABEL_COLUMNS order
-    by_key: dict[tuple[str, str], str] = {}   # (task, annotator) → label id, as formats._Batch
+    by_key: dict[tuple[str, str], str] = {}   # (task, annotator) → label id, as parsing.Batch
 
     for rec, line in zip(records, lines):
         if type(rec) is not dict:
             raise _NotPlain
         _ignored(rec, known, out.ignored)
-        # -- the row's prompt and two completions (formats._parse_pairs / _parse_hh)
+        # -- the row's prompt and two completions (parsing's pairs and hh parsers)
         chosen, rejected = rec.get("chosen"), rec.get("rejected")
         if fmt == "pairs":
             messages = rec.get("prompt")
             if messages is None:
                 if not isinstance(chosen, list):
                     raise _NotPlain
-                messages, c, r = f.split_conversations(chosen, rejected)
+                messages, c, r = split_conversations(chosen, rejected)
             elif isinstance(messages, (str, list)):
-                c = f._completion(chosen, "chosen", ctx)
-                r = f._completion(rejected, "rejected", ctx)
+                c = read_completion(chosen, "chosen", ctx)
+                r = read_completion(rejected, "rejected", ctx)
             else:
                 raise _NotPlain
         elif isinstance(chosen, list) or isinstance(rejected, list):
-            messages, c, r = f.split_conversations(chosen, rejected)
+            messages, c, r = split_conversations(chosen, rejected)
         elif type(chosen) is str and type(rejected) is str:
-            messages, c, r = f.split_transcripts(chosen, rejected)
+            messages, c, r = split_transcripts(chosen, rejected)
         else:
             raise _NotPlain
-        # -- formats._pair
+        # -- as parsing's _pair
         if not c or not r:
             out.skipped.append({"line": line, "reason": f"{'chosen' if not c else 'rejected'} response is empty"})
             continue
@@ -144,7 +149,7 @@ def _pairs(fmt: str, records, lines, ctx) -> f.ParsedRows:
                 out.lines["responses"].append(line)
         pair = [rc, rr] if rc < rr else [rr, rc]
         tid = store.task_id("pairwise", pid, pair)
-        rnd = f._int(rec.get("round"), "round", ctx, ctx.round)
+        rnd = read_int(rec.get("round"), "round", ctx, ctx.round)
         if tid not in seen["tasks"]:
             seen["tasks"].add(tid)
             T["id"].append(tid)
@@ -152,16 +157,16 @@ def _pairs(fmt: str, records, lines, ctx) -> f.ParsedRows:
             T["response_ids"].append(pair)
             T["round"].append(rnd)
             out.lines["tasks"].append(line)
-        # -- formats._Batch.label with label_row's checks
-        explicit = f._opt_str(rec, "annotator")
-        margin = f._margin(rec, ctx)
+        # -- parsing.Batch.label with label_row's checks
+        explicit = opt_text(rec, "annotator")
+        margin = read_margin(rec, ctx)
         soft_prob = rec.get("soft_prob")
         if soft_prob is not None:
-            soft_prob = f._number(soft_prob, "soft_prob", ctx)
+            soft_prob = read_number(soft_prob, "soft_prob", ctx)
             if not 0 <= soft_prob <= 1:
                 raise _NotPlain
-        source = f._label_source(rec)
-        judge, rationale, principle = (f._opt_str(rec, k) for k in ("judge", "rationale", "principle"))
+        source = read_label_source(rec)
+        judge, rationale, principle = (opt_text(rec, k) for k in ("judge", "rationale", "principle"))
         base = explicit or ctx.source
         if not isinstance(base, str) or not base.strip():
             raise _NotPlain
@@ -183,7 +188,7 @@ def _pairs(fmt: str, records, lines, ctx) -> f.ParsedRows:
                 out.duplicates += 1
                 break
             if explicit:
-                raise _NotPlain   # formats reports the second, different label by one annotator
+                raise _NotPlain   # the general parser reports the second, different label by one annotator
 
     L = dict(zip(LABEL_COLUMNS, map(list, zip(*labels)))) if labels else {k: [] for k in LABEL_COLUMNS}
     n_p, n_r, n_t, n_l = (len(x["id"]) for x in (P, R, T, L))

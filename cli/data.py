@@ -1,0 +1,75 @@
+"""The one training-data loader: every stage that learns from labels (train rm, sft, dpo and
+eval rm) reads them here, from --data FILE or the store, with every filter applied
+(--source, --min-agreement, --label-rounds, --principle). The store is opened read-only: under
+`accelerate launch` every process reads it at once, and reading never changes it."""
+from __future__ import annotations
+
+import json
+
+from .common import CliError, db_path, open_store
+
+FILTER_OPTIONS = ("source", "min_agreement", "label_rounds", "principle")
+
+
+def label_filters(args) -> dict:
+    """The data filters given on the command line, as ``trainingdata`` keyword arguments."""
+    rounds = None
+    if getattr(args, "label_rounds", None):
+        try:
+            rounds = [int(r) for r in args.label_rounds.split(",")]
+        except ValueError:
+            raise CliError(f"--label-rounds: comma-separated round numbers, not {args.label_rounds!r}") from None
+    return dict(source=getattr(args, "source", None) or "both", rounds=rounds,
+                min_agreement=getattr(args, "min_agreement", None),
+                principle=getattr(args, "principle", None))
+
+
+def preference_data(args, path: str | None = None):
+    """TrainingData (pairs and rankings) from ``path`` (any import format) or, without one,
+    from the store opened read-only; filtered by the command line's label filters."""
+    from annotate import trainingdata
+    filters = label_filters(args)
+    try:
+        if path:
+            return trainingdata.from_file(path, **filters)
+        with open_store(args.db, read_only=True) as db:
+            return trainingdata.from_store(db, **filters)
+    except ValueError as err:  # a bad file names its line and field
+        raise CliError(str(err)) from None
+
+
+def where(args, path: str | None = None) -> str:
+    """Where the data came from, for messages."""
+    return str(path or db_path(args.db))
+
+
+def policy_data(args) -> tuple[list, dict]:
+    """train sft | dpo: chats (sft) or pairs (dpo), and their lineage (data hash, label ids)."""
+    from policy.sft import chats_from_pairs, read_chats
+
+    if args.kind == "sft" and args.data and is_chat_file(args.data):
+        given = [f"--{name.replace('_', '-')}" for name in FILTER_OPTIONS
+                 if getattr(args, name, None) is not None]
+        if given:
+            raise CliError(f"{given[0]}: {args.data} is a chat file; it has no labels to filter")
+        return read_chats(args.data), {}
+    data = preference_data(args, args.data)
+    if not data.pairs:
+        raise CliError(f"no preference pairs for train {args.kind} in {where(args, args.data)} "
+                       "(check --source / --min-agreement / --label-rounds / --principle)")
+    lineage = {"data_hash": data.data_hash,
+               "label_ids": sorted({lid for p in data.pairs for lid in p.label_ids})}
+    return (chats_from_pairs(data.pairs) if args.kind == "sft" else data.pairs), lineage
+
+
+def is_chat_file(path: str) -> bool:
+    """A JSONL file whose first record has "messages" is a chat file for SFT."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+    except OSError as err:
+        raise CliError(f"{path}: {err.strerror}") from None
+    try:
+        return isinstance(row := json.loads(first), dict) and "messages" in row
+    except json.JSONDecodeError:
+        return False

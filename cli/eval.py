@@ -1,0 +1,92 @@
+"""prefstudio eval rm|policy: one JSON line — a reward model's accuracy on pairs, or a policy
+against its reference on held-out prompts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import stages
+from .common import CliError, emit, resolve_run, workspace
+from .data import preference_data, where
+
+HELP = "evaluate a reward model or a policy (prints one JSON line)"
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("eval", help=HELP, description=HELP + ". Options marked [kinds] apply "
+                        "to those evaluations only.")
+    sp.add_argument("what", choices=stages.EVAL_KINDS, help="what to evaluate")
+    stages.add_options(sp, stages.EVAL, stages.EVAL_KINDS)
+
+
+def run(args) -> None:
+    stages.refuse_options_not_for(args.what, args, stages.EVAL, "eval", "evaluation")
+    args.model = resolve_run(args.model, args.db)
+    if args.what == "rm":
+        return _eval_rm(args)
+    return _eval_policy(args)
+
+
+def _eval_rm(args) -> None:
+    from rewardmodel.evaluate import evaluate
+    from rewardmodel.score import load_scorer
+    model = Path(args.model)
+    try:
+        scorer = load_scorer(model)  # first: a wrong --model is reported before data is read
+    except ValueError as err:  # a malformed ensemble config
+        raise CliError(str(err)) from None
+    data = preference_data(args, args.data)
+    if not data.pairs:
+        raise CliError(f"{where(args, args.data)}: no preference pairs to evaluate")
+    plot = args.plot or ((model if model.is_dir() else model.parent)
+                         / f"eval-{Path(args.data).stem if args.data else 'db'}.png")
+    result = evaluate(scorer, data, batch_size=args.batch_size or 16, plot=plot)
+    emit(args, result)  # eval always prints one JSON line
+
+
+def _eval_judge(args):
+    """An AI judge comparing the policy's answer with the reference's (both orders)."""
+    from annotate import judges
+    from policy.evaluate import judge_preferences
+
+    from .judge import make_judge
+    spec = judges.parse_judge_spec(args.judge)
+    config = judges.JudgeConfig(judge=spec.public, principle=args.principle)
+    principle = judges.select_principle(judges.load_principles(None), args.principle)
+    if principle is None:
+        raise CliError("eval policy: --principle random is not supported; name one")
+    return judge_preferences(make_judge(spec, config, args.db), principle)
+
+
+def _eval_policy(args) -> None:
+    """eval policy: the policy vs its reference on held-out prompts; prints one JSON line."""
+    from annotate.runlog import new_run_id
+    from annotate.trainingdata import load_prompts
+    from policy.evaluate import PolicyEvalConfig, evaluate_policy
+    from policy.rewards import load_reward
+
+    if not args.prompts:
+        raise CliError("eval policy needs --prompts FILE (JSONL of {\"prompt\": ...})")
+    args.rm = resolve_run(args.rm, args.db)
+    cfg = PolicyEvalConfig()
+    for key in ("max_new_tokens", "temperature", "seed"):
+        if getattr(args, key) is not None:
+            setattr(cfg.sampling, key, getattr(args, key))
+    cfg.batch_size = args.batch_size or cfg.batch_size
+    cfg.max_prompts = args.max_prompts
+    model = Path(args.model)
+    out = Path(args.out) if args.out else (
+        (model if model.is_dir() else workspace(args.db) / "runs") / new_run_id("eval"))
+    try:
+        prompts = load_prompts(args.prompts)
+        reward_fn, reward_name = load_reward(args.rm, args.reward)
+        judge = _eval_judge(args) if args.judge else None
+        try:
+            result = evaluate_policy(args.model, prompts, reward_fn, out, cfg, judge=judge,
+                                     reward_name=reward_name)
+        finally:
+            if judge is not None:
+                judge.judge.close()
+    except (ValueError, FileNotFoundError) as err:   # incl. judges' config errors
+        raise CliError(f"eval policy: {err}") from None
+    result.pop("config", None)
+    emit(args, result)

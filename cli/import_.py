@@ -1,0 +1,26 @@
+"""prefstudio import FILE: prompts, responses, pairs or rankings into the store (all or nothing)."""
+from __future__ import annotations
+
+from .common import emit, open_store
+
+HELP = "import prompts, responses, pairs or rankings from a file"
+FORMATS = ["auto", "hh", "pairs", "rankings", "prompts", "responses"]
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("import", help=HELP, description=HELP)
+    sp.add_argument("file", help="JSONL, CSV or Parquet file")
+    sp.add_argument("--format", default="auto", choices=FORMATS,
+                    help="the file's format (default auto: guessed from its fields)")
+    sp.add_argument("--source", help="source name stored with the prompts (default: file name)")
+    sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
+    sp.add_argument("--required-labels", type=int, default=1,
+                    help="annotators needed per new task (overlap)")
+
+
+def run(args) -> None:
+    from annotate import formats
+    with open_store(args.db) as db:
+        result = formats.import_file(db, args.file, fmt=args.format, source=args.source,
+                                     round=args.round, required_labels=args.required_labels)
+    emit(args, result, formats.describe_import(result))
