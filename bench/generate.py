@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from annotate.formats import read_prompts  # noqa: E402
 from policy.generate import SamplingParams, _eos_ids, generate  # noqa: E402
-from policy.lm import load_policy, render_chat  # noqa: E402
+from harness.chat import render_chat  # noqa: E402
+from policy.lm import load_policy  # noqa: E402
 
 
 def one_at_a_time(model, tok, prompts: list[list[dict]], params: SamplingParams) -> tuple[int, float]:

@@ -47,7 +47,8 @@ def dpo_pairs(args) -> list:
     neither side truncates anything and both see exactly the same tokens."""
     from annotate.trainingdata import from_file
     from policy.dpo import response_text
-    from policy.lm import load_tokenizer, render_chat
+    from harness.chat import render_chat
+    from policy.lm import load_tokenizer
 
     tok = load_tokenizer(args.model)
     n_tokens = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
@@ -64,7 +65,7 @@ def dpo_pairs(args) -> list:
 
 def dpo_prefstudio(args, pairs, out: Path) -> dict:
     from policy.dpo import DPOConfig, train_dpo
-    from policy.lm import LoraSettings
+    from harness.lora import LoraSettings
 
     config = DPOConfig(model=args.model, lr=args.lr, beta=0.1, batch_size=args.batch,
                        max_steps=args.steps, save_every=0, log_every=1, seed=0,
@@ -118,7 +119,8 @@ def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False) -> dic
 def rl_prompts(args) -> list:
     """The first ``--prompts`` HH prompts (the chat before the first reply) that fit the limit."""
     from annotate.trainingdata import from_file
-    from policy.lm import load_tokenizer, render_chat
+    from harness.chat import render_chat
+    from policy.lm import load_tokenizer
 
     tok = load_tokenizer(args.model)
     prompts, seen = [], set()
@@ -145,12 +147,12 @@ def make_reward_model(model: str, folder: Path) -> Path:
     marked ``shared_backbone`` so prefstudio loads it onto the policy's own base."""
     import torch
     from policy.lm import load_policy
-    from rewardmodel.model import RewardModel, _head
+    from rewardmodel.model import RewardModel
 
     base, tok = load_policy(model)
     rm = RewardModel.on_backbone(base, tok, spec=model)
     with torch.no_grad():
-        _head(rm.model).weight.copy_(reward_head(base.config.hidden_size))
+        rm.head.weight.copy_(reward_head(base.config.hidden_size))
     rm.save(folder)
     return folder
 
@@ -163,7 +165,7 @@ def _rl_result(out: Path) -> dict:
 
 
 def ppo_prefstudio(args, prompts, out: Path, critic: str = "shared") -> dict:
-    from policy.lm import LoraSettings
+    from harness.lora import LoraSettings
     from policy.ppo import PPOConfig, train_ppo
     from policy.rewards import load_reward
 
@@ -180,7 +182,7 @@ def ppo_prefstudio(args, prompts, out: Path, critic: str = "shared") -> dict:
 
 
 def rloo_prefstudio(args, prompts, out: Path) -> dict:
-    from policy.lm import LoraSettings
+    from harness.lora import LoraSettings
     from policy.rewards import load_reward
     from policy.rloo import RLOOConfig, train_rloo
 
@@ -206,7 +208,7 @@ def ppo_trl(args, prompts, out: Path, lora: bool = False) -> dict:
                               AutoTokenizer)
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from policy.lm import render_chat
+    from harness.chat import render_chat
     from harness.hub import resolve
 
     folder = resolve(args.model)

@@ -79,7 +79,7 @@ def run_prefstudio(args, data, kind) -> dict:
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r, batch_size=args.batch_size,
                           max_steps=args.steps, lr=args.lr, scheduler="cosine",
                           warmup_ratio=args.warmup / args.steps, eval_fraction=0,
-                          eval_every=10**9, log_every=10, use_margin=False, seed=0)
+                          eval_every=10**9, save_every=0, log_every=10, use_margin=False, seed=0)
         summary = train(config, data)
     return {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
             "final_loss": summary["final_loss"]}

@@ -112,7 +112,8 @@ class TrainingRun:
         self.dir = Path(out_dir)
         # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) must be
         # told to use CPU DDP (gloo); otherwise each would silently train alone.
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=not (torch.cuda.is_available()
+                                                or torch.backends.mps.is_available()))
         self.is_main = self.accelerator.is_main_process
         self._on_cpu = self.accelerator.device.type == "cpu"
         if self._on_cpu:  # freed activations go back to the OS (heap.py: why)

@@ -8,9 +8,8 @@ agree: one process averages its two micro-batches' losses, two processes average
 gradients (DDP) and their metrics. A rank that trained alone, saw other data, or skipped the
 gradient average would show here.
 
-``rm-db`` trains the reward model from the store (imported from the same file), which every
-process opens read-only. The policy stages read ``--db`` read-write today, so their --db
-variant waits for the read-only training-data loader of the cli package.
+``rm-db``, ``sft-db`` and ``dpo-db`` train from the store (imported from the same file),
+which every process opens read-only (``cli.data``); rank 0 alone ingests the run afterwards.
 
 Sampling stages draw greedily (rs: ``--temperature 0``) or nearly so (ppo, rloo: 0.01, since
 their log-probs divide by the temperature), so both runs sample the same responses; score
@@ -33,7 +32,7 @@ from rm_synthetic import marker_data
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU processes via torchrun")
 
 # large enough that step 2's loss shows whether step 1's update used the global batch
-LR = {"rm": "0.05", "rm-db": "0.05", "sft": "0.01", "dpo": "0.01", "rs": "0.01", "rloo": "0.003", "ppo": "0.003"}
+LR = {"rm": "0.05", "rm-db": "0.05", "sft-db": "0.01", "dpo-db": "0.01", "sft": "0.01", "dpo": "0.01", "rs": "0.01", "rloo": "0.003", "ppo": "0.003"}
 RL_CONFIG = {"shaping": {"normalize": False, "clip": None, "missing_eos_penalty": 0.0}}
 
 # stage -> (data option, [options of both runs], {option: (one process, two processes)},
@@ -45,7 +44,9 @@ STAGES = {
     "rm-db": ("--db", ["--batch-size", "4", "--eval-fraction", "0"],
               {"--grad-accum": ("2", "1")}, {"log_every": 1}, ["loss"]),
     "sft": ("--data", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
+    "sft-db": ("--db", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
     "dpo": ("--data", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
+    "dpo-db": ("--db", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
     "rs": ("--prompts", ["--batch-size", "1", "--k", "2", "--rounds", "1", "--temperature", "0",
                          "--max-new-tokens", "6", "--reward", "length"],
            {"--grad-accum": ("2", "1")}, None, ["loss", "reward"]),

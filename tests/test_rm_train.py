@@ -1,4 +1,5 @@
 """Reward-model training on tiny real models: learning, resume after a crash, two processes, export."""
+import argparse
 import json
 import subprocess
 from pathlib import Path
@@ -110,6 +111,25 @@ def test_a_checkpoint_of_another_config_is_refused(tiny_lm, tmp_path):
         train(RMConfig(**{**config.to_dict(), "max_steps": 4}), marker_data(60, seed=6))
     summary = train(RMConfig(**{**config.to_dict(), "lr": 1.0, "max_steps": 4, "resume": False}), data)
     assert summary["steps"] == 4   # --no-resume: started over
+
+
+def test_rm_config_from_json_and_command_line_options(tmp_path):
+    config_file = tmp_path / "rm.json"
+    config_file.write_text(json.dumps({"lr": 0.5, "batch_size": 2, "lora_targets": ["q_proj"]}))
+    args = argparse.Namespace(config=str(config_file), out="o", batch_size=3, lr=None,
+                              full_finetune=True, no_resume=True, save_every=7,
+                              margin_values='{"better": 0.5}')
+    config = RMConfig.from_args(args)   # options absent from args count as not given
+    assert (config.lr, config.batch_size, config.lora_r, config.lora_targets) == (0.5, 3, 0, ["q_proj"])
+    assert (config.resume, config.save_every, config.margin_values) == (False, 7, {"better": 0.5})
+    assert RMConfig.from_dict(config.to_json()) == config          # what run.json stores
+    config_file.write_text(json.dumps({"lr": 0.5, "bogus": 1}))
+    with pytest.raises(ValueError, match="unknown RMConfig field.*bogus"):
+        RMConfig.from_args(args)
+    with pytest.raises(ValueError, match="eval_fraction"):
+        RMConfig.from_args(argparse.Namespace(out="o", eval_fraction=1.0))
+    with pytest.raises(ValueError, match="margin-values"):
+        RMConfig.from_args(argparse.Namespace(out="o", margin_values="[1, 2]"))
 
 
 def test_two_processes_train_one_model(tiny_lm, tmp_path):
