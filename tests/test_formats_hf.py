@@ -37,13 +37,24 @@ def test_load_dataset_reads_the_folder_as_it_is(labelled, tmp_path, monkeypatch,
     result = formats.export(labelled, what, out, fmt="hf")
     expected = formats.export(labelled, what, tmp_path / f"{what}.parquet")["rows"]
     assert result["rows"] == expected and result["shards"] == -(-expected // 3) > 1
-    loaded = datasets.load_dataset(str(out))["train"]
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
     assert loaded.num_rows == expected
-    reference = datasets.load_dataset("parquet", data_files=str(tmp_path / f"{what}.parquet"))["train"]
+    reference = datasets.load_dataset("parquet", data_files=str(tmp_path / f"{what}.parquet"),
+                                      cache_dir=str(tmp_path / "cache"))["train"]
     assert sorted(map(repr, loaded)) == sorted(map(repr, reference))   # the same rows, typed alike
     card = front_matter(out)
     assert [f["name"] for f in card["dataset_info"]["features"]] == loaded.column_names
-    assert card["configs"][0]["data_files"][0]["path"] == "data/train-*"
+    assert card["configs"][0]["data_files"][0]["path"].startswith("data/train-")
+
+
+def test_a_folder_exported_again_loads_its_new_rows(labelled, tmp_path):
+    """datasets caches by the card's data_files pattern: the shard names change with the rows."""
+    cache = str(tmp_path / "cache")
+    first = formats.export(labelled, "pairs", tmp_path / "a" / "prefs", fmt="hf")["rows"]
+    assert datasets.load_dataset(str(tmp_path / "a" / "prefs"), cache_dir=cache)["train"].num_rows == first
+    fewer = formats.export(labelled, "pairs", tmp_path / "b" / "prefs", fmt="hf", min_agreement=1)["rows"]
+    assert fewer < first
+    assert datasets.load_dataset(str(tmp_path / "b" / "prefs"), cache_dir=cache)["train"].num_rows == fewer
 
 
 def test_the_card_names_sources_licences_and_label_counts(labelled, tmp_path):

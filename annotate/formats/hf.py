@@ -7,8 +7,11 @@ public datasets prefstudio knows by name) and the label counts.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
+
+import orjson
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,7 +39,8 @@ def _type_lines(typ: pa.DataType, indent: int) -> list[str]:
     return [f"{pad}list:"] + _type_lines(value, indent + 2)
 
 
-def _card(what: str, schema: pa.Schema, rows: list[dict], shards: int, sources: Counter) -> str:
+def _card(what: str, schema: pa.Schema, rows: list[dict], shards: int, sources: Counter,
+          pattern: str) -> str:
     features = [line for f in schema for line in [f"  - name: {f.name}"] + _type_lines(f.type, 4)]
     licences = {KNOWN_LICENCES.get(s.lower()) for s in sources}
     licence = next(iter(licences)) if len(licences) == 1 and None not in licences else "other"
@@ -44,7 +48,7 @@ def _card(what: str, schema: pa.Schema, rows: list[dict], shards: int, sources: 
     lines = ["---", f"license: {licence}", "task_categories:", "- text-generation",
              "tags:", "- preference", "- rlhf", "- prefstudio",
              "configs:", "- config_name: default", "  data_files:", "  - split: train",
-             "    path: data/train-*", "dataset_info:", "  features:", *features, "---", "",
+             f"    path: {pattern}", "dataset_info:", "  features:", *features, "---", "",
              f"# prefstudio {what}", "",
              f"Exported by `prefstudio export {what} --format hf`: {len(rows)} rows in {shards} "
              "Parquet shard(s) under `data/`. Load with `datasets.load_dataset(\"<this folder>\")`.", "",
@@ -65,12 +69,18 @@ def _card(what: str, schema: pa.Schema, rows: list[dict], shards: int, sources: 
 
 
 def write_folder(what: str, rows: list[dict], schema: pa.Schema, out: Path, sources: Counter) -> dict:
-    """Parquet shards and the card into ``out`` (a new, empty folder)."""
+    """Parquet shards and the card into ``out`` (a new, empty folder).
+
+    The shard names carry a fingerprint of the rows: ``datasets`` keys its cache on the card's
+    data_files pattern, so a folder exported again with other rows must not match the old pattern
+    (it would load the old rows from the cache)."""
     (out / "data").mkdir(parents=True)
     shards = max(1, -(-len(rows) // ROWS_PER_SHARD))
+    digest = hashlib.sha256(orjson.dumps(rows, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
     for s in range(shards):
         part = rows[s * ROWS_PER_SHARD:(s + 1) * ROWS_PER_SHARD]
         pq.write_table(pa.Table.from_pylist(part, schema=schema),
-                       out / "data" / f"train-{s:05d}-of-{shards:05d}.parquet")
-    (out / "README.md").write_text(_card(what, schema, rows, shards, sources), encoding="utf-8")
+                       out / "data" / f"train-{digest}-{s:05d}-of-{shards:05d}.parquet")
+    (out / "README.md").write_text(_card(what, schema, rows, shards, sources, f"data/train-{digest}-*"),
+                                   encoding="utf-8")
     return {"rows": len(rows), "shards": shards}
