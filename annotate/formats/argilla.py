@@ -250,8 +250,8 @@ def _record_files(path: Path) -> tuple[Path | None, list[Path]]:
     return settings, shards
 
 
-def read_dataset(path: Path, prompt_field: str | None = None) -> tuple[list[dict], list[int], list[dict]]:
-    """Rows for the general parser, their lines, and the responses skipped (with why)."""
+def read_dataset(path: Path, prompt_field: str | None = None) -> tuple[list[dict], list[int], list[dict], int]:
+    """Rows for the general parser, their lines, the responses skipped (with why), the records read."""
     if not path.exists():
         raise FormatError(path, "no such file or folder", 1, "(file)")
     settings_path, files = _record_files(path)
@@ -271,7 +271,7 @@ def read_dataset(path: Path, prompt_field: str | None = None) -> tuple[list[dict
             records += rows
             numbers += [line] * len(rows)
             skipped += [{"line": line, "reason": r} for r in reasons]
-    return records, numbers, skipped
+    return records, numbers, skipped, index
 
 
 # --- export ----------------------------------------------------------------------------------

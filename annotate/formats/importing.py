@@ -66,16 +66,16 @@ def _import_tool_file(db: store.Store, path: Path, fmt: str, source: str | None,
                       response_fields: list[str] | None) -> dict:
     _check_options(path.name, fmt, round, required_labels)
     if fmt == "labelstudio":
-        records, lines, skipped = read_tasks(path, prompt_field, response_fields)
+        records, lines, skipped, items = read_tasks(path, prompt_field, response_fields)
     else:
-        records, lines, skipped = read_dataset(path, prompt_field)
+        records, lines, skipped, items = read_dataset(path, prompt_field)
     if not records:
         raise FormatError(path, "no tasks to import", 1, "(file)")
     source = source or file_stem(path)
     ctx = ParseContext(False, source, round, required_labels, store.margin_levels(db), {})
     parsed = parse_rows(path, CONVERTED, records, lines, ctx)
     parsed.skipped = skipped + parsed.skipped
-    return _write(db, path, fmt, source, len(records), parsed)
+    return _write(db, path, fmt, source, items, parsed)
 
 
 def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
@@ -125,7 +125,8 @@ def _n(count: int, noun: str) -> str:
 def describe_import(result: dict) -> str:
     """One line for people: what an import added and what it passed over."""
     new = ", ".join(f"{result[k]} {k}" for k in ("prompts", "responses", "tasks", "labels"))
-    text = (f"imported {Path(result['file']).name} as {result['format']} ({_n(result['rows'], 'row')}): "
+    unit = {"labelstudio": "task", "argilla": "record"}.get(result["format"], "row")
+    text = (f"imported {Path(result['file']).name} as {result['format']} ({_n(result['rows'], unit)}): "
             f"{new} new")
     if result["duplicate_rows"]:
         text += f"; {_n(result['duplicate_rows'], 'duplicate row')}"
@@ -134,8 +135,9 @@ def describe_import(result: dict) -> str:
                  f"(kept as extra votes by {result['source']}#2...)")
     if result["skipped"]:
         first = result["skipped_rows"][0]
-        text += (f"; skipped {_n(result['skipped'], 'row')} without a usable preference "
-                 f"(first: line {first['line']}: {first['reason']})")
+        what = (f"{_n(result['skipped'], 'row')} without a usable preference" if unit == "row" else
+                f"{_n(result['skipped'], 'answer')} that {'is' if result['skipped'] == 1 else 'are'} not a label")
+        text += f"; skipped {what} (first: line {first['line']}: {first['reason']})"
     if result["ignored_fields"]:
         text += f"; ignored fields: {', '.join(result['ignored_fields'])}"
     return text

@@ -181,8 +181,8 @@ def _ranked(value: Any, items: list[str], tag: Any, field: str) -> list[list[int
 
 
 def read_tasks(path: Path, prompt_field: str | None = None,
-               response_fields: list[str] | None = None) -> tuple[list[dict], list[int], list[dict]]:
-    """Rows for the general parser, their lines, and the annotations skipped (with why)."""
+               response_fields: list[str] | None = None) -> tuple[list[dict], list[int], list[dict], int]:
+    """Rows for the general parser, their lines, the annotations skipped (with why), the tasks read."""
     tasks, lines = read_json_list(path)
     records, numbers, skipped = [], [], []
     for task, line in zip(tasks, lines):
@@ -194,7 +194,7 @@ def read_tasks(path: Path, prompt_field: str | None = None,
         records += rows
         numbers += [line] * len(rows)
         skipped += [{"line": line, "reason": r} for r in reasons]
-    return records, numbers, skipped
+    return records, numbers, skipped, len(tasks)
 
 
 # --- export ----------------------------------------------------------------------------------
