@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotate import formats, store
+from formats_helpers import snapshot
 from interchange_data import RANKINGS, load, read_json, same_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,3 +162,23 @@ def test_the_cli_imports_a_dataset_folder(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imported argilla-ranking as argilla") and "2 labels new" in done.stdout
+
+
+def test_broken_settings_are_refused_naming_the_settings_file(db, tmp_path):
+    folder = ranking_dataset(tmp_path)
+    settings = folder / ".argilla" / "settings.json"
+    settings.write_text('{"fields": [], "questions": ')
+    formats.import_file(db, write_jsonl_prompt(tmp_path), fmt="prompts")
+    before = snapshot(db)
+    try:
+        formats.import_file(db, folder, fmt="argilla")
+        raise AssertionError("imported a dataset with broken settings")
+    except formats.FormatError as err:
+        assert str(err).startswith(f"{settings}:1: (file): not valid JSON")
+    assert snapshot(db) == before
+
+
+def write_jsonl_prompt(folder: Path) -> Path:
+    path = folder / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "already here"}) + "\n")
+    return path
