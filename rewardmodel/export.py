@@ -107,8 +107,8 @@ def _model_readme(rm: RewardModel, out: Path, source: str) -> str:
     tok = rm.tokenizer
     if rm.kind == "decoder":
         example = render_reply(tok, prompt, response)[1]
-        feed = ('text = tok.apply_chat_template(prompt + [{"role": "assistant", "content": '
-                'response}],\n                             tokenize=False)\n'
+        feed = ('chat = prompt + [{"role": "assistant", "content": response}]\n'
+                'text = tok.apply_chat_template(chat, tokenize=False)\n'
                 'inputs = tok(text, add_special_tokens=False, return_tensors="pt")')
         reads = (f"the `score` head at the last token that is not the pad token "
                  f"(id {rm.pad_id}, `{tok.convert_ids_to_tokens(rm.pad_id)}`): keep the text "
