@@ -15,12 +15,7 @@ from policy.sft import SFTConfig, train_sft
 PROMPT = [{"role": "user", "content": "tell me a story about the moon"}]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,7 @@ RESPONSES = ["ok here is a zebra story", "no", "the sun is a star , sorry", "zeb
              "i love tea and coffee because they are good", "hello"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
