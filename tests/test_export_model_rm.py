@@ -69,6 +69,17 @@ def test_exported_reward_model_scores_equal_prefstudios(rm_runs, kind, cls, tmp_
     assert ("apply_chat_template" if kind == "decoder" else "role']}: {m['content']}") in readme
 
 
+def test_a_head_trained_on_the_policys_backbone_exports_standalone(tiny_lm, tmp_path):
+    """rm.json says shared_backbone: a causal-LM adapter plus head.pt, merged into one model."""
+    from policy_helpers import shared_base_rm
+    run = shared_base_rm(tiny_lm, tmp_path / "shared")
+    out = tmp_path / "rm"
+    assert main(["export", "model", str(run), "--out", str(out)]) == 0
+    ours = load_scorer(run).score(PROMPTS, RESPONSES)
+    assert torch.allclose(ours, plain_scores(out, PROMPTS, RESPONSES), atol=1e-4)
+    assert ours.std() > 1e-2
+
+
 def test_decoder_export_scores_right_padded_batches_like_single_texts(rm_runs, tmp_path):
     """TRL and OpenRLHF score padded batches: the pad id in config.json must make the score
     head read each row's last real token."""
