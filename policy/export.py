@@ -42,11 +42,14 @@ def loadable_base(base_spec: str) -> str:
 def sampling_defaults(run_dir: str | Path) -> SamplingParams:
     """The sampling settings the run itself used (rs/ppo/rloo keep them in their config), or
     else those ``prefstudio generate`` and evaluation use by default."""
+    known = {f.name for f in fields(SamplingParams)}
+    return SamplingParams(**{k: v for k, v in _run_sampling(run_dir).items() if k in known})
+
+
+def _run_sampling(run_dir: str | Path) -> dict:
     run_file = Path(run_dir) / "run.json"
     config = json.loads(run_file.read_text()).get("config", {}) if run_file.exists() else {}
-    sampling = config.get("sampling") if isinstance(config.get("sampling"), dict) else {}
-    known = {f.name for f in fields(SamplingParams)}
-    return SamplingParams(**{k: v for k, v in sampling.items() if k in known})
+    return config.get("sampling") if isinstance(config.get("sampling"), dict) else {}
 
 
 def generation_config(model, tok, params: SamplingParams):
@@ -123,7 +126,9 @@ def _write_readme(out: Path, tok, run_dir: Path, base: str, params: SamplingPara
         "tokenize=False)`), tokenized without extra special tokens "
         "(`add_special_tokens=False`). A one-turn prompt becomes:\n\n"
         f"```\n{example}\n```\n\n"
-        "## Sampling prefstudio used\n\n"
+        "## Sampling\n\n"
+        + ("The run sampled with these settings (its config's `sampling`):" if _run_sampling(run_dir)
+           else "prefstudio's defaults for `generate` and policy evaluation:") + "\n\n"
         f"```json\n{json.dumps(params.as_dict(), indent=2)}\n```\n\n"
         "(`top_k` 0: no top-k cut; prompts longer than `max_prompt_tokens` lose their oldest "
         "tokens.)" + ("" if adapter else " `generation_config.json` holds the same settings, "

@@ -125,7 +125,7 @@ def _model_readme(rm: RewardModel, out: Path, source: str) -> str:
     stats = json.dumps(rm.reward_stats) if rm.reward_stats else "not measured"
     return (
         "# Reward model exported by prefstudio\n\n"
-        f"From the prefstudio run `{source}` (backbone `{rm.spec}`, a {rm.kind}). A standard "
+        f"From the prefstudio run `{source}` (backbone `{rm.spec}`, {_article(rm.kind)}). A standard "
         "`AutoModelForSequenceClassification` with one output, the reward: "
         "no custom code.\n\n"
         "```python\nimport torch\n"
@@ -143,6 +143,10 @@ def _model_readme(rm: RewardModel, out: Path, source: str) -> str:
         "a response too long is cut from its end). A tokenizer's own `truncation=True` cuts "
         "differently: give it inputs within the limit for identical scores.\n\n"
         f"## Scale\n\nRewards on held-out responses when it was trained: {stats}.\n")
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 def _ensemble_readme(rule: dict) -> str:

@@ -101,3 +101,16 @@ def test_adapter_on_the_gguf_default_names_the_converted_folder(policy_run, tmp_
     folder = cache_dir().resolve() / "models" / SMOLLM2
     assert named["base_model_name_or_path"] == str(folder)
     assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+
+
+def test_a_run_that_sampled_exports_its_own_sampling(policy_run, tmp_path):
+    """rs/ppo/rloo runs keep the sampling they trained with: that, not the defaults, is written."""
+    run = tmp_path / "rs-like"
+    shutil.copytree(policy_run, run, ignore=shutil.ignore_patterns("checkpoint"))
+    info = json.loads((run / "run.json").read_text())
+    info["config"]["sampling"] = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 64, "top_k": 0}
+    (run / "run.json").write_text(json.dumps(info))
+    assert main(["export", "model", str(run), "--out", str(tmp_path / "out")]) == 0
+    gen = json.loads((tmp_path / "out" / "generation_config.json").read_text())
+    assert (gen["temperature"], gen["top_p"], gen["max_new_tokens"]) == (1.0, 1.0, 64)
+    assert "its config's `sampling`" in (tmp_path / "out" / "README.md").read_text()
