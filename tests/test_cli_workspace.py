@@ -30,9 +30,8 @@ def cli(*args, cwd, **env) -> subprocess.CompletedProcess:
 
 
 def serve_until_up(cwd: Path, *args) -> None:
-    """Start `prefstudio serve`, wait until it listens, stop it."""
-    cmd = [sys.executable, str(ROOT / "app.py"), "serve", "--port", str(studio_server.free_port()),
-           *map(str, args)]
+    """Start `python app.py ARGS`, wait until the studio listens, stop it."""
+    cmd = [sys.executable, str(ROOT / "app.py"), *map(str, args)]
     proc = subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -53,13 +52,15 @@ def prompt_count(db_path: Path) -> int:
 
 
 def test_serve_puts_the_workspace_beside_db_and_only_the_default_one_gets_the_sample(tmp_path):
-    serve_until_up(tmp_path, "--db", "elsewhere/studio.duckdb")
+    serve_until_up(tmp_path, "serve", "--port", studio_server.free_port(),
+                   "--db", "elsewhere/studio.duckdb")
     assert not (tmp_path / "workspace").exists()
     ws = tmp_path / "elsewhere"
     assert {"runs", "exports"} <= {p.name for p in ws.iterdir()}
     assert prompt_count(ws / "studio.duckdb") == 0
 
-    serve_until_up(tmp_path)   # no --db, no $PREFSTUDIO_DB: ./workspace, first start
+    # no --db, no $PREFSTUDIO_DB: ./workspace of the current folder, first start
+    serve_until_up(tmp_path, "serve", "--port", studio_server.free_port())
     assert prompt_count(tmp_path / "workspace" / "prefstudio.duckdb") >= 3
 
 
