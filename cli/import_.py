@@ -16,11 +16,16 @@ def add_parser(sub) -> None:
     sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
     sp.add_argument("--required-labels", type=int, default=1,
                     help="annotators needed per new task (overlap)")
+    sp.add_argument("--held-out", action="store_true",
+                    help="mark every prompt of the file held out: policy training never samples "
+                         "it, `eval policy` measures on it (prompts and rankings rows may also "
+                         "say \"held_out\": true one by one)")
 
 
 def run(args) -> None:
     from annotate import formats
     with open_store(args.db) as db:
         result = formats.import_file(db, args.file, fmt=args.format, source=args.source,
-                                     round=args.round, required_labels=args.required_labels)
+                                     round=args.round, required_labels=args.required_labels,
+                                     held_out=args.held_out)
     emit(args, result, formats.describe_import(result))

@@ -12,6 +12,7 @@ from ..store import StoreError
 from .errors import FieldError, FormatError
 from .fast import plain_rows
 from .fields import MAX_ROUND, ParseContext, read_messages
+from .heldout import held_out_prompt_ids, row_held_out
 from .parsing import FORMATS, detect_format, parse_rows
 from .reading import file_stem, read_records
 
@@ -30,20 +31,22 @@ def _gc_paused() -> Iterator[None]:
 
 
 def import_file(db: store.Store, path: str | Path, fmt: str = "auto", source: str | None = None,
-                round: int = 0, required_labels: int = 1, *, fast: bool = True) -> dict:
+                round: int = 0, required_labels: int = 1, *, fast: bool = True,
+                held_out: bool = False) -> dict:
     """Import one file in one transaction; return counts of what was new.
 
     ``source`` names the file's origin (default: the file name without extension); it is the
     prompts' source and the annotator of the labels in the file (unless a row names one).
     ``fast=False`` always takes the general parser, never the fast path (``fast.py``) (the two
-    must agree; tests compare them).
+    must agree; tests compare them). ``held_out`` marks every prompt of the file held out
+    (``heldout.py``; prompts and rankings rows can also say ``"held_out": true`` one by one).
     """
     with _gc_paused():
-        return _import_file(db, Path(path), fmt, source, round, required_labels, fast)
+        return _import_file(db, Path(path), fmt, source, round, required_labels, fast, held_out)
 
 
 def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
-                 required_labels: int, fast: bool) -> dict:
+                 required_labels: int, fast: bool, held_out: bool) -> dict:
     name = path.name
     if fmt != "auto" and fmt not in FORMATS:
         raise FormatError(name, f"unknown format {fmt!r} (use {', '.join(FORMATS)} or auto)")
@@ -68,6 +71,7 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
     parsed = plain_rows(fmt, records, lines, ctx) if fast else None
     if parsed is None:
         parsed = parse_rows(path, fmt, records, lines, ctx)
+    marked = held_out_prompt_ids(fmt, records, lines, ctx, tasks, parsed, path, held_out)
     try:
         counts = store.write_batch(db, **parsed.tables)
     except store.RowError as err:
@@ -75,6 +79,7 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
         hint = ("; import the file with another --source to add its labels as another annotator's"
                 if err.table == "labels" and "already has" in str(err) else "")
         raise FormatError(path, f"{err}{hint}", line, err.field) from None
+    counts["held_out"] = store.mark_held_out(db, marked) if marked else 0
     return {"file": str(path), "format": fmt, "source": source, "rows": len(records), **counts,
             "duplicate_rows": parsed.duplicates, "contradicting_rows": parsed.contradictions,
             "skipped": len(parsed.skipped), "skipped_rows": parsed.skipped[:20],
@@ -99,13 +104,17 @@ def describe_import(result: dict) -> str:
         first = result["skipped_rows"][0]
         text += (f"; skipped {_n(result['skipped'], 'row')} without a usable preference "
                  f"(first: line {first['line']}: {first['reason']})")
+    if result.get("held_out"):
+        text += f"; {_n(result['held_out'], 'prompt')} newly marked held out"
     if result["ignored_fields"]:
         text += f"; ignored fields: {', '.join(result['ignored_fields'])}"
     return text
 
 
-def read_prompts(path: str | Path) -> list[list[dict]]:
-    """Prompts of a file whose rows have a ``prompt`` (text or messages), in file order, each once."""
+def read_prompts(path: str | Path, held_out: bool | None = None) -> list[list[dict]]:
+    """Prompts of a file whose rows have a ``prompt`` (text or messages), in file order, each once.
+    ``held_out=False`` skips rows marked ``"held_out": true`` (training), ``True`` keeps only
+    those, ``None`` every row."""
     path = Path(path)
     records, lines, text_cells = read_records(path)
     ctx = ParseContext(text_cells, "", 0, 1, {}, {})
@@ -114,6 +123,8 @@ def read_prompts(path: str | Path) -> list[list[dict]]:
         try:
             if not isinstance(rec, dict):
                 raise FieldError("(row)", f"expected an object, got {type(rec).__name__}")
+            if held_out is not None and row_held_out(rec, ctx) != held_out:
+                continue
             messages = store.check_messages(read_messages(rec.get("prompt"), "prompt", ctx))
         except StoreError as err:
             raise FormatError(path, str(err), line, "prompt") from None
@@ -121,7 +132,8 @@ def read_prompts(path: str | Path) -> list[list[dict]]:
             raise err.at(path, line) from None
         prompts.setdefault(store.prompt_id(messages), messages)
     if not prompts:
-        raise FormatError(path, "no prompts", 1, "(file)")
+        what = {None: "", True: " marked held out", False: " that are not held out"}[held_out]
+        raise FormatError(path, f"no prompts{what}", 1, "(file)")
     return list(prompts.values())
 
 

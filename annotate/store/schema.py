@@ -155,6 +155,15 @@ MIGRATIONS: list[str] = [
     DROP TABLE responses;
     ALTER TABLE responses_v4 RENAME TO responses;
     """,
+    # 5: held-out prompts: policy training never samples them, `eval policy` measures on them.
+    #    A table of ids rather than a column: the prompts table is bulk-written by position
+    #    (items.insert_rows, batch.write_batch) and a re-imported prompt keeps its one id.
+    """
+    CREATE TABLE held_out_prompts (
+        prompt_id VARCHAR PRIMARY KEY,
+        marked_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
