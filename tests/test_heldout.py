@@ -66,7 +66,7 @@ def test_import_marks_prompts_held_out_by_flag_and_by_row(tmp_path, capsys):
     with store.Store(db_path) as db:
         held = {m[0]["content"] for m in store.prompt_messages(db, held_out=True)}
         free = {m[0]["content"] for m in store.prompt_messages(db, held_out=False)}
-        before = db.query("SELECT * FROM held_out_prompts ORDER BY ALL")
+        before = sorted(store.held_out_ids(db))
     assert held == {"test me", "a csv prompt", "another"} and free == {"train me", "also train"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "new one"}) + "\n"
@@ -76,7 +76,7 @@ def test_import_marks_prompts_held_out_by_flag_and_by_row(tmp_path, capsys):
     assert err.count("\n") == 1 and "bad.jsonl:2: held_out: must be true or false" in err
     with store.Store(db_path) as db:   # all or nothing: the good row was not written either
         assert store.counts(db)["prompts"] == 5
-        assert db.query("SELECT * FROM held_out_prompts ORDER BY ALL") == before
+        assert sorted(store.held_out_ids(db)) == before
 
 
 def test_held_out_prompts_never_reach_the_training_data(tmp_path):

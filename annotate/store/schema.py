@@ -156,13 +156,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE responses_v4 RENAME TO responses;
     """,
     # 5: held-out prompts: policy training never samples them, `eval policy` measures on them.
-    #    A table of ids rather than a column: the prompts table is bulk-written by position
-    #    (items.insert_rows, batch.write_batch) and a re-imported prompt keeps its one id.
+    #    A column (every writer of prompts names its columns, so the default applies to them).
     """
-    CREATE TABLE held_out_prompts (
-        prompt_id VARCHAR PRIMARY KEY,
-        marked_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-    );
+    ALTER TABLE prompts ADD COLUMN held_out BOOLEAN DEFAULT false;
     """,
 ]
 
