@@ -160,8 +160,8 @@ def lineage_graph(db: Store) -> dict:
 
 def rounds_summary(db: Store) -> list[dict]:
     """Per round: labels collected (human, AI), the human labels' agreement (Krippendorff's
-    alpha), the reward model's held-out accuracy and the policy's win rate against its
-    reference (the round-0 model it started from), newest model of the round each."""
+    alpha), the best held-out accuracy of the round's reward models and the best win rate of
+    its policies against their reference (the round-0 model they started from)."""
     from ..agreement import agreement_report
     from .browse import human_labels
 
@@ -172,15 +172,13 @@ def rounds_summary(db: Store) -> list[dict]:
     by_round = defaultdict(list)
     for label in human_labels(db, "human"):
         by_round[round_of_task.get(label["task_id"])].append(label)
-    models = model_runs(db)[::-1]      # oldest first: the last one of a round wins
-    rm_acc, win = {}, {}
-    for m in models:
+    rm_acc, win = {}, {}   # the round's best: what the round achieved, whatever the order
+    for m in model_runs(db):
         if m["round"] is None:
             continue
-        if m["role"] == "reward_model" and m["accuracy"] is not None:
-            rm_acc[m["round"]] = (m["run_id"], m["accuracy"])
-        if m["role"] == "policy" and m["win_rate"] is not None:
-            win[m["round"]] = (m["run_id"], m["win_rate"])
+        for role, key, best in (("reward_model", "accuracy", rm_acc), ("policy", "win_rate", win)):
+            if m["role"] == role and m[key] is not None and m[key] > best.get(m["round"], ("", -1.0))[1]:
+                best[m["round"]] = (m["run_id"], m[key])
     rounds = sorted({r for r, _ in counts} | set(rm_acc) | set(win)
                     | set(round_of_task.values()))
     out = []

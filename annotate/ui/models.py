@@ -51,7 +51,8 @@ class ModelsView:
             self.rounds = gr.Dataframe(interactive=False, elem_id="ps-rounds", max_height=250)
             self.rounds_plot = gr.HTML(elem_id="ps-rounds-plot", js_on_load=None)
             with gr.Row():
-                self.pick = gr.Dropdown(label=t("model_pick"), choices=[], elem_id="ps-model-pick")
+                self.pick = gr.Dropdown(label=t("model_pick"), choices=[], elem_id="ps-model-pick",
+                                        allow_custom_value=True)  # scripts name any run
                 self.k = gr.Number(4, precision=0, minimum=2, maximum=9, label=t("candidates_k"))
                 self.prompt_set = gr.Textbox("all", label=t("prompt_set"), max_lines=1)
             with gr.Row():
@@ -64,8 +65,10 @@ class ModelsView:
             self.labels = gr.Dataframe(label=t("trained_labels"), interactive=False,
                                        elem_id="ps-trained-labels", max_height=300)
             with gr.Row():
-                self.policy_a = gr.Dropdown(label=t("policy_a"), choices=[], elem_id="ps-policy-a")
-                self.policy_b = gr.Dropdown(label=t("policy_b"), choices=[], elem_id="ps-policy-b")
+                self.policy_a = gr.Dropdown(label=t("policy_a"), choices=[], elem_id="ps-policy-a",
+                                        allow_custom_value=True)  # scripts name any run
+                self.policy_b = gr.Dropdown(label=t("policy_b"), choices=[], elem_id="ps-policy-b",
+                                        allow_custom_value=True)  # scripts name any run
                 self.compare = gr.Button(t("compare"), elem_id="ps-compare")
             self.comparison = gr.Dataframe(label=t("comparison"), interactive=False, wrap=True,
                                            elem_id="ps-comparison", max_height=500)
