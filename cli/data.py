@@ -45,32 +45,29 @@ def preference_data(args, path: str | None = None, *, include_held_out: bool = F
 def training_prompts(args) -> list[list[dict]]:
     """rs / ppo / rloo: the prompts to sample, from --prompts FILE (rows marked held_out
     skipped) or, without one, every prompt of the store that is not held out."""
-    from annotate import store
-    from annotate.trainingdata import load_prompts
-    if args.prompts:
-        return load_prompts(args.prompts, held_out=False)
-    if not db_path(args.db).exists():
-        raise CliError(f"train {args.kind}: no --prompts FILE, and no database at "
-                       f"{db_path(args.db)} to take prompts from")
-    with open_store(args.db, read_only=True) as db:
-        prompts = store.prompt_messages(db, held_out=False)
-    if not prompts:
-        raise CliError(f"train {args.kind}: {db_path(args.db)} has no prompts that are not held "
-                       "out; import some or give --prompts FILE")
-    return prompts
+    return _prompts(args, f"train {args.kind}", held_out=False,
+                    none="has no prompts that are not held out; import some")
 
 
 def evaluation_prompts(args) -> list[list[dict]]:
     """eval policy: --prompts FILE (every row), or the store's held-out prompts."""
+    return _prompts(args, "eval policy", held_out=True,
+                    none="has no held-out prompts; mark some (import --held-out, or Browse)")
+
+
+def _prompts(args, command: str, held_out: bool, none: str) -> list[list[dict]]:
     from annotate import store
     from annotate.trainingdata import load_prompts
-    if args.prompts:
-        return load_prompts(args.prompts)
+    if args.prompts:   # a file given for training drops its held-out rows; for eval keeps all
+        return load_prompts(args.prompts, held_out=False if not held_out else None)
+    path = db_path(args.db)
+    if not path.exists():
+        raise CliError(f"{command}: no --prompts FILE, and no database at {path} to take "
+                       "prompts from")
     with open_store(args.db, read_only=True) as db:
-        prompts = store.prompt_messages(db, held_out=True)
+        prompts = store.prompt_messages(db, held_out=held_out)
     if not prompts:
-        raise CliError(f"eval policy: {db_path(args.db)} has no held-out prompts; mark some "
-                       "(import --held-out, or Browse) or give --prompts FILE")
+        raise CliError(f"{command}: {path} {none} or give --prompts FILE")
     return prompts
 
 

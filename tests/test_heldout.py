@@ -133,3 +133,25 @@ def test_rs_and_sft_runs_from_the_store_never_see_a_held_out_prompt(tmp_path, ti
     trained_on = inputs["label_ids"] if isinstance(inputs, dict) else inputs
     assert len(trained_on) == 2 and held_label not in trained_on
     assert read_run(sft_out)["status"] == "done"
+
+
+def test_eval_policy_from_the_store_measures_on_the_held_out_prompts(tmp_path, tiny_policy, capsys):
+    from test_policy_eval import untrained_policy
+    db_path = tmp_path / "ws.duckdb"
+    rows = tmp_path / "prompts.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": p, "held_out": p.startswith("test")}) + "\n"
+                            for p in ["train one", "test one", "train two", "test two"]))
+    assert main(["import", str(rows), "--db", str(db_path)]) == 0
+    policy = untrained_policy(tiny_policy, tmp_path / "policy")
+    assert main(["eval", "policy", "--model", str(policy), "--reward", "length", "--db",
+                 str(db_path), "--max-new-tokens", "3", "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    measured = [json.loads(line)["prompt"][-1]["content"]
+                for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert result["n"] == 2 and sorted(measured) == ["test one", "test two"]
+    empty = tmp_path / "empty.duckdb"
+    with store.Store(empty):
+        pass
+    assert main(["eval", "policy", "--model", str(policy), "--reward", "length",
+                 "--db", str(empty)]) == 2
+    assert "has no held-out prompts" in capsys.readouterr().err

@@ -85,7 +85,8 @@ def rounds_png(rounds: list[dict]) -> str:
         points = [(r["round"], r[key]) for r in rounds if r[key] is not None]
         if points:   # one point is drawn as a marker, so a first round shows at once
             right.plot(*zip(*points), marker="o", color=colour, label=name)
-    right.set_ylim(0, 1.05)
+    lowest = min([0.0] + [r["agreement"] for r in rounds if r["agreement"] is not None])
+    right.set_ylim(lowest - 0.05 if lowest < 0 else 0, 1.05)   # alpha can be below 0
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     right.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
     fig.tight_layout()
