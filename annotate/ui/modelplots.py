@@ -88,8 +88,9 @@ def rounds_png(rounds: list[dict]) -> str:
     lowest = min([0.0] + [r["agreement"] for r in rounds if r["agreement"] is not None])
     right.set_ylim(lowest - 0.05 if lowest < 0 else 0, 1.05)   # alpha can be below 0
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    right.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=4, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))   # room for the legend below the axes
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     data = base64.b64encode(buf.getvalue()).decode("ascii")

@@ -18,6 +18,12 @@ MODEL_COLUMNS = ["run_id", "kind", "status", "round", "labels", "accuracy", "cal
 ROUND_COLUMNS = ["round", "human_labels", "ai_labels", "agreement", "reward_model", "rm_accuracy",
                  "policy", "win_rate"]
 
+LABEL_COLUMNS = ["id", "task_id", "kind", "round", "annotator", "source", "ranking", "margin",
+                 "created_at", "superseded_by"]
+COMPARE_COLUMNS = ["prompt", "answer_a", "reward_a", "answer_b", "reward_b"]
+LABEL_COLUMNS_EMPTY = frame([], LABEL_COLUMNS)      # headers before the first click
+COMPARE_EMPTY = frame([], COMPARE_COLUMNS)
+
 
 def _rounded(rows: list[dict], digits: int = 3) -> list[dict]:
     return [{k: round(v, digits) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
@@ -62,7 +68,7 @@ class ModelsView:
                 self.next_round = gr.Button(t("next_round"), elem_id="ps-next-round")
             self.adapter_file = gr.File(label=t("adapter_file"), elem_id="ps-adapter-file", height=60)
             self.result = gr.JSON(label=t("action_result"), elem_id="ps-models-result")
-            self.labels = gr.Dataframe(label=t("trained_labels"), interactive=False,
+            self.labels = gr.Dataframe(LABEL_COLUMNS_EMPTY, label=t("trained_labels"), interactive=False,
                                        elem_id="ps-trained-labels", max_height=300)
             with gr.Row():
                 self.policy_a = gr.Dropdown(label=t("policy_a"), choices=[], elem_id="ps-policy-a",
@@ -70,7 +76,7 @@ class ModelsView:
                 self.policy_b = gr.Dropdown(label=t("policy_b"), choices=[], elem_id="ps-policy-b",
                                         allow_custom_value=True)  # scripts name any run
                 self.compare = gr.Button(t("compare"), elem_id="ps-compare")
-            self.comparison = gr.Dataframe(label=t("comparison"), interactive=False, wrap=True,
+            self.comparison = gr.Dataframe(COMPARE_EMPTY, label=t("comparison"), interactive=False, wrap=True,
                                            elem_id="ps-comparison", max_height=500)
         return tab
 
@@ -121,8 +127,7 @@ class ModelsView:
     @shows_errors
     def trained_labels(self, run_id, request: gr.Request):
         rows = self.ops.trained_labels(username(request), run_id)
-        return frame(rows, ["id", "task_id", "kind", "round", "annotator", "source", "ranking",
-                            "margin", "created_at", "superseded_by"])
+        return frame(rows, LABEL_COLUMNS)
 
     @shows_errors
     def download_adapter(self, run_id, request: gr.Request) -> str:
@@ -142,8 +147,7 @@ class ModelsView:
     @shows_errors
     def compare_policies(self, a, b, request: gr.Request):
         """Admins: two policies' answers to the prompts both were evaluated on, side by side."""
-        return frame(_rounded(self.ops.compare(username(request), a, b)),
-                     ["prompt", "answer_a", "reward_a", "answer_b", "reward_b"])
+        return frame(_rounded(self.ops.compare(username(request), a, b)), COMPARE_COLUMNS)
 
     @shows_errors
     def mark_held_out(self, prompt_ids, held_out, request: gr.Request) -> dict:
