@@ -181,3 +181,19 @@ def test_browse_marks_and_unmarks_held_out_prompts(server):
         server.client("ann").predict(pid, False, api_name="/mark_held_out")
     assert admin.predict(pid, False, api_name="/mark_held_out")["changed"] == 1
     assert store.held_out_ids(server.db) == set()
+
+
+def test_the_json_route_answers_admins_and_refuses_annotators(server):
+    admin, ann = server.session("admin1"), server.session("ann")
+    r = admin.post(server.url + "api/models", json={})
+    assert r.status_code == 200 and {m["run_id"] for m in r.json()} >= {"rm-a", "ppo-a"}
+    pid = store.prompt_row(QUESTIONS[0])["id"]
+    for name, body in [("models", {}), ("rounds", {}), ("use_as_judge", {"run_id": "rm-a"}),
+                       ("mark_held_out", {"prompt_ids": [pid], "held_out": True}),
+                       ("next_round_from_policy", {"run_id": "ppo-a", "k": 4, "prompts": "all"})]:
+        r = ann.post(server.url + f"api/{name}", json=body)
+        assert r.status_code == 400 and r.json()["error"] == "only admins may do this", name
+    assert pid not in store.held_out_ids(server.db)
+    r = admin.post(server.url + "api/mark_held_out", json={"prompt_ids": [pid], "held_out": True})
+    assert r.json() == {"changed": 1, "held_out": 1}
+    admin.post(server.url + "api/mark_held_out", json={"prompt_ids": [pid], "held_out": False})

@@ -1,9 +1,9 @@
 """The admin's Models & rounds tab, and the held-out controls of the Browse tab.
 
 Every handler asks ``ModelOps``, which checks the caller is an admin on each call; the tab
-is hidden from annotators, but hiding is not the protection. Named endpoints (also
-``POST /api/<name>``): models, rounds, mark_held_out, compare_policies, download_adapter,
-use_as_judge, next_round_from_policy.
+is hidden from annotators, but hiding is not the protection. Named endpoints: models,
+rounds, mark_held_out, use_as_judge, next_round_from_policy (also ``POST /api/<name>``),
+compare_policies and download_adapter (a table and a file: Gradio only).
 """
 from __future__ import annotations
 
@@ -97,6 +97,12 @@ class ModelsView:
         browse_rows.select(self.pick_prompt, [self.ho_ids], self.ho_ids, **private("pick_prompt"))
         gr.api(self.models, api_name="models")
         gr.api(self.rounds_table, api_name="rounds")
+
+    def rest_handlers(self) -> dict:
+        """The endpoints whose answer is JSON, for ``POST /api/<name>`` (rest.py)."""
+        return {"models": self.models, "rounds": self.rounds_table,
+                "mark_held_out": self.mark_held_out, "use_as_judge": self.use_as_judge,
+                "next_round_from_policy": self.next_round_from_policy}
 
     # -- handlers ----------------------------------------------------------------------------
     @shows_errors
