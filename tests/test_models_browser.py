@@ -2,19 +2,10 @@
 import pytest
 
 from annotate import store
-import studio_server
-from test_models_page import QUESTIONS, XSS, build_project
+from test_models_page import QUESTIONS, XSS, server  # noqa: F401 (the same project, served)
 from test_ui_browser import browser, expect, login, page, shot  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = studio_server.start(tmp_path_factory.mktemp("models-ui"))
-    build_project(srv.db, srv.workspace)
-    yield srv
-    srv.close()
 
 
 def test_admin_sees_models_lineage_and_rounds_and_marks_a_prompt_held_out(page, server):
