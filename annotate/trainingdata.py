@@ -56,17 +56,22 @@ def _hash(rows: list) -> str:
 
 def from_store(db: store.Store, *, source: str = "both", rounds: Sequence[int] | None = None,
                judge: str | None = None, principle: str | None = None,
-               min_agreement: float | None = None) -> TrainingData:
-    """Aggregated pairs (majority direction, agreement as weight) and the current rankings."""
-    rows = store.pairs(db, source=source, rounds=rounds, judge=judge, principle=principle,
-                       min_agreement=min_agreement)
+               min_agreement: float | None = None, include_held_out: bool = False) -> TrainingData:
+    """Aggregated pairs (majority direction, agreement as weight) and the current rankings.
+    Labels of held-out prompts are left out unless ``include_held_out`` (evaluation only): a
+    policy or reward model trained here never sees the prompts it is measured on."""
+    held_out = set() if include_held_out else store.held_out_task_ids(db)
+    rows = [r for r in store.pairs(db, source=source, rounds=rounds, judge=judge,
+                                   principle=principle, min_agreement=min_agreement)
+            if r["task_id"] not in held_out]
     pairs = [PairExample(prompt=json.loads(r["prompt"]), chosen=r["chosen"], rejected=r["rejected"],
                          margin=float(r["margin"] or 0.0), margin_level=r["margin_level"],
                          soft_prob=r["soft_prob"], weight=float(r["agreement"]),
                          task_id=r["task_id"], label_ids=tuple(sorted(r["label_ids"])))
              for r in rows]
     rankings = [_ranking_example(r) for r in store.rankings(db, source=source, rounds=rounds,
-                                                              judge=judge, principle=principle)]
+                                                              judge=judge, principle=principle)
+                if r["task_id"] not in held_out]
     label_ids = sorted({lid for p in pairs for lid in p.label_ids}
                        | {lid for r in rankings for lid in r.label_ids})
     digest = _hash([[p.prompt, p.chosen, p.rejected, p.margin, p.soft_prob, p.weight] for p in pairs]
@@ -91,7 +96,9 @@ def from_file(path: str | Path, fmt: str = "auto", **filters) -> TrainingData:
             return from_store(db, **filters)
 
 
-def load_prompts(path: str | Path) -> list[list[dict]]:
-    """Prompts for RS / PPO / RLOO / eval: JSONL lines of {"prompt": text or messages}."""
+def load_prompts(path: str | Path, held_out: bool | None = None) -> list[list[dict]]:
+    """Prompts for RS / PPO / RLOO / eval: JSONL lines of {"prompt": text or messages}.
+    ``held_out=False`` (training) drops rows marked ``"held_out": true``; ``True`` keeps only
+    them; ``None`` keeps every row."""
     from . import formats
-    return formats.read_prompts(path)
+    return formats.read_prompts(path, held_out=held_out)

@@ -1,7 +1,10 @@
 """The one training-data loader: every stage that learns from labels (train rm, sft, dpo and
 eval rm) reads them here, from --data FILE or the store, with every filter applied
-(--source, --min-agreement, --label-rounds, --principle). The store is opened read-only: under
-`accelerate launch` every process reads it at once, and reading never changes it."""
+(--source, --min-agreement, --label-rounds, --principle); so do the stages that sample prompts
+(rs, ppo, rloo) and `eval policy`. Held-out prompts (marked at import or in Browse) never reach
+training: their labels are left out and rs/ppo/rloo never sample them; `eval policy` measures
+on them. The store is opened read-only: under `accelerate launch` every process reads it at
+once, and reading never changes it."""
 from __future__ import annotations
 
 import json
@@ -24,11 +27,12 @@ def label_filters(args) -> dict:
                 principle=getattr(args, "principle", None))
 
 
-def preference_data(args, path: str | None = None):
+def preference_data(args, path: str | None = None, *, include_held_out: bool = False):
     """TrainingData (pairs and rankings) from ``path`` (any import format) or, without one,
-    from the store opened read-only; filtered by the command line's label filters."""
+    from the store opened read-only; filtered by the command line's label filters. Labels of
+    held-out prompts only with ``include_held_out`` (evaluation)."""
     from annotate import trainingdata
-    filters = label_filters(args)
+    filters = dict(label_filters(args), include_held_out=include_held_out)
     try:
         if path:
             return trainingdata.from_file(path, **filters)
@@ -36,6 +40,35 @@ def preference_data(args, path: str | None = None):
             return trainingdata.from_store(db, **filters)
     except ValueError as err:  # a bad file names its line and field
         raise CliError(str(err)) from None
+
+
+def training_prompts(args) -> list[list[dict]]:
+    """rs / ppo / rloo: the prompts to sample, from --prompts FILE (rows marked held_out
+    skipped) or, without one, every prompt of the store that is not held out."""
+    return _prompts(args, f"train {args.kind}", held_out=False,
+                    none="has no prompts that are not held out; import some")
+
+
+def evaluation_prompts(args) -> list[list[dict]]:
+    """eval policy: --prompts FILE (every row), or the store's held-out prompts."""
+    return _prompts(args, "eval policy", held_out=True,
+                    none="has no held-out prompts; mark some (import --held-out, or Browse)")
+
+
+def _prompts(args, command: str, held_out: bool, none: str) -> list[list[dict]]:
+    from annotate import store
+    from annotate.trainingdata import load_prompts
+    if args.prompts:   # a file given for training drops its held-out rows; for eval keeps all
+        return load_prompts(args.prompts, held_out=False if not held_out else None)
+    path = db_path(args.db)
+    if not path.exists():
+        raise CliError(f"{command}: no --prompts FILE, and no database at {path} to take "
+                       "prompts from")
+    with open_store(args.db, read_only=True) as db:
+        prompts = store.prompt_messages(db, held_out=held_out)
+    if not prompts:
+        raise CliError(f"{command}: {path} {none} or give --prompts FILE")
+    return prompts
 
 
 def where(args, path: str | None = None) -> str:

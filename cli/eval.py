@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import stages
 from .common import CliError, emit, resolve_run, workspace
-from .data import preference_data, where
+from .data import evaluation_prompts, preference_data, where
 
 HELP = "evaluate a reward model or a policy (prints one JSON line)"
 
@@ -34,7 +34,7 @@ def _eval_rm(args) -> None:
         scorer = load_scorer(model)  # first: a wrong --model is reported before data is read
     except ValueError as err:  # a malformed ensemble config
         raise CliError(str(err)) from None
-    data = preference_data(args, args.data)
+    data = preference_data(args, args.data, include_held_out=True)
     if not data.pairs:
         raise CliError(f"{where(args, args.data)}: no preference pairs to evaluate")
     plot = args.plot or ((model if model.is_dir() else model.parent)
@@ -58,14 +58,12 @@ def _eval_judge(args):
 
 
 def _eval_policy(args) -> None:
-    """eval policy: the policy vs its reference on held-out prompts; prints one JSON line."""
+    """eval policy: the policy vs its reference on held-out prompts (--prompts FILE, or the
+    store's prompts marked held out); prints one JSON line."""
     from annotate.runlog import new_run_id
-    from annotate.trainingdata import load_prompts
     from policy.evaluate import PolicyEvalConfig, evaluate_policy
     from policy.rewards import load_reward
 
-    if not args.prompts:
-        raise CliError("eval policy needs --prompts FILE (JSONL of {\"prompt\": ...})")
     args.rm = resolve_run(args.rm, args.db)
     cfg = PolicyEvalConfig()
     for key in ("max_new_tokens", "temperature", "seed"):
@@ -77,7 +75,7 @@ def _eval_policy(args) -> None:
     out = Path(args.out) if args.out else (
         (model if model.is_dir() else workspace(args.db) / "runs") / new_run_id("eval"))
     try:
-        prompts = load_prompts(args.prompts)
+        prompts = evaluation_prompts(args)   # without --prompts: the store's held-out ones
         reward_fn, reward_name = load_reward(args.rm, args.reward)
         judge = _eval_judge(args) if args.judge else None
         try:

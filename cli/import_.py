@@ -22,6 +22,10 @@ def add_parser(sub) -> None:
     sp.add_argument("--response-fields", help="labelstudio: the data fields compared, comma-separated "
                                               "(Pairwise toName, e.g. answer1,answer2), or the Ranker's "
                                               "list field (default items)")
+    sp.add_argument("--held-out", action="store_true",
+                    help="mark every prompt of the file held out: policy training never samples "
+                         "it, `eval policy` measures on it (prompts and rankings rows may also "
+                         "say \"held_out\": true one by one)")
 
 
 def run(args) -> None:
@@ -31,5 +35,6 @@ def run(args) -> None:
                                      round=args.round, required_labels=args.required_labels,
                                      prompt_field=args.prompt_field,
                                      response_fields=args.response_fields.split(",")
-                                     if args.response_fields else None)
+                                     if args.response_fields else None,
+                                     held_out=args.held_out)
     emit(args, result, formats.describe_import(result))

@@ -51,7 +51,8 @@ TRAIN = {
     "inputs": [
         opt("--data", FROM_LABELS, "training file (any import format; sft also a chat file of "
             "{\"messages\": [...]}) instead of the store"),
-        opt("--prompts", ONLINE, "JSONL of {\"prompt\": text or messages}"),
+        opt("--prompts", ONLINE, "JSONL of {\"prompt\": text or messages}; rows marked "
+            "\"held_out\": true are skipped (default: the store's prompts that are not held out)"),
         opt("--model", POLICY, "policy to start from: model spec, folder, or run (folder or "
             "run id); default smollm2-135m-instruct"),
         opt("--base", (RM,), "reward-model backbone spec (default smollm2-135m-instruct)"),
@@ -133,7 +134,8 @@ EVAL = {
         opt("--data", ("rm",), "pairs file (any import format) instead of the store"),
         opt("--rm", ("policy",), "reward model (run folder, run id or ensemble config)"),
         opt("--reward", ("policy",), "programmatic reward instead of --rm"),
-        opt("--prompts", ("policy",), "held-out prompts: JSONL of {\"prompt\": ...}"),
+        opt("--prompts", ("policy",), "held-out prompts: JSONL of {\"prompt\": ...} "
+            "(default: the store's prompts marked held out)"),
         opt("--judge", ("policy",), "also compare the answers with an AI judge "
             "(openai:URL#MODEL | local:SPEC | rm:DIR; principle from --principle)"),
     ],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import stages
 from .common import CliError, emit, fmt, is_main_rank, open_store, resolve_run
-from .data import policy_data, preference_data, where
+from .data import policy_data, preference_data, training_prompts, where
 
 HELP = "train a reward model or optimise a policy"
 
@@ -51,13 +51,9 @@ def _train_policy(args) -> None:
     try:
         config = policy_config(args)
         if args.kind in stages.ONLINE:
-            if not args.prompts:
-                raise CliError(f"train {args.kind} needs --prompts FILE "
-                               "(JSONL of {\"prompt\": ...})")
             if args.rm and not Path(args.rm).exists():
                 raise CliError(f"--rm {args.rm}: no such run folder, run id or ensemble file")
-            from annotate.trainingdata import load_prompts
-            prompts = load_prompts(args.prompts)
+            prompts = training_prompts(args)   # never the held-out ones
             reward_fn, scorer = load_reward(args.rm, args.reward)
             extra = {"scorer": scorer} if args.kind == "rs" else {}
             out = train(config, prompts, reward_fn, args.out,
@@ -120,7 +116,8 @@ def _train_rm(args) -> None:
     from rewardmodel.train import train
     config = _rm_config(args)
     data = preference_data(args, args.data)
-    eval_data = preference_data(args, args.eval_data) if args.eval_data else None
+    eval_data = (preference_data(args, args.eval_data, include_held_out=True)
+                 if args.eval_data else None)
     if not data.pairs and not data.rankings:
         raise CliError(f"{where(args, args.data)}: no preference pairs to train on "
                        "(check --source / --min-agreement / --label-rounds / --principle)")

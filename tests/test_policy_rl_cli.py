@@ -48,7 +48,7 @@ def test_train_ppo_and_rloo_from_a_prompts_file(tiny_policy, tmp_path, kind, ext
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "ppo", "--reward", "length"], "train ppo needs --prompts FILE"),
+    (["train", "ppo", "--reward", "length", "--db", "DB"], "train ppo: no --prompts FILE"),
     (["train", "ppo", "--prompts", "PROMPTS", "--reward", "length", "--k", "4"],
      "--k is not an option of this trainer"),
     (["train", "rloo", "--prompts", "PROMPTS", "--reward", "length", "--critic", "adapter"],
@@ -58,7 +58,7 @@ def test_train_ppo_and_rloo_from_a_prompts_file(tiny_policy, tmp_path, kind, ext
 ])
 def test_bad_options_exit_2_with_one_line(tiny_policy, tmp_path, capsys, argv, message):
     prompts = prompts_file(tmp_path)
-    argv = [str(prompts) if a == "PROMPTS" else a for a in argv]
+    argv = [{"PROMPTS": str(prompts), "DB": str(tmp_path / "none.duckdb")}.get(a, a) for a in argv]
     code = main(argv + ["--model", str(tiny_policy), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -278,7 +278,7 @@ def test_admin_sees_admin_tabs_annotator_does_not(page, pairwise_server):
     expect(page.locator("[role=tab]")).to_have_count(2)
     page.goto(srv.url + "logout")
     login(page, srv, "admin1")
-    expect(page.locator("[role=tab]")).to_have_count(7, timeout=30_000)  # + import, browse, agreement, users, jobs
+    expect(page.locator("[role=tab]")).to_have_count(8, timeout=30_000)  # + import, browse, agreement, users, jobs, models
     page.locator("[role=tab]").filter(has_text="Browse").click()
     page.locator("#ps-show").click()
     expect(page.locator("#ps-browse")).to_contain_text("pairwise", timeout=30_000)

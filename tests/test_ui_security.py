@@ -36,6 +36,11 @@ ADMIN_CALLS = {
     "ui_resume_job": [[None]],
     "ui_run_detail": [[None]],
     "ui_jobs_tick": [[None]],
+    "models": [[]], "rounds": [[]], "ui_models_refresh": [[]],
+    "mark_held_out": [["PROMPT", True]],
+    "compare_policies": [[None, None]], "download_adapter": [[None]], "use_as_judge": [[None]],
+    "next_round_from_policy": [[None, 4, "all"]], "ui_models_labels": [[None]],
+    "ui_pick_prompt": [[""]],
 }
 
 

@@ -40,7 +40,7 @@ _SCHEMAS = {
                            ("judge", pa.string()), ("principle", pa.string()),
                            ("margin_level", pa.string()), ("soft_prob", pa.float64()),
                            ("rationale", pa.string()), ("task_id", pa.string()),
-                           ("label_id", pa.string())]),
+                           ("label_id", pa.string()), ("held_out", pa.bool_())]),
     "labels": pa.schema([("id", pa.string()), ("task_id", pa.string()), ("kind", pa.string()),
                          ("round", pa.int64()), ("prompt", _MESSAGES),
                          ("responses", pa.list_(pa.string())), ("response_ids", pa.list_(pa.string())),
@@ -53,7 +53,8 @@ _SCHEMAS = {
                          ("duration_ms", pa.int64()), ("details", pa.string()),
                          ("created_at", pa.string()), ("superseded_by", pa.string())]),
     "prompts": pa.schema([("prompt", _MESSAGES), ("source", pa.string()),
-                          ("tags", pa.list_(pa.string())), ("id", pa.string())]),
+                          ("tags", pa.list_(pa.string())), ("id", pa.string()),
+                          ("held_out", pa.bool_())]),
     "responses": pa.schema([("prompt", _MESSAGES), ("responses", _RESPONSES), ("task", pa.string()),
                             ("round", pa.int64())]),
 }
@@ -85,6 +86,7 @@ def _pairs_rows(db, source, min_agreement) -> list[dict]:
 def _rankings_rows(db, source) -> list[dict]:
     labels = store.rankings(db, source=source, kind=None)
     responses = {r["id"]: r for r in store.list_responses(db)} if labels else {}
+    held_out = store.held_out_task_ids(db)   # so a snapshot for training keeps them out
     out = []
     for lab in labels:
         ids = list(lab["response_ids"])
@@ -95,7 +97,7 @@ def _rankings_rows(db, source) -> list[dict]:
                     "source": lab["source"], "judge": lab["judge"], "principle": lab["principle"],
                     "margin_level": lab["margin_level"], "soft_prob": lab["soft_prob"],
                     "rationale": lab["rationale"], "task_id": lab["task_id"],
-                    "label_id": lab["label_id"]})
+                    "label_id": lab["label_id"], "held_out": lab["task_id"] in held_out})
     return out
 
 
@@ -120,8 +122,9 @@ def _labels_rows(db, source) -> list[dict]:
 
 
 def _prompts_rows(db) -> list[dict]:
-    return [{"prompt": _chat(p["messages"]), "source": p["source"], "tags": p["tags"], "id": p["id"]}
-            for p in store.list_prompts(db)]
+    held_out = store.held_out_ids(db)
+    return [{"prompt": _chat(p["messages"]), "source": p["source"], "tags": p["tags"], "id": p["id"],
+             "held_out": p["id"] in held_out} for p in store.list_prompts(db)]
 
 
 def _responses_rows(db) -> list[dict]:

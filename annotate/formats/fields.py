@@ -31,8 +31,8 @@ PROVENANCE = {"votes_chosen", "votes_rejected", "n_labels", "agreement", "task_i
 FIELDS = {
     "hh": {"chosen", "rejected"} | LABEL_FIELDS,
     "pairs": {"prompt", "chosen", "rejected"} | LABEL_FIELDS,
-    "rankings": {"prompt", "task_id", "responses", "ranking", "kind"} | LABEL_FIELDS,
-    "prompts": {"prompt", "source", "tags"},
+    "rankings": {"prompt", "task_id", "responses", "ranking", "kind", "held_out"} | LABEL_FIELDS,
+    "prompts": {"prompt", "source", "tags", "held_out"},
     "responses": {"prompt", "prompt_id", "response", "responses", "model", "adapter",
                   "gen_params", "task", "round"},
 }

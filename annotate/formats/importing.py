@@ -13,6 +13,7 @@ from .errors import FieldError, FormatError
 from .fast import plain_rows
 from .fields import MAX_ROUND, ParseContext, read_messages
 from .argilla import read_dataset
+from .heldout import held_out_prompt_ids, row_held_out
 from .labelstudio import read_tasks
 from .parsing import CONVERTED, FORMATS, detect_format, parse_rows
 from .reading import file_stem, read_records
@@ -35,7 +36,8 @@ def _gc_paused() -> Iterator[None]:
 
 def import_file(db: store.Store, path: str | Path, fmt: str = "auto", source: str | None = None,
                 round: int = 0, required_labels: int = 1, *, fast: bool = True,
-                prompt_field: str | None = None, response_fields: list[str] | None = None) -> dict:
+                prompt_field: str | None = None, response_fields: list[str] | None = None,
+                held_out: bool = False) -> dict:
     """Import one file in one transaction; return counts of what was new.
 
     ``source`` names the file's origin (default: the file name without extension); it is the
@@ -43,13 +45,15 @@ def import_file(db: store.Store, path: str | Path, fmt: str = "auto", source: st
     ``fast=False`` always takes the general parser, never the fast path (``fast.py``) (the two
     must agree; tests compare them). ``labelstudio`` and ``argilla`` files (an Argilla dataset is a
     folder) are converted first (``prompt_field``: the field holding the prompt;
-    ``response_fields``: Label Studio's data fields holding the responses).
+    ``response_fields``: Label Studio's data fields holding the responses). ``held_out`` marks
+    every prompt of the file held out (``heldout.py``; prompts and rankings rows can also say
+    ``"held_out": true`` one by one).
     """
     with _gc_paused():
         if fmt in TOOL_FORMATS:
             return _import_tool_file(db, Path(path), fmt, source, round, required_labels,
-                                     prompt_field, response_fields)
-        return _import_file(db, Path(path), fmt, source, round, required_labels, fast)
+                                     prompt_field, response_fields, held_out)
+        return _import_file(db, Path(path), fmt, source, round, required_labels, fast, held_out)
 
 
 def _check_options(name: str, fmt: str, round: int, required_labels: int) -> None:
@@ -63,7 +67,7 @@ def _check_options(name: str, fmt: str, round: int, required_labels: int) -> Non
 
 def _import_tool_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
                       required_labels: int, prompt_field: str | None,
-                      response_fields: list[str] | None) -> dict:
+                      response_fields: list[str] | None, held_out: bool) -> dict:
     _check_options(path.name, fmt, round, required_labels)
     if fmt == "labelstudio":
         records, lines, skipped, items = read_tasks(path, prompt_field, response_fields)
@@ -75,11 +79,12 @@ def _import_tool_file(db: store.Store, path: Path, fmt: str, source: str | None,
     ctx = ParseContext(False, source, round, required_labels, store.margin_levels(db), {})
     parsed = parse_rows(path, CONVERTED, records, lines, ctx)
     parsed.skipped = skipped + parsed.skipped
-    return _write(db, path, fmt, source, items, parsed)
+    marked = held_out_prompt_ids(CONVERTED, records, lines, ctx, {}, parsed, path, held_out)
+    return _write(db, path, fmt, source, items, parsed, marked)
 
 
 def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
-                 required_labels: int, fast: bool) -> dict:
+                 required_labels: int, fast: bool, held_out: bool) -> dict:
     _check_options(path.name, fmt, round, required_labels)
     if fmt in TOOL_FORMATS:
         raise FormatError(path.name, f"--format {fmt} reads a file of its own, not rows")
@@ -100,10 +105,12 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
     parsed = plain_rows(fmt, records, lines, ctx) if fast else None
     if parsed is None:
         parsed = parse_rows(path, fmt, records, lines, ctx)
-    return _write(db, path, fmt, source, len(records), parsed)
+    marked = held_out_prompt_ids(fmt, records, lines, ctx, tasks, parsed, path, held_out)
+    return _write(db, path, fmt, source, len(records), parsed, marked)
 
 
-def _write(db: store.Store, path: Path, fmt: str, source: str, rows: int, parsed) -> dict:
+def _write(db: store.Store, path: Path, fmt: str, source: str, rows: int, parsed,
+           marked: set[str]) -> dict:
     """Write the parsed rows in one transaction; the counts of what was new."""
     try:
         counts = store.write_batch(db, **parsed.tables)
@@ -112,6 +119,7 @@ def _write(db: store.Store, path: Path, fmt: str, source: str, rows: int, parsed
         hint = ("; import the file with another --source to add its labels as another annotator's"
                 if err.table == "labels" and "already has" in str(err) else "")
         raise FormatError(path, f"{err}{hint}", line, err.field) from None
+    counts["held_out"] = store.mark_held_out(db, marked) if marked else 0
     return {"file": str(path), "format": fmt, "source": source, "rows": rows, **counts,
             "duplicate_rows": parsed.duplicates, "contradicting_rows": parsed.contradictions,
             "skipped": len(parsed.skipped), "skipped_rows": parsed.skipped[:20],
@@ -138,13 +146,17 @@ def describe_import(result: dict) -> str:
         what = (f"{_n(result['skipped'], 'row')} without a usable preference" if unit == "row" else
                 f"{_n(result['skipped'], 'answer')} that {'is' if result['skipped'] == 1 else 'are'} not a label")
         text += f"; skipped {what} (first: line {first['line']}: {first['reason']})"
+    if result.get("held_out"):
+        text += f"; {_n(result['held_out'], 'prompt')} newly marked held out"
     if result["ignored_fields"]:
         text += f"; ignored fields: {', '.join(result['ignored_fields'])}"
     return text
 
 
-def read_prompts(path: str | Path) -> list[list[dict]]:
-    """Prompts of a file whose rows have a ``prompt`` (text or messages), in file order, each once."""
+def read_prompts(path: str | Path, held_out: bool | None = None) -> list[list[dict]]:
+    """Prompts of a file whose rows have a ``prompt`` (text or messages), in file order, each once.
+    ``held_out=False`` skips rows marked ``"held_out": true`` (training), ``True`` keeps only
+    those, ``None`` every row."""
     path = Path(path)
     records, lines, text_cells = read_records(path)
     ctx = ParseContext(text_cells, "", 0, 1, {}, {})
@@ -153,6 +165,8 @@ def read_prompts(path: str | Path) -> list[list[dict]]:
         try:
             if not isinstance(rec, dict):
                 raise FieldError("(row)", f"expected an object, got {type(rec).__name__}")
+            if held_out is not None and row_held_out(rec, ctx) != held_out:
+                continue
             messages = store.check_messages(read_messages(rec.get("prompt"), "prompt", ctx))
         except StoreError as err:
             raise FormatError(path, str(err), line, "prompt") from None
@@ -160,7 +174,8 @@ def read_prompts(path: str | Path) -> list[list[dict]]:
             raise err.at(path, line) from None
         prompts.setdefault(store.prompt_id(messages), messages)
     if not prompts:
-        raise FormatError(path, "no prompts", 1, "(file)")
+        what = {None: "", True: " marked held out", False: " that are not held out"}[held_out]
+        raise FormatError(path, f"no prompts{what}", 1, "(file)")
     return list(prompts.values())
 
 

@@ -8,7 +8,7 @@ TABLES = ("prompts", "responses", "tasks", "labels", "pairs")
 
 # The columns each view shows; texts are cut to ``preview`` characters.
 _VIEWS = {
-    "prompts": """SELECT p.id, p.source, p.tags, p.messages AS text, p.created_at,
+    "prompts": """SELECT p.id, p.held_out, p.source, p.tags, p.messages AS text, p.created_at,
                          (SELECT count(*) FROM tasks t WHERE t.prompt_id = p.id) AS tasks
                   FROM prompts p""",
     "responses": """SELECT r.id, r.prompt_id, r.model, r.run_id, r.text, r.created_at
@@ -33,12 +33,13 @@ _FILTERS = {
     "annotator": (("labels",), "annotator = ?"),
     "kind": (("tasks", "labels"), "kind = ?"),
     "round": (("tasks", "labels"), "round = ?"),
+    "run": (("labels",), "id IN (SELECT label_id FROM run_inputs WHERE run_id = ?)"),  # lineage
 }
 
 
 def browse(db: Store, table: str, *, text: str | None = None, source: str | None = None,
            annotator: str | None = None, kind: str | None = None, round: int | None = None,
-           min_agreement: float | None = None, current_only: bool = True,
+           min_agreement: float | None = None, current_only: bool = True, run: str | None = None,
            limit: int = 200, preview: int | None = 300) -> list[dict]:
     """Rows of one table for the admin's browser, newest first, texts cut to ``preview``."""
     if table not in TABLES:
@@ -56,13 +57,13 @@ def browse(db: Store, table: str, *, text: str | None = None, source: str | None
     else:
         where, params = [], []
         values = {"text": text, "source": source, "annotator": annotator, "kind": kind,
-                  "round": round}
+                  "round": round, "run": run}
         for name, value in values.items():
             tables, cond = _FILTERS[name]
             if value not in (None, "") and table in tables:
                 where.append(cond)
                 params.append(value)
-        if table == "labels" and current_only:
+        if table == "labels" and current_only and not run:   # a run's labels, even superseded
             where.append("superseded_by IS NULL")
         cond = " WHERE " + " AND ".join(where) if where else ""
         rows = db.query(f"SELECT * FROM ({_VIEWS[table]}){cond} "

@@ -155,6 +155,11 @@ MIGRATIONS: list[str] = [
     DROP TABLE responses;
     ALTER TABLE responses_v4 RENAME TO responses;
     """,
+    # 5: held-out prompts: policy training never samples them, `eval policy` measures on them.
+    #    A column (every writer of prompts names its columns, so the default applies to them).
+    """
+    ALTER TABLE prompts ADD COLUMN held_out BOOLEAN DEFAULT false;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from .. import store
 from . import render
 from .common import frame, private, shows_errors, username
 from .jobs import KINDS as JOB_KINDS
+from .models import ModelsView
 from .service import Studio
 
 FORMATS = ["auto", "hh", "pairs", "rankings", "prompts", "responses"]
@@ -53,6 +54,7 @@ class AdminView:
         self.studio = studio
         self.t = t
         self.tabs: list[gr.Tab] = []
+        self.models = ModelsView(studio, t)
 
     def build(self) -> None:
         t = self.t
@@ -84,6 +86,7 @@ class AdminView:
             with gr.Row():
                 self.export = gr.Button(t("export_pairs"), elem_id="ps-export")
                 self.export_file = gr.File(label=t("pairs_file"), elem_id="ps-export-file", height=60)
+            self.models.build_held_out()
 
         with gr.Tab(t("tab_agreement"), id="agreement", visible=False) as tab:
             self.tabs.append(tab)
@@ -133,6 +136,7 @@ class AdminView:
                 self.reward_plot = gr.LinePlot(x="step", y="value", color="name", label=t("reward_plot"))
             self.run_info = gr.JSON(label=t("run_detail"), elem_id="ps-run-info")
             self.timer = gr.Timer(3, active=False)
+        self.tabs.append(self.models.build())
 
     def wire(self) -> None:
         self.do_import.click(self.import_file, [self.upload, self.fmt, self.round, self.required],
@@ -160,6 +164,7 @@ class AdminView:
         gr.api(self.resume_by_id, api_name="resume_job")   # scripts name the run (no dropdown)
         self.run_pick.input(self.job_view, [self.run_pick], run_outs, **private("run_detail"))
         self.timer.tick(self.job_view, [self.run_pick], run_outs, **private("jobs_tick"))
+        self.models.wire(self.rows)
 
     # -- handlers ----------------------------------------------------------------------------
     @shows_errors

@@ -97,6 +97,10 @@ ENDPOINTS: dict[str, str] = {
     "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
     "agreement": "admin", "set_overlap": "admin", "start_job": "admin", "stop_job": "admin",
     "resume_job": "admin",
+    # the Models & rounds tab and Browse's held-out controls (models.py)
+    "models": "admin", "rounds": "admin", "mark_held_out": "admin", "compare_policies": "admin",
+    "download_adapter": "admin", "use_as_judge": "admin", "next_round_from_policy": "admin",
+    "ui_models_refresh": "admin", "ui_models_labels": "admin", "ui_pick_prompt": "admin",
     # the page's own events (hidden from the API docs, still HTTP endpoints)
     "ui_load_task": "annotator", "ui_submit": "annotator", "ui_skip": "annotator",
     "ui_undo": "annotator", "ui_cancel_edit": "annotator", "ui_my_labels": "annotator",

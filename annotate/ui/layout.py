@@ -42,7 +42,7 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
             admin.build()
         annotator.wire(demo)
         admin.wire()
-        handlers = add_endpoints(studio)
+        handlers = {**add_endpoints(studio), **admin.models.rest_handlers()}
 
         @shows_errors
         def on_load(request: gr.Request):

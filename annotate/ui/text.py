@@ -93,6 +93,35 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
+# The Models page and the held-out controls of Browse (annotate/ui/models.py).
+STRINGS.update({
+    "tab_models": ("Models & rounds", "模型与轮次"),
+    "models_refresh": ("Refresh", "刷新"),
+    "models_table": ("Reward models and policies", "奖励模型与策略"),
+    "lineage": ("Lineage: labels → reward model → policy → next round's candidates",
+                "血缘：标注 → 奖励模型 → 策略 → 下一轮候选"),
+    "rounds_table": ("Rounds", "各轮统计"),
+    "rounds_plot": ("Rounds: agreement, reward-model accuracy, win rate", "各轮：一致性、奖励模型准确率、胜率"),
+    "model_pick": ("Model run", "模型运行"),
+    "show_labels": ("Labels it was trained on", "训练所用标注"),
+    "trained_labels": ("Training labels", "训练标注"),
+    "download_adapter": ("Download adapter (.zip)", "下载适配器（.zip）"),
+    "adapter_file": ("Adapter", "适配器"),
+    "use_as_judge": ("Use as judge", "用作评审"),
+    "next_round": ("Start next round from this policy", "用此策略开始下一轮"),
+    "candidates_k": ("Candidates per prompt (K)", "每个提示的候选数（K）"),
+    "prompt_set": ("Prompts", "提示集"),
+    "action_result": ("Result", "结果"),
+    "policy_a": ("Policy A", "策略 A"),
+    "policy_b": ("Policy B", "策略 B"),
+    "compare": ("Compare answers", "对比回答"),
+    "comparison": ("The two policies' answers to the same prompts", "两个策略对相同提示的回答"),
+    "held_out_ids": ("Prompt ids (click prompts rows to add)", "提示 id（点击提示行添加）"),
+    "held_out_mark": ("Held out", "留出"),
+    "held_out_apply": ("Mark / unmark held-out prompts", "标记 / 取消留出提示"),
+})
+
+
 class Texts(gr.I18n):
     """gr.I18n whose keys carry a ``ps_`` prefix: the front end translates any displayed string
     that equals a key, so a key like ``annotator`` would also rename the dropdown *value*
