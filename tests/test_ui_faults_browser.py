@@ -98,6 +98,9 @@ def test_admin_opening_the_studio_claims_nothing_until_asked(page, server):
     login(page, server, "admin1")
     expect(page.locator("#ps-start")).to_be_visible(timeout=30_000)
     shot(page, "admin-landing-en")
+    switch_to_chinese(page)
+    expect(page.locator("#ps-start")).to_contain_text("开始标注")
+    shot(page, "admin-landing-zh")
     assert admin_claims(server) == 0
     page.locator("#ps-start").click()
     task_on_screen(page)
@@ -123,8 +126,13 @@ def test_users_tab_refusal_overlap_and_language(page, server):
     expect(page.locator(".toast-body").filter(has_text="已添加 carol")).to_be_visible(timeout=10_000)
     expect(page.locator(".toast-body .l-en").filter(has_text="Added")).to_be_hidden()
     expect(page.locator("#ps-users")).to_contain_text("carol")
+    page.locator("#ps-user-password input").fill("short2")
+    page.locator("#ps-set-password").click()                 # the same rule for a new password
+    expect(page.locator(".toast-body").filter(has_text="密码至少需要")).to_have_count(1, timeout=10_000)
+    expect(page.locator(".error")).to_have_count(0)
     shot(page, "users-zh")
     assert store.role_of(server.db, "carol") == "annotator"
+    assert store.verify_user(server.db, "carol", "long-enough-password") is not None
 
 
 def test_agreement_rounds_and_explains(page, server):
@@ -163,3 +171,21 @@ def test_agreement_without_shared_tasks_says_why(page, tmp_path):
                                                                   timeout=10_000)
     finally:
         srv.close()
+
+
+def test_browse_headers_follow_the_language(page, server):
+    login(page, server, "admin1")
+    page.get_by_role("tab", name="Browse & export").click()
+    page.locator("#ps-show").click()
+    expect(page.locator("#ps-browse th").filter(has_text="needs")).to_have_count(1, timeout=10_000)
+    shot(page, "browse-en")
+    switch_to_chinese(page)
+    expect(page.locator("#ps-browse th").filter(has_text="所需人数")).to_have_count(1)
+    page.locator("#ps-export").click()                       # source "" = both: fine
+    page.locator("#ps-table").click()
+    page.get_by_role("option", name="labels").click()
+    page.locator("#ps-show").click()
+    expect(page.locator("#ps-browse th").filter(has_text="标注者")).to_have_count(1, timeout=10_000)
+    shot(page, "browse-zh")
+    page.locator("#ps-lang label").filter(has_text="English").click()
+    expect(page.locator("#ps-browse th").filter(has_text="annotator")).to_have_count(1, timeout=10_000)

@@ -196,6 +196,15 @@ html[lang^="zh"] .l-en, html:not([lang^="zh"]) .l-zh { display: none; }
 .ps-summary td { padding: 4px 12px 4px 0; }
 .ps-error { color: #b02a37; }
 .ps-selected { outline: 3px solid var(--color-accent); border-radius: 10px; }
+/* Gradio's toast titles are plain English text: show them in the page's language instead */
+.toast-title { font-size: 0 !important; }
+.toast-title::before { font-size: var(--text-lg); }
+.toast-title.info::before { content: "Info"; }
+.toast-title.warning::before { content: "Not done"; }
+.toast-title.error::before { content: "Error"; }
+html[lang^="zh"] .toast-title.info::before { content: "提示"; }
+html[lang^="zh"] .toast-title.warning::before { content: "未完成"; }
+html[lang^="zh"] .toast-title.error::before { content: "错误"; }
 """
 
 _ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
