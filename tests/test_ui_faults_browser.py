@@ -103,7 +103,7 @@ def test_admin_opening_the_studio_claims_nothing_until_asked(page, server):
     shot(page, "admin-landing-zh")
     assert admin_claims(server) == 0
     page.locator("#ps-start").click()
-    task_on_screen(page)
+    task_on_screen_zh(page)
     expect(page.locator("#ps-start")).to_be_hidden()
     assert admin_claims(server) == 1
 
@@ -174,6 +174,10 @@ def test_agreement_without_shared_tasks_says_why(page, tmp_path):
 
 
 def test_browse_headers_follow_the_language(page, server):
+    task = server.studio.next_task("ann")
+    ids = [r["id"] for r in task["responses"]]
+    server.studio.submit_label("ann", task["id"], [[i] for i in ids],
+                               "better" if len(ids) == 2 else None)
     login(page, server, "admin1")
     page.get_by_role("tab", name="Browse & export").click()
     page.locator("#ps-show").click()
@@ -181,9 +185,8 @@ def test_browse_headers_follow_the_language(page, server):
     shot(page, "browse-en")
     switch_to_chinese(page)
     expect(page.locator("#ps-browse th").filter(has_text="所需人数")).to_have_count(1)
-    page.locator("#ps-export").click()                       # source "" = both: fine
-    page.locator("#ps-table").click()
-    page.get_by_role("option", name="labels").click()
+    page.locator("#ps-table input").fill("labels")
+    page.locator("#ps-table input").press("Enter")
     page.locator("#ps-show").click()
     expect(page.locator("#ps-browse th").filter(has_text="标注者")).to_have_count(1, timeout=10_000)
     shot(page, "browse-zh")

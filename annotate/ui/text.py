@@ -104,7 +104,7 @@ COLUMNS_ZH: dict[str, str] = {
     "round": "轮次", "needs": "所需人数", "labels": "标注数", "human_labels": "人工标注",
     "ai_labels": "AI 标注", "annotator": "标注者", "source": "来源", "judge": "评审模型",
     "ranking": "排序", "margin": "差距", "margin_level": "差距", "rationale": "理由",
-    "created_at": "时间", "when": "时间", "label": "标注", "label_id": "标注 ID",
+    "created_at": "创建时间", "when": "时间", "label": "标注", "label_id": "标注 ID",
     "text": "文本", "prompt": "提示", "prompt_id": "提示 ID", "response_id": "回答 ID",
     "model": "模型", "chosen": "较好回答", "rejected": "较差回答", "agreement": "一致性",
     "n_labels": "标注数", "name": "用户名", "role": "角色", "done_today": "今日完成",
@@ -112,6 +112,10 @@ COLUMNS_ZH: dict[str, str] = {
     "agreement_with_majority": "与多数一致率", "labels_per_hour": "每小时标注数",
     "median_seconds_per_label": "每条标注秒数（中位数）", "directions": "方向数",
     "observed_agreement": "观测一致性", "superseded": "已被替换", "duration_ms": "用时（毫秒）",
+    "human": "人工", "ai": "AI", "tags": "标签", "tasks": "标注任务数", "run_id": "运行",
+    "ms": "用时（毫秒）", "superseded_by": "被替换为", "votes_chosen": "支持较好票",
+    "votes_rejected": "支持较差票", "soft_prob": "软概率", "rank_gap": "名次差",
+    "chosen_id": "较好回答 ID", "rejected_id": "较差回答 ID", "label_ids": "标注 ID",
 }
 
 # Messages the studio shows (its own and the store's), English pattern → Chinese. A message
