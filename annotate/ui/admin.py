@@ -94,6 +94,9 @@ class AdminView:
             self.per_annotator = gr.Dataframe(label=t("per_annotator"), interactive=False,
                                               elem_id="ps-per-annotator", elem_classes="ps-i18n-table")
             self.per_task_note = gr.HTML(elem_id="ps-per-task-note", js_on_load=None)
+            # (the note travels through a State, which API clients do not see, so the public
+            # `agreement` endpoint keeps its three outputs)
+            self.per_task_reason = gr.State(False)   # True: the per-task table is empty
             self.per_task = gr.Dataframe(label=t("per_task"), interactive=False, max_height=400,
                                          elem_id="ps-per-task", elem_classes="ps-i18n-table")
 
@@ -149,8 +152,10 @@ class AdminView:
         self.export.click(self.export_pairs, [self.b_source, self.b_min], self.export_file,
                           api_name="export_pairs")
         self.compute.click(self.agreement, [self.a_source],
-                           [self.summary, self.per_annotator, self.per_task, self.per_task_note],
+                           [self.summary, self.per_annotator, self.per_task, self.per_task_reason],
                            api_name="agreement")
+        self.per_task_reason.change(self.per_task_note_html, self.per_task_reason,
+                                    self.per_task_note, **private("agreement_note"))
         self.add_user.click(self.user_add, [self.u_name, self.u_role, self.u_password],
                             [self.user_table, self.u_password], **private("add_user"))
         self.set_role.click(self.user_set_role, [self.u_name, self.u_role], self.user_table, **private("set_role"))
@@ -200,18 +205,23 @@ class AdminView:
     def agreement(self, source, request: gr.Request):
         """Agreement overall, per annotator and per task, and the position-bias rate (admins)."""
         rep = self.studio.agreement(username(request), source or "human")
-        note = ""
-        if not rep["per_task"]:
-            note = render.message_html(
-                "No task has labels from 2 or more annotators yet, so there is no per-task "
-                "agreement (set the overlap to 2+ in Users & overlap).",
-                "还没有被 2 人以上标注的标注任务，因此没有按标注任务的一致性（可在“用户与重叠”中把重叠设为 2 以上）。")
         return (summary_html(rep),
                 frame(rounded(rep["per_annotator"]), ["annotator", "labels", "compared",
                                              "agreement_with_majority", "labels_per_hour",
                                              "median_seconds_per_label"]),
                 frame(rounded(rep["per_task"]), ["task_id", "labels", "directions", "observed_agreement"]),
-                note)
+                not rep["per_task"])
+
+    @shows_errors
+    def per_task_note_html(self, empty, request: gr.Request) -> str:
+        """Why the per-task table is empty (one line), or nothing."""
+        self.studio.require(username(request), admin=True)
+        if not empty:
+            return ""
+        return render.message_html(
+            "No task has labels from 2 or more annotators yet, so there is no per-task "
+            "agreement (set the overlap to 2+ in Users & overlap).",
+            "还没有被 2 人以上标注的标注任务，因此没有按标注任务的一致性（可在“用户与重叠”中把重叠设为 2 以上）。")
 
     @keeps_view
     def user_add(self, name, role, password, request: gr.Request):
