@@ -80,7 +80,8 @@ class AnnotatorView:
             with gr.Accordion(t("shortcuts"), open=False):
                 gr.Markdown(t("shortcuts_md"))
         with gr.Tab(t("tab_mine"), id="mine"):
-            self.mine = gr.Dataframe(interactive=False, elem_id="ps-my-labels", wrap=True)
+            self.mine = gr.Dataframe(interactive=False, elem_id="ps-my-labels", wrap=True,
+                                     elem_classes="ps-i18n-table")
             with gr.Row():
                 self.pick = gr.Dropdown(label=t("label_id"), choices=[], elem_id="ps-pick")
                 self.edit = gr.Button(t("edit"), elem_id="ps-edit")
