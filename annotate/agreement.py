@@ -150,11 +150,17 @@ def agreement_report(labels: list[dict]) -> dict:
     }
 
 
+# Below this many labels the normal approximation's interval means nothing (from n = 1 it is
+# [1, 1] or [0, 0]); the rule of thumb n·p ≥ 5 and n·(1-p) ≥ 5 at p = 0.5 gives 10.
+MIN_INTERVAL_N = 10
+
+
 def position_bias(labels: list[dict]) -> dict:
     """How often the response shown first wins a (non-tied) pairwise label.
 
     0.5 means position does not matter. ``interval`` is a 95% normal-approximation interval
-    on that rate, so a rate whose interval excludes 0.5 is worth a look.
+    on that rate, so a rate whose interval excludes 0.5 is worth a look; it is None below
+    ``MIN_INTERVAL_N`` labels (``min_n`` says how many it needs).
     """
     n = wins = 0
     for label in labels:
@@ -164,11 +170,13 @@ def position_bias(labels: list[dict]) -> dict:
         n += 1
         wins += ranking[0][0] == shown[0]
     if not n:
-        return {"pairwise_labels": 0, "first_shown_wins": None, "interval": None}
+        return {"pairwise_labels": 0, "first_shown_wins": None, "interval": None,
+                "min_n": MIN_INTERVAL_N}
     rate = wins / n
     half = 1.96 * math.sqrt(rate * (1 - rate) / n)
-    return {"pairwise_labels": n, "first_shown_wins": rate,
-            "interval": [max(0.0, rate - half), min(1.0, rate + half)]}
+    interval = [max(0.0, rate - half), min(1.0, rate + half)] if n >= MIN_INTERVAL_N else None
+    return {"pairwise_labels": n, "first_shown_wins": rate, "interval": interval,
+            "min_n": MIN_INTERVAL_N}
 
 
 def report(db: store.Store, source: str = "human") -> dict:

@@ -63,8 +63,11 @@ class RunLog:
         if not is_main:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The starter's snapshot is the lineage: when the studio exported the labels and wrote
+        # their ids, the trainer (reading that file back into a scratch store, where labels get
+        # content ids of another kind) must not replace or add to them.
         label_ids = list(dict.fromkeys(label_ids))
-        if label_ids:
+        if label_ids and not (self.dir / INPUTS_FILE).exists():
             (self.dir / INPUTS_FILE).write_text(json.dumps(label_ids))
         self._write_run()
 

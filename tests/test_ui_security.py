@@ -25,6 +25,8 @@ ADMIN_CALLS = {
     "ui_add_user": [["mallory", "admin", "mallory-password"]],
     "ui_set_role": [["ann", "admin"]],
     "ui_set_password": [["admin1", "mallory-password"]],
+    "ui_users_tab": [[]],
+    "ui_agreement_note": [[True]],
     "set_overlap": [[5, None]],
     "import_file": [[None, "auto", 0, 1]],
     "export_pairs": [["both", None]],

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import store
 from . import render
-from .common import frame, private, shows_errors, username
+from .common import frame, keeps_view, notify, private, shows_errors, username
 from .jobs import KINDS as JOB_KINDS
 from .models import ModelsView
 from .service import Studio
@@ -82,7 +82,7 @@ class AdminView:
                 self.b_min = gr.Textbox(label=t("min_agreement"), placeholder="0–1", max_lines=1)
             self.show = gr.Button(t("show"), elem_id="ps-show")
             self.rows = gr.Dataframe(interactive=False, wrap=True, elem_id="ps-browse",
-                                     max_height=600)
+                                     max_height=600, elem_classes="ps-i18n-table")
             with gr.Row():
                 self.export = gr.Button(t("export_pairs"), elem_id="ps-export")
                 self.export_file = gr.File(label=t("pairs_file"), elem_id="ps-export-file", height=60)
@@ -94,12 +94,20 @@ class AdminView:
                 self.a_source = gr.Radio(["human", "ai", "both"], value="human", label=t("source"))
                 self.compute = gr.Button(t("compute"), elem_id="ps-compute")
             self.summary = gr.HTML(elem_id="ps-agreement", js_on_load=None)
-            self.per_annotator = gr.Dataframe(label=t("per_annotator"), interactive=False)
-            self.per_task = gr.Dataframe(label=t("per_task"), interactive=False, max_height=400)
+            self.per_annotator = gr.Dataframe(label=t("per_annotator"), interactive=False,
+                                              elem_id="ps-per-annotator", elem_classes="ps-i18n-table")
+            self.per_task_note = gr.HTML(elem_id="ps-per-task-note", js_on_load=None)
+            # (the note travels through a State, which API clients do not see, so the public
+            # `agreement` endpoint keeps its three outputs)
+            self.per_task_reason = gr.State(False)   # True: the per-task table is empty
+            self.per_task = gr.Dataframe(label=t("per_task"), interactive=False, max_height=400,
+                                         elem_id="ps-per-task", elem_classes="ps-i18n-table")
 
         with gr.Tab(t("tab_users"), id="users", visible=False) as tab:
             self.tabs.append(tab)
-            self.user_table = gr.Dataframe(label=t("users"), interactive=False, elem_id="ps-users")
+            self.users_tab = tab
+            self.user_table = gr.Dataframe(label=t("users"), interactive=False, elem_id="ps-users",
+                                           elem_classes="ps-i18n-table")
             with gr.Row():
                 self.u_name = gr.Textbox(label=t("name"), elem_id="ps-user-name")
                 self.u_role = gr.Dropdown(["annotator", "admin"], value="annotator", label=t("role"))
@@ -110,7 +118,8 @@ class AdminView:
                 self.set_role = gr.Button(t("set_role"), elem_id="ps-set-role")
                 self.set_password = gr.Button(t("set_password"), elem_id="ps-set-password")
             with gr.Row():
-                self.overlap = gr.Number(2, precision=0, minimum=1, label=t("overlap"))
+                self.overlap = gr.Number(None, precision=0, minimum=1, label=t("overlap"),
+                                         elem_id="ps-overlap")  # filled with the current value
                 self.overlap_round = gr.Textbox(label=t("overlap_round"), placeholder="all", max_lines=1)
                 self.set_overlap = gr.Button(t("set_overlap"), elem_id="ps-set-overlap")
             self.overlap_result = gr.JSON(label=t("result"))
@@ -147,10 +156,15 @@ class AdminView:
         self.export.click(self.export_pairs, [self.b_source, self.b_min], self.export_file,
                           api_name="export_pairs")
         self.compute.click(self.agreement, [self.a_source],
-                           [self.summary, self.per_annotator, self.per_task], api_name="agreement")
+                           [self.summary, self.per_annotator, self.per_task, self.per_task_reason],
+                           api_name="agreement")
+        self.per_task_reason.change(self.per_task_note_html, self.per_task_reason,
+                                    self.per_task_note, **private("agreement_note"))
         self.add_user.click(self.user_add, [self.u_name, self.u_role, self.u_password],
                             [self.user_table, self.u_password], **private("add_user"))
         self.set_role.click(self.user_set_role, [self.u_name, self.u_role], self.user_table, **private("set_role"))
+        self.users_tab.select(self.users_view, outputs=[self.user_table, self.overlap],
+                              **private("users_tab"))
         self.set_password.click(self.user_set_password, [self.u_name, self.u_password],
                                 [self.user_table, self.u_password], **private("set_password"))
         self.set_overlap.click(self.overlap_set, [self.overlap, self.overlap_round],
@@ -197,32 +211,54 @@ class AdminView:
         """Agreement overall, per annotator and per task, and the position-bias rate (admins)."""
         rep = self.studio.agreement(username(request), source or "human")
         return (summary_html(rep),
-                frame(rep["per_annotator"], ["annotator", "labels", "compared",
+                frame(rounded(rep["per_annotator"]), ["annotator", "labels", "compared",
                                              "agreement_with_majority", "labels_per_hour",
                                              "median_seconds_per_label"]),
-                frame(rep["per_task"], ["task_id", "labels", "directions", "observed_agreement"]))
+                frame(rounded(rep["per_task"]), ["task_id", "labels", "directions", "observed_agreement"]),
+                not rep["per_task"])
 
     @shows_errors
+    def per_task_note_html(self, empty, request: gr.Request) -> str:
+        """Why the per-task table is empty (one line), or nothing."""
+        self.studio.require(username(request), admin=True)
+        if not empty:
+            return ""
+        return render.message_html(
+            "No task has labels from 2 or more annotators yet, so there is no per-task "
+            "agreement (set the overlap to 2+ in Users & overlap).",
+            "还没有被 2 人以上标注的标注任务，因此没有按标注任务的一致性（可在“用户与重叠”中把重叠设为 2 以上）。")
+
+    @keeps_view
     def user_add(self, name, role, password, request: gr.Request):
-        rows = self.studio.users(username(request), "add", (name or "").strip(), role, password or "")
-        gr.Info(f"Added {name} · 已添加", duration=3)
+        name = (name or "").strip()
+        rows = self.studio.users(username(request), "add", name, role, password or "")
+        notify(f"Added {name} ({role})", f"已添加 {name}（{'管理员' if role == 'admin' else '标注者'}）")
         return frame(rows), ""
 
-    @shows_errors
+    @keeps_view
     def user_set_role(self, name, role, request: gr.Request):
-        return frame(self.studio.users(username(request), "set_role", (name or "").strip(), role))
+        name = (name or "").strip()
+        rows = self.studio.users(username(request), "set_role", name, role)
+        notify(f"{name} is now {role}", f"{name} 现在是{'管理员' if role == 'admin' else '标注者'}")
+        return frame(rows)
 
-    @shows_errors
+    @keeps_view
     def user_set_password(self, name, password, request: gr.Request):
         """A new password for a user (their open sessions end; yours too if it is yours)."""
-        rows = self.studio.users(username(request), "set_password", (name or "").strip(), "",
-                                 password or "")
-        gr.Info(f"Password of {name} changed · 密码已更改", duration=3)
+        name = (name or "").strip()
+        rows = self.studio.users(username(request), "set_password", name, "", password or "")
+        notify(f"Password of {name} changed", f"{name} 的密码已更改")
         return frame(rows), ""
 
     @shows_errors
     def user_list(self, request: gr.Request):
         return frame(self.studio.users(username(request), "list"))
+
+    @keeps_view
+    def users_view(self, request: gr.Request):
+        """The user table and the overlap most tasks have now (when the tab opens)."""
+        user = username(request)
+        return self.user_list(request), self.studio.overlap(user)
 
     @shows_errors
     def overlap_set(self, required, round, request: gr.Request):
@@ -296,19 +332,36 @@ def _fmt(value, digits=3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+# digits shown per column of the agreement tables (the report itself keeps full precision)
+AGREEMENT_DIGITS = {"agreement_with_majority": 2, "labels_per_hour": 1,
+                    "median_seconds_per_label": 1, "observed_agreement": 2}
+
+
+def rounded(rows: list[dict]) -> list[dict]:
+    return [{k: round(v, AGREEMENT_DIGITS[k]) if k in AGREEMENT_DIGITS and v is not None else v
+             for k, v in row.items()} for row in rows]
+
+
 def summary_html(rep: dict) -> str:
+    """The overall numbers as a two-column table (values are HTML, escaped here)."""
     bias = rep["position_bias"]
     interval = bias["interval"]
-    span = f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else ""
+    bias_text = render.escape(f"{_fmt(bias['first_shown_wins'], 2)} · n={bias['pairwise_labels']}")
+    if interval:
+        bias_text += f" · 95% [{interval[0]:.2f}, {interval[1]:.2f}]"
+    elif bias["first_shown_wins"] is not None:
+        bias_text += " · " + render.bilingual(f"no 95% interval below n = {bias['min_n']}",
+                                              f"n < {bias['min_n']} 时不给出 95% 区间")
     rows = [
-        (("Krippendorff's alpha (pairwise directions)", "Krippendorff α（成对方向）"), _fmt(rep["alpha"])),
+        (("Krippendorff's alpha (pairwise directions)", "Krippendorff α（成对方向）"),
+         render.escape(_fmt(rep["alpha"], 2))),
         (("Labels", "标注数"), str(rep["labels"])),
         (("Annotators", "标注者"), str(rep["annotators"])),
         (("Directions labelled by 2+ annotators", "被 2 人以上标注的方向"),
          f"{rep['shared_units']} / {rep['units']}"),
         (("First-shown response wins (0.5 = no position bias)", "先展示的回答获胜率（0.5 = 无位置偏差）"),
-         _fmt(bias["first_shown_wins"], 2) + span + f" · n={bias['pairwise_labels']}"),
+         bias_text),
     ]
-    body = "".join(f"<tr><td>{render.bilingual(*name)}</td><td><b>{render.escape(v)}</b></td></tr>"
+    body = "".join(f"<tr><td>{render.bilingual(*name)}</td><td><b>{v}</b></td></tr>"
                    for name, v in rows)
     return f'<table class="ps-summary">{body}</table>'

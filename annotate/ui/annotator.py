@@ -16,7 +16,7 @@ import gradio as gr
 from ..store import StoreError
 from ..store.items import MAX_K
 from . import render
-from .common import frame, private, shows_errors, username
+from .common import frame, keeps_view, notify, private, username
 from .service import Studio
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,14 @@ class AnnotatorView:
                 self.skip = gr.Button(t("skip"), elem_id="ps-skip", visible=False)
                 self.undo = gr.Button(t("undo"), elem_id="ps-undo")
                 self.cancel = gr.Button(t("cancel_edit"), elem_id="ps-cancel", visible=False)
+                # admins get a task only when they ask: opening the studio claims nothing
+                self.start = gr.Button(t("start_annotating"), variant="primary",
+                                       elem_id="ps-start", visible=False)
             with gr.Accordion(t("shortcuts"), open=False):
                 gr.Markdown(t("shortcuts_md"))
         with gr.Tab(t("tab_mine"), id="mine"):
-            self.mine = gr.Dataframe(interactive=False, elem_id="ps-my-labels", wrap=True)
+            self.mine = gr.Dataframe(interactive=False, elem_id="ps-my-labels", wrap=True,
+                                     elem_classes="ps-i18n-table")
             with gr.Row():
                 self.pick = gr.Dropdown(label=t("label_id"), choices=[], elem_id="ps-pick")
                 self.edit = gr.Button(t("edit"), elem_id="ps-edit")
@@ -87,12 +91,13 @@ class AnnotatorView:
     def task_outputs(self) -> list:
         return [self.state, self.progress, self.info, self.chat, self.pair_box, self.choice,
                 self.margin, self.rationale, self.submit, self.skip, self.cancel,
-                *self.rows, *self.cols, *self.cards, *self.ranks]
+                *self.rows, *self.cols, *self.cards, *self.ranks, self.start]
 
     def wire(self, demo: gr.Blocks) -> None:
         outs = self.task_outputs
         ranks = self.ranks
-        demo.load(self.show_next, outputs=outs, **private("load_task"))
+        demo.load(self.on_open, outputs=outs, **private("load_task"))
+        self.start.click(self.show_next, outputs=outs, **private("start_annotating"))
         # a set of inputs arrives as one {component: value} dict (nine rank radios)
         self.submit.click(self.on_submit, {self.state, self.choice, self.margin, self.rationale, *ranks},
                           outputs=outs, **private("submit"))
@@ -122,19 +127,21 @@ class AnnotatorView:
             log.exception("task %s cannot be shown", task.get("id"))
             broken = render.message_html(
                 f"Task {task.get('id')} cannot be shown ({type(err).__name__}); please skip it "
-                f"and tell an admin.", f"任务 {task.get('id')} 无法显示，请跳过并告知管理员。", "edit")
+                f"and tell an admin.", f"标注任务 {task.get('id')} 无法显示，请跳过并告知管理员。", "edit")
             state = {"task_id": task.get("id"), "kind": task.get("kind"), "shown": [],
                      "opened": time.time(), "edit_of": edit_of}
             return self._blank(progress, broken, state=state, skip=not edit_of)
         return self._task_view(task, progress, chat, texts, prefill, edit_of)
 
-    def _blank(self, progress: str, info: str, *, state, skip: bool = False) -> list:
-        """Updates for a view with no task to label: a message, and Skip when ``skip``."""
+    def _blank(self, progress: str, info: str, *, state, skip: bool = False,
+               start: bool = False) -> list:
+        """Updates for a view with no task to label: a message, Skip when ``skip``, the admin's
+        Start button when ``start``."""
         hidden = gr.update(visible=False)
         return [state, progress, info, "", hidden, gr.update(value=None), gr.update(value=None),
                 gr.update(visible=False, value=""), hidden, gr.update(visible=skip), hidden,
                 *[hidden] * len(self.rows), *[hidden] * len(self.cols), *[""] * len(self.cards),
-                *[gr.update(visible=False, value=None)] * len(self.ranks)]
+                *[gr.update(visible=False, value=None)] * len(self.ranks), gr.update(visible=start)]
 
     def _task_view(self, task: dict, progress: str, chat: str, texts: list[str],
                    prefill: dict | None, edit_of: str | None) -> list:
@@ -145,12 +152,12 @@ class AnnotatorView:
                  "opened": time.time(), "edit_of": edit_of}
         if edit_of:
             info = render.message_html(f"Editing your label {edit_of[:8]} of task {task['id']}",
-                                       f"正在编辑任务 {task['id']} 的标注 {edit_of[:8]}", "edit")
+                                       f"正在编辑标注任务 {task['id']} 的标注 {edit_of[:8]}", "edit")
         else:
             info = render.message_html(
                 f"Task {task['id']} · round {task['round']} · " + (
                     "pairwise" if pairwise else f"rank the {k} responses: 1 = best, same number = tie"),
-                f"任务 {task['id']} · 第 {task['round']} 轮 · " + (
+                f"标注任务 {task['id']} · 第 {task['round']} 轮 · " + (
                     "成对比较" if pairwise else f"为 {k} 个回答排序：1 = 最好，相同数字 = 并列"),
                 "info")
         ranks_given = {}
@@ -176,15 +183,29 @@ class AnnotatorView:
                         value=str(ranks_given[shown[at[slot]]])
                         if slot in at and shown[at[slot]] in ranks_given else None)
               for slot in range(len(self.ranks))],
+            gr.update(visible=False),
         ]
 
     # -- handlers (each checks the caller through the service) --------------------------------
-    @shows_errors
+    @keeps_view
+    def on_open(self, request: gr.Request):
+        """The page opens: annotators get their next task; admins get a Start button instead,
+        so an admin who came to import or train holds no task for 30 minutes."""
+        user = username(request)
+        if self.studio.role(user) != "admin":
+            return self.task_updates(user, self.studio.next_task(user))
+        p = self.studio.progress(user)
+        ask = render.message_html("Press Start annotating to get a task.",
+                                  "点击“开始标注”领取一个标注任务。", "info")
+        return self._blank(render.progress_html(p["done_today"], p["done_total"], p["left"]),
+                           ask, state=None, start=True)
+
+    @keeps_view
     def show_next(self, request: gr.Request):
         user = username(request)
         return self.task_updates(user, self.studio.next_task(user))
 
-    @shows_errors
+    @keeps_view
     def on_submit(self, values: dict, request: gr.Request):
         user = self.studio.require(username(request))
         state, choice, margin = values[self.state], values[self.choice], values[self.margin]
@@ -210,17 +231,17 @@ class AnnotatorView:
         self.studio.submit_label(user, state["task_id"], ranking,
                                  margin if choice != "tie" else None, values[self.rationale],
                                  duration_ms=int(1000 * (time.time() - state["opened"])))
-        gr.Info("Saved · 已保存", duration=2)
+        notify("Saved", "已保存", duration=2)
         return self.task_updates(user, self.studio.next_task(user))
 
-    @shows_errors
+    @keeps_view
     def on_skip(self, state, request: gr.Request):
         user = username(request)
         if state and not state.get("edit_of"):
             self.studio.skip_task(user, state["task_id"])
         return self.task_updates(user, self.studio.next_task(user))
 
-    @shows_errors
+    @keeps_view
     def on_undo(self, request: gr.Request):
         """Retract my newest label and put its task back on screen, answered as before."""
         user = self.studio.require(username(request))
@@ -228,11 +249,11 @@ class AnnotatorView:
         if not mine:
             raise StoreError("you have no label to undo")
         self.studio.undo_label(user, mine[0]["label_id"])
-        gr.Info("Undone · 已撤销", duration=2)
+        notify("Undone", "已撤销", duration=2)
         return self.task_updates(user, self.studio.task_view(user, mine[0]["task_id"]),
                                  prefill=mine[0])
 
-    @shows_errors
+    @keeps_view
     def my_labels(self, request: gr.Request):
         user = username(request)
         rows = self.studio.my_labels(user, limit=100)
@@ -248,7 +269,7 @@ class AnnotatorView:
         return (frame(table, ["label", "task", "kind", "ranking", "margin", "rationale", "when"]),
                 gr.update(choices=choices, value=choices[0][1] if choices else None))
 
-    @shows_errors
+    @keeps_view
     def on_edit(self, label_id, request: gr.Request):
         user = username(request)
         if not label_id:

@@ -107,6 +107,10 @@ ENDPOINTS: dict[str, str] = {
     "ui_my_labels_on_tab": "annotator", "ui_edit": "annotator", "ui_whoami": "annotator",
     "ui_add_user": "admin", "ui_set_role": "admin", "ui_set_password": "admin", "ui_run_detail": "admin",
     "ui_jobs_tick": "admin", "ui_resume_job": "admin",
+    "ui_start_annotating": "annotator",   # an admin's Start annotating button
+    "ui_users_tab": "admin",              # the Users tab opens: user table and current overlap
+    "ui_agreement_note": "admin",         # why the per-task agreement table is empty
     # run only in the browser (no Python function behind them)
     "ui_restore_language": "browser", "ui_language": "browser",
+
 }

@@ -46,6 +46,35 @@ def shows_errors(fn):
     return wrapper
 
 
+def keeps_view(fn):
+    """Like ``shows_errors`` for handlers of views a person is using: a refused action shows
+    one warning toast (in the page's language) and leaves every output as it was.
+
+    Raising ``gr.Error`` would mark all the handler's outputs as errored (a red badge over each
+    until a reload), hiding the task or the table the person was working on. A refusal because
+    of the caller's role still raises: that is not a person using the page.
+    """
+    from .service import Refused
+    from .text import bilingual_message
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Refused as err:
+            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+        except StoreError as err:
+            gr.Warning(bilingual_message(str(err)), duration=6, title="")
+            return gr.skip()  # one skip() leaves every output unchanged
+    return wrapper
+
+
+def notify(en: str, zh: str, duration: float = 3) -> None:
+    """An info toast in the page's language (both texts sent, CSS shows one)."""
+    from .render import bilingual
+    gr.Info(bilingual(en, zh), duration=duration, title="")
+
+
 def frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
     """Rows → a DataFrame of strings and numbers that gr.Dataframe shows as plain text."""
     df = pd.DataFrame(rows, columns=columns)

@@ -50,9 +50,10 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
             is_admin = studio.role(user) == "admin"
             me = f'<div class="ps-me">{escape(user)} · {escape("admin" if is_admin else "annotator")}</div>'
             return [me, *[gr.update(visible=is_admin) for _ in admin.tabs],
-                    admin.user_list(request) if is_admin else None, gr.Timer(active=is_admin)]
+                    admin.user_list(request) if is_admin else None, gr.Timer(active=is_admin),
+                    studio.overlap(user) if is_admin else None]
 
-        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table, admin.timer],
+        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table, admin.timer, admin.overlap],
                   **private("whoami"))
         demo.load(None, js=text.ON_LOAD_JS, outputs=lang, **private("restore_language"))
         lang.change(None, lang, js=text.SET_LANG_JS, **private("language"))

@@ -186,6 +186,7 @@ class Studio:
                      min_agreement: float | None = None) -> dict:
         """Write the TRL pairs file into <workspace>/exports under an unguessable name."""
         self.require(user, admin=True)
+        self.require_labels(source or "both")
         from .. import formats
         folder = self.exports / uuid.uuid4().hex
         folder.mkdir(parents=True)
@@ -214,6 +215,20 @@ class Studio:
             raise StoreError(f"action must be list, add, set_role or set_password, not {action!r}")
         return store.user_stats(self.db)
 
+    def require_labels(self, source: str) -> None:
+        """Refuse, in words, to export or train from AI labels when there are none (instead of
+        a failure deep in the export or trainer that names a file of the server)."""
+        if source == "ai" and not self.db.scalar(
+                "SELECT count(*) FROM labels WHERE source = 'ai' AND superseded_by IS NULL"):
+            raise StoreError("there are no AI labels yet: run a judge first, or use source "
+                             "human or both")
+
+    def overlap(self, user: str | None) -> int:
+        """The overlap most tasks have now (what the Users tab shows; 1 with no tasks)."""
+        self.require(user, admin=True)
+        return int(self.db.scalar("SELECT required_labels FROM tasks GROUP BY required_labels "
+                                  "ORDER BY count(*) DESC, required_labels DESC LIMIT 1") or 1)
+
     def set_overlap(self, user: str | None, required: int, round: int | None = None) -> dict:
         self.require(user, admin=True)
         ids = None if round is None else store.task_ids(self.db, round)
@@ -226,6 +241,8 @@ class Studio:
     # -- jobs (admins) ------------------------------------------------------------------------
     def start_job(self, user: str | None, kind: str, options: str = "", source: str = "both") -> dict:
         self.require(user, admin=True)
+        if source == "ai":
+            self.require_labels(source)
         return {"run": self.jobs.start(kind, options, source or "both")}
 
     def stop_job(self, user: str | None, run_id: str) -> dict:

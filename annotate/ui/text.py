@@ -22,7 +22,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "tab_browse": ("Browse & export", "浏览与导出"),
     "tab_agreement": ("Agreement", "一致性"),
     "tab_users": ("Users & overlap", "用户与重叠"),
-    "tab_jobs": ("Jobs", "任务"),
+    "tab_jobs": ("Jobs", "作业"),
     "prompt": ("Conversation", "对话"),
     "which_better": ("Which response is better?", "哪个回答更好？"),
     "a_better": ("A is better", "A 更好"),
@@ -54,7 +54,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "import_file": ("Import file (JSONL, CSV, Parquet)", "导入文件（JSONL、CSV、Parquet）"),
     "format": ("Format", "格式"),
     "round": ("Round", "轮次"),
-    "required_labels": ("Annotators per new task", "每个新任务的标注人数"),
+    "required_labels": ("Annotators per new task", "每个新标注任务的标注人数"),
     "do_import": ("Import", "导入"),
     "result": ("Result", "结果"),
     "table": ("Table", "表"),
@@ -69,7 +69,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "compute": ("Compute", "计算"),
     "overall": ("Overall", "总体"),
     "per_annotator": ("Per annotator", "按标注者"),
-    "per_task": ("Per task", "按任务"),
+    "per_task": ("Per task", "按标注任务"),
     "users": ("Users", "用户"),
     "name": ("Name", "用户名"),
     "role": ("Role", "角色"),
@@ -77,10 +77,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "add_user": ("Add user", "添加用户"),
     "set_role": ("Set role", "设置角色"),
     "set_password": ("Set password", "设置密码"),
-    "overlap": ("Annotators per task (overlap)", "每个任务的标注人数（重叠）"),
-    "overlap_round": ("Only round (empty = all tasks)", "仅限轮次（留空 = 所有任务）"),
+    "overlap": ("Annotators per task (overlap)", "每个标注任务的标注人数（重叠）"),
+    "overlap_round": ("Only round (empty = all tasks)", "仅限轮次（留空 = 所有标注任务）"),
     "set_overlap": ("Set overlap", "设置重叠"),
-    "job_kind": ("Job", "任务类型"),
+    "job_kind": ("Job", "作业类型"),
     "job_options": ("Options (command-line flags)", "选项（命令行参数）"),
     "start_job": ("Start", "开始"),
     "stop_job": ("Stop", "停止"),
@@ -90,7 +90,70 @@ STRINGS: dict[str, tuple[str, str]] = {
     "run_detail": ("Status and lineage", "状态与血缘"),
     "loss_plot": ("Loss", "损失"),
     "reward_plot": ("Reward / accuracy", "奖励 / 准确率"),
+    "start_annotating": ("Start annotating", "开始标注"),
+    "next_task": ("Next task", "下一个标注任务"),
 }
+
+# Terms: an annotation *task* is 标注任务 and a training / generation *job* is 作业 (训练作业),
+# so the two never share 任务 alone.
+
+# Column headers of the admin's tables (Browse, Users, Agreement) and My labels, in Chinese;
+# a column not listed keeps its English name.
+COLUMNS_ZH: dict[str, str] = {
+    "id": "ID", "task_id": "标注任务", "task": "标注任务", "kind": "类型", "k": "回答数",
+    "round": "轮次", "needs": "所需人数", "labels": "标注数", "human_labels": "人工标注",
+    "ai_labels": "AI 标注", "annotator": "标注者", "source": "来源", "judge": "评审模型",
+    "ranking": "排序", "margin": "差距", "margin_level": "差距", "rationale": "理由",
+    "created_at": "创建时间", "when": "时间", "label": "标注", "label_id": "标注 ID",
+    "text": "文本", "prompt": "提示", "prompt_id": "提示 ID", "response_id": "回答 ID",
+    "model": "模型", "chosen": "较好回答", "rejected": "较差回答", "agreement": "一致性",
+    "n_labels": "标注数", "name": "用户名", "role": "角色", "done_today": "今日完成",
+    "done_total": "累计完成", "left": "剩余", "last_label": "最近标注", "compared": "可比较数",
+    "agreement_with_majority": "与多数一致率", "labels_per_hour": "每小时标注数",
+    "median_seconds_per_label": "每条标注秒数（中位数）", "directions": "方向数",
+    "observed_agreement": "观测一致性", "superseded": "已被替换", "duration_ms": "用时（毫秒）",
+    "human": "人工", "ai": "AI", "tags": "标签", "tasks": "标注任务数", "run_id": "运行",
+    "ms": "用时（毫秒）", "superseded_by": "被替换为", "votes_chosen": "支持较好票",
+    "votes_rejected": "支持较差票", "soft_prob": "软概率", "rank_gap": "名次差",
+    "chosen_id": "较好回答 ID", "rejected_id": "较差回答 ID", "label_ids": "标注 ID",
+}
+
+# Messages the studio shows (its own and the store's), English pattern → Chinese. A message
+# not listed is shown in English in both languages.
+MESSAGES_ZH: list[tuple[str, str]] = [
+    (r"choose A, B or tie first", "请先选择 A 更好、一样好或 B 更好"),
+    (r"choose by how much the better response is better", "请选择更好的回答好多少"),
+    (r"give every response a rank \(missing: (.*)\)", r"请给每个回答一个名次（缺少：\1）"),
+    (r"there is no task on screen; reload the page", "屏幕上没有标注任务，请刷新页面"),
+    (r"you have no label to undo", "没有可撤销的标注"),
+    (r"pick one of your labels first", "请先选择一条您的标注"),
+    (r"passwords need at least 8 characters", "密码至少需要 8 个字符"),
+    (r"user names are 1-64 letters, digits or _ \. @ -", "用户名为 1–64 个字母、数字或 _ . @ -"),
+    (r"user '(.*)' already exists", r"用户 '\1' 已存在"),
+    (r"unknown user '(.*)'", r"未知用户 '\1'"),
+    (r"refusing to remove the last admin", "不能移除最后一个管理员"),
+    (r"no tasks in round (.*)", r"第 \1 轮没有标注任务"),
+    (r"there are no AI labels yet(.*)", r"还没有 AI 标注\1"),
+    (r"there are no labels yet(.*)", r"还没有标注\1"),
+    (r"'(.*)' is not a number", r"'\1' 不是数字"),
+    (r"only admins may do this", "只有管理员可以这样做"),
+]
+
+
+def message_zh(en: str) -> str:
+    """The Chinese of a message the studio shows, or the English when it has none."""
+    import re
+    for pattern, zh in MESSAGES_ZH:
+        match = re.fullmatch(pattern, en)
+        if match:
+            return match.expand(zh)
+    return en
+
+
+def bilingual_message(en: str) -> str:
+    """A message as HTML in both languages (escaped; CSS shows the page's language)."""
+    from .render import bilingual
+    return bilingual(en, message_zh(en))
 
 
 # The Models page and the held-out controls of Browse (annotate/ui/models.py).
@@ -166,6 +229,15 @@ html[lang^="zh"] .l-en, html:not([lang^="zh"]) .l-zh { display: none; }
 .ps-summary td { padding: 4px 12px 4px 0; }
 .ps-error { color: #b02a37; }
 .ps-selected { outline: 3px solid var(--color-accent); border-radius: 10px; }
+/* Gradio's toast titles are plain English text: show them in the page's language instead */
+.toast-title { font-size: 0 !important; }
+.toast-title::before { font-size: var(--text-lg); }
+.toast-title.info::before { content: "Info"; }
+.toast-title.warning::before { content: "Not done"; }
+.toast-title.error::before { content: "Error"; }
+html[lang^="zh"] .toast-title.info::before { content: "提示"; }
+html[lang^="zh"] .toast-title.warning::before { content: "未完成"; }
+html[lang^="zh"] .toast-title.error::before { content: "错误"; }
 """
 
 _ASSETS = Path(gr.__file__).parent / "templates" / "frontend" / "assets"
@@ -261,9 +333,35 @@ HEAD_JS = """
 """
 
 
+# Column headers of tables marked ``ps-i18n-table`` follow the page's language: the server
+# sends English column names (API clients read them) and this swaps the header text in place,
+# again whenever the table or the language changes.
+TABLE_HEADERS_JS = """
+<script>
+(() => {
+  const ZH = %(columns)s;
+  const EN = Object.fromEntries(Object.entries(ZH).map(([en, zh]) => [zh, en]));
+  const relabel = () => {
+    const map = (document.documentElement.lang || "").startsWith("zh") ? ZH : EN;
+    document.querySelectorAll(".ps-i18n-table th").forEach((th) => {
+      const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const text = node.nodeValue.trim();
+        if (map[text] && map[text] !== text) node.nodeValue = map[text];
+      }
+    });
+  };
+  new MutationObserver(relabel).observe(document.documentElement,
+    {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["lang"]});
+})();
+</script>
+"""
+
+
 def head() -> str:
     tabs = {key[len("tab_"):]: list(names) for key, names in STRINGS.items() if key.startswith("tab_")}
-    return HEAD_JS % {"core": core_module_name(), "tabs": json.dumps(tabs, ensure_ascii=False)}
+    return (HEAD_JS % {"core": core_module_name(), "tabs": json.dumps(tabs, ensure_ascii=False)}
+            + TABLE_HEADERS_JS % {"columns": json.dumps(COLUMNS_ZH, ensure_ascii=False)})
 
 
 # Runs once the app is mounted: re-apply a language chosen earlier, and report it so the
