@@ -1,4 +1,5 @@
 """The studio in Debian's Chromium through Playwright: log in, label, rank, switch language, XSS."""
+import sys
 import json
 import re
 from pathlib import Path
@@ -300,7 +301,7 @@ def test_jobs_tab_starts_a_job_and_follows_its_loss(page, tmp_path):
         repo = tmp_path / "repo"  # a stand-in trainer keeping the CLI contract (see test_ui_jobs)
         repo.mkdir()
         (repo / "app.py").write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-        srv.studio.jobs.repo = repo
+        srv.studio.jobs.command = [sys.executable, str(repo / "app.py")]
         login(page, srv, "admin1")
         page.locator("[role=tab]").filter(has_text="Jobs").click()
         page.locator("#ps-job-options").locator("input, textarea").first.fill("--max-steps 12")
