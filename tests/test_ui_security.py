@@ -30,12 +30,18 @@ ADMIN_CALLS = {
     "export_pairs": [["both", None]],
     "browse": [["labels", "", "", "", "", None, None]],
     "agreement": [["human"]],
-    "start_job": [["rm", "--max-steps 1", "both"]],
-    "stop_job": [[None]],  # (a run id not offered in the dropdown is refused by Gradio itself)
+    "start_job": [["rm", {"max_steps": 1}], ["generate", {"model": "smollm2-135m-instruct"}]],
+    "runs": [[]],
+    "stop_job": [["train-rm-20260101-000000-abcdef"]],
     "resume_job": [["train-rm-20260101-000000-abcdef"]],
+    "new_round": [["smollm2-135m-instruct", 2, 1, "all", ""]],
+    "ui_start_job": [[None] * 21],
+    "ui_stop_job": [[None]],
     "ui_resume_job": [[None]],
     "ui_run_detail": [[None]],
-    "ui_jobs_tick": [[None]],
+    "ui_jobs_tick": [[None, None]],
+    "ui_job_form": [["rm", "fast"]],
+    "ui_job_form_load": [["rm", "fast"]],
 }
 
 
