@@ -149,15 +149,15 @@ def check_parsed(words, args, studio_paths, options, parse_command, extra) -> No
     """Parse ``args`` as the job will (its studio paths as placeholders); refuse, with one line,
     what sets a reserved option or an option that does not apply to the kind."""
     placeholders = [a for dest in studio_paths for a in (options[dest]["flag"], _UNSET)]
-    if words[:2] == ["eval", "rm"] or words[:2] == ["eval", "policy"]:
-        placeholders += ["--model", _UNSET] if "--model" not in args else []
+    if words[0] == "eval":   # (required by the parser; a given --model comes later and wins)
+        placeholders += ["--model", _UNSET]
     try:
         base = vars(parse_command([*words, *placeholders]))
         parsed = vars(parse_command([*words, *placeholders, *args]))
     except ValueError as err:
         raise StoreError(f"options: {err}") from None
     for dest, value in parsed.items():
-        if value == base.get(dest) or dest == "model" and base.get(dest) == _UNSET:
+        if value == base.get(dest):
             continue
         flag = f"--{dest.replace('_', '-')}"
         if dest in RESERVED:
