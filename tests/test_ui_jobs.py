@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from annotate import store
+from annotate import runlog, store
 from annotate.ui import runview
 from annotate.ui.jobs import JobRunner, process_facts
 from annotation_data import seed_tasks
@@ -153,3 +153,36 @@ def test_stop_ends_the_job_and_says_so(db, tmp_path):
     assert runner.jobs == {} and process_facts(pid) is None
     with pytest.raises(store.StoreError, match="is not running here"):
         runner.stop(run_id)
+
+
+def test_the_queue_runs_one_job_at_a_time_and_stop_takes_a_queued_one_off(db, tmp_path):
+    labelled_store(db)
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                       parse_command=parse_command)
+    first, second, third = (runner.start("rm", {"max_steps": 5}) for _ in range(3))
+    assert list(runner.jobs) == [first] and runner.queue == [second, third]
+    assert [store.get_run(db, r)["status"] for r in (second, third)] == ["queued", "queued"]
+    runner.stop(third)
+    run = store.get_run(db, third)
+    assert (run["status"], run["error"]) == ("stopped", "stopped from the studio before it started")
+    assert wait_for(runner, first, db)["status"] == "done"
+    assert wait_for(runner, second, db)["status"] == "done"
+    folder = lambda run_id: tmp_path / "workspace" / "runs" / run_id
+    assert runlog.read_process(folder(second))["started_at"] >= runlog.read_run(folder(first))["finished_at"]
+    assert runlog.read_process(folder(third)) is None   # never ran
+    assert runner.resume(third) == {"resumed": third, "from_checkpoint": False}
+    assert wait_for(runner, third, db)["status"] == "done"
+
+
+def test_max_jobs_runs_jobs_side_by_side(db, tmp_path):
+    labelled_store(db)
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                       parse_command=parse_command, max_jobs=2)
+    ids = [runner.start("rm", {"max_steps": 5}) for _ in range(3)]
+    assert list(runner.jobs) == ids[:2] and runner.queue == ids[2:]
+    for run_id in ids:
+        assert wait_for(runner, run_id, db)["status"] == "done"
