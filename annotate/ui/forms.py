@@ -169,6 +169,22 @@ def check_parsed(words, args, studio_paths, options, parse_command, extra) -> No
             raise StoreError(f"options: {flag} is not an option of {' '.join(words[:2])}")
 
 
+def typed(kind: str, params: dict, options_of) -> dict:
+    """``params`` with numbers typed in a form (text) as numbers, by the option's type; a value
+    that does not parse is left for the CLI's parser to refuse in its own words."""
+    types = {o["dest"]: o["type"] for o in options_of(list(command_words(kind))[:2])}
+    cast = {"int": int, "float": float}
+    out = {}
+    for dest, value in params.items():
+        if isinstance(value, str) and types.get(dest) in cast:
+            try:
+                value = cast[types[dest]](value.strip())
+            except ValueError:
+                pass
+        out[dest] = value
+    return out
+
+
 def resolve_run_name(value: str, runs: Path, judge: bool = False) -> str:
     """A finished run named by its id becomes its folder (``rm:<run id>`` too, for a judge)."""
     prefix, name = (value.split(":", 1) if judge and ":" in value else ("", value))

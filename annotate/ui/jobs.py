@@ -116,8 +116,11 @@ class JobRunner:
 
     def start(self, kind: str, params: dict | None = None) -> str:
         """Queue a job of ``kind`` (params keyed by its CLI options' dests); returns its run id."""
-        params = dict(params or {})
         forms.check_kind(kind)
+        if not isinstance(params or {}, dict):
+            raise StoreError("params must be an object of option names to values")
+        if self.parse_command is not None and hasattr(self.parse_command, "options"):
+            params = forms.typed(kind, params or {}, self.parse_command.options)
         run_id = runlog.new_run_id(kind.replace("_", "-"))
         folder = self.runs / run_id
         argv = self.argv(kind, params, folder)

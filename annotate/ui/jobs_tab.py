@@ -9,7 +9,6 @@ CLI's parser); picking a kind or a preset refills them. Start sends the filled f
 from __future__ import annotations
 
 import gradio as gr
-import pandas as pd
 
 from .. import store
 from . import render
@@ -64,8 +63,8 @@ class JobsTab:
             self.command = gr.Textbox(label=t("run_command"), interactive=False, max_lines=3,
                                       buttons=["copy"], elem_id="ps-run-command")
             with gr.Row():
-                self.plots = [gr.LinePlot(x="step", y="value", color="name", label=t(f"{name}_plot"),
-                                          visible=False, elem_id=f"ps-plot-{name}", height=220)
+                self.plots = [gr.Plot(label=t(f"{name}_plot"), visible=False,
+                                      elem_id=f"ps-plot-{name}", format="png")
                               for name, _ in PLOTS]
             self.log = gr.Textbox(label=t("run_log"), interactive=False, lines=6, max_lines=12,
                                   elem_id="ps-run-log")
@@ -170,22 +169,32 @@ class JobsTab:
 
 
 def plot_updates(metrics: list[dict]) -> list:
-    """One update per plot: its metrics, or hidden while it has none (an empty Vega-Lite chart
-    draws an axis from -Infinity and warns in the console). A single point is drawn with a
-    domain around it, so the first step already shows."""
-    df = pd.DataFrame(metrics, columns=["step", "name", "value"])
+    """One update per plot: a figure of its metrics, or hidden while it has none. Drawn on the
+    server (matplotlib): Gradio's Vega-Lite plots logged a version warning in the browser's
+    console on every redraw and drew an axis from -Infinity while empty. A lone first point is
+    drawn as a marker, so the first step already shows."""
+    from matplotlib.figure import Figure   # (no pyplot: figures are built in server threads)
+
     taken: set[str] = set()
     updates = []
     for _, patterns in PLOTS:
-        names = sorted(n for n in df["name"].unique() if n not in taken
-                       and any(p in n for p in patterns))
+        names = sorted({m["name"] for m in metrics} - taken)
+        names = [n for n in names if any(p in n for p in patterns)]
         taken.update(names)
-        part = df[df["name"].isin(names)]
-        if part.empty:
+        if not names:
             updates.append(gr.update(visible=False))
             continue
-        low, high = int(part["step"].min()), int(part["step"].max())
-        updates.append(gr.update(visible=True, value=part, x_lim=[low, max(high, low + 1)]))
+        fig = Figure(figsize=(4.2, 2.4), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        for name in names:
+            points = [(m["step"], m["value"]) for m in metrics
+                      if m["name"] == name and m["value"] is not None]
+            ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, markersize=3,
+                    label=name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        updates.append(gr.update(visible=True, value=fig))
     return updates
 
 

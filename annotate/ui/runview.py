@@ -35,6 +35,10 @@ def progress(run: dict, metrics: list[dict], folder: Path) -> tuple[int | None, 
     steps = [m["step"] for m in metrics] + ([summary["steps"]] if summary.get("steps") else [])
     total = (_json(run["config"]).get("max_steps") or _job(folder).get("total")
              or summary.get("total_steps"))
+    try:
+        total = int(total) if total else None
+    except (TypeError, ValueError):
+        total = None
     return max(steps, default=None), total
 
 
