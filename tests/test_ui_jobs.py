@@ -31,6 +31,13 @@ FAKE_APP = textwrap.dedent("""
 """)
 
 
+def fake_runner(db, tmp_path, **options) -> JobRunner:
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    return JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                     parse_command=parse_command, **options)
+
+
 def labelled_store(db):
     seed_tasks(db, pairwise=2, ranking=1)
     for name in ("ann", "bob"):
@@ -52,10 +59,7 @@ def wait_for(runner, run_id, db, statuses=("done", "failed", "stopped"), timeout
 
 def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
     labelled_store(db)
-    fake = tmp_path / "fake_trainer.py"
-    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
-                       parse_command=parse_command)
+    runner = fake_runner(db, tmp_path)
     run_id = runner.start("rm", {"max_steps": 5})
     folder = tmp_path / "workspace" / "runs" / run_id
     snapshot = [json.loads(l) for l in (folder / "data.jsonl").read_text().splitlines()]
@@ -157,10 +161,7 @@ def test_stop_ends_the_job_and_says_so(db, tmp_path):
 
 def test_the_queue_runs_one_job_at_a_time_and_stop_takes_a_queued_one_off(db, tmp_path):
     labelled_store(db)
-    fake = tmp_path / "fake_trainer.py"
-    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
-                       parse_command=parse_command)
+    runner = fake_runner(db, tmp_path)
     first, second, third = (runner.start("rm", {"max_steps": 5}) for _ in range(3))
     assert list(runner.jobs) == [first] and runner.queue == [second, third]
     assert [store.get_run(db, r)["status"] for r in (second, third)] == ["queued", "queued"]
@@ -178,10 +179,7 @@ def test_the_queue_runs_one_job_at_a_time_and_stop_takes_a_queued_one_off(db, tm
 
 def test_max_jobs_runs_jobs_side_by_side(db, tmp_path):
     labelled_store(db)
-    fake = tmp_path / "fake_trainer.py"
-    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
-                       parse_command=parse_command, max_jobs=2)
+    runner = fake_runner(db, tmp_path, max_jobs=2)
     ids = [runner.start("rm", {"max_steps": 5}) for _ in range(3)]
     assert list(runner.jobs) == ids[:2] and runner.queue == ids[2:]
     for run_id in ids:

@@ -16,12 +16,11 @@ Starting a job (docs/architecture.md, "the database and who owns it"):
     4. a watcher thread ingests every live run folder every few seconds
        (``store.ingest_run_dir``, idempotent): status, metrics, responses, labels, scores —
        generation and judging jobs fill the store this way, never by opening it.
-A job that ends without finishing its run.json is marked failed with why (the signal that
-killed it, or its exit status and last line). A server that starts finds the live runs of
-the workspace again: a pid that is alive and is still that job (same start token, its run
-folder on its command line) is followed to its end, queued runs queue again, any other is
-marked failed. A failed or stopped job can be resumed: queued again, the same command in the
-same folder, where the trainers continue from their last checkpoint (``<out>/checkpoint``).
+A job that ends without finishing its run.json is failed with why (the signal, or its exit
+status and last line). A restarted server follows a live pid that is still that job (same
+start token, its run folder on its command line), queues queued runs again and fails the
+rest. Resume queues a failed or stopped job again: the same command in the same folder, where
+the trainers continue from their last checkpoint (``<out>/checkpoint``).
 """
 from __future__ import annotations
 
@@ -42,6 +41,7 @@ from .. import runlog, store
 from ..runlog import RunLog
 from ..store import StoreError
 from . import forms, jobinputs
+from .processes import is_same_process, process_facts
 
 CLI_MODULE = "app"                                     # `python -m app` is `prefstudio`
 JOB_FILE = "job.json"
@@ -375,34 +375,3 @@ def _find_again(folder: Path, run: dict) -> Job | None:
         return Job(run["id"], folder, pid, token) if is_same_process(pid, token, folder) else None
     facts = process_facts(run.get("pid"))   # started from the CLI: its pid, as it is now
     return Job(run["id"], folder, run["pid"], facts[0], folder_in_argv=False) if facts else None
-
-
-def is_same_process(pid, start_token: str | None, folder: Path | None) -> bool:
-    """Is ``pid`` alive and still the process that had ``start_token`` (and, for a studio
-    job, its run folder on its command line)? A pid can be reused by a later process."""
-    facts = process_facts(pid)
-    if facts is None or (start_token is not None and facts[0] != start_token):
-        return False
-    return folder is None or str(folder) in facts[1]
-
-
-def process_facts(pid) -> tuple[str, str] | None:
-    """(start token, command line) of a live process; None if there is none or it is a zombie.
-    The start token is its start time: from /proc on Linux, from ``ps`` elsewhere."""
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    if Path("/proc/self/stat").exists():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
-        except OSError:
-            return None
-        state, *fields = stat[stat.rindex(")") + 2:].split()
-        return None if state in ("Z", "X") else (fields[18], cmdline)   # field 22: starttime
-    ps = subprocess.run(["ps", "-o", "stat=,lstart=,command=", "-p", str(pid)],
-                        capture_output=True, text=True)
-    parts = ps.stdout.split(None, 6)
-    if ps.returncode != 0 or len(parts) < 7 or parts[0].startswith("Z"):
-        return None
-    return " ".join(parts[1:6]), parts[6]
