@@ -73,8 +73,8 @@ TRAIN = {
             "so the response survives", type=int),
         opt("--lora-r", TRAIN_KINDS, "LoRA rank of a new adapter (rm: 0 = full fine-tuning)",
             type=int),
-        opt("--save-every", POLICY, "checkpoint every N steps (0: only at the end)", type=int,
-            hint="train rm checkpoints at every evaluation: use --eval-every N"),
+        opt("--save-every", TRAIN_KINDS, "checkpoint every N steps (0: only at the end)",
+            type=int),
         opt("--gradient-checkpointing", TRAIN_KINDS, "recompute activations in the backward "
             "pass (less memory, slower)", action="store_true"),
     ],

@@ -40,6 +40,17 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and the machine is shared (use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def db(tmp_path):
     """A fresh, empty store in a real DuckDB file."""
     from annotate import store

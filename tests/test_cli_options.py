@@ -76,9 +76,10 @@ def test_options_for_a_stage_reach_its_config(kind, tmp_path):
             assert config(*argv_for(o.flag)) != default, (kind, o.flag)
 
 
-def test_the_rm_stage_says_what_to_use_instead_of_save_every(capsys):
-    assert main(["train", "rm", "--out", "x", "--save-every", "5"]) == 2
-    assert "train rm checkpoints at every evaluation: use --eval-every N" in capsys.readouterr().err
+def test_the_rm_stage_checkpoints_every_save_every_steps_like_the_others():
+    # one harness under every stage: train rm takes --save-every like the policy stages
+    args = build_parser().parse_args(["train", "rm", "--out", "x", "--save-every", "5"])
+    assert _rm_config(args).save_every == 5
 
 
 def test_a_config_file_is_read_by_every_stage(tmp_path):

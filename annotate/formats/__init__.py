@@ -22,15 +22,25 @@ The modules, each used only through its public names, in the order an import run
     fast       the same rows for plain hh, pairs and prompts files, column by column
     importing  import_file: read, parse, write in one transaction
     export     export: the store → pairs, labels, rankings, prompts, responses files
+
+Other tools' files, converted to rows of the rankings (and responses) format and then parsed
+and written like any file; exported back from the rankings export's rows:
+
+    documents    one JSON document holding a list of records, each with its line
+    interchange  what the tools share: label records, prefstudio's own fields beside a label
+    labelstudio  Label Studio's JSON export (Pairwise, Ranker projects), in and out
+    argilla      Argilla v2 datasets (rg.Dataset.to_disk, to_hub), in; to_disk out
+    hf           a Hugging Face dataset folder (Parquet shards + dataset card), out
 """
 from .errors import FieldError, FormatError
-from .export import EXPORTS, export
+from .export import EXPORTS, TOOL_EXPORTS, export
 from .fields import MAX_K, ParseContext, split_conversations, split_transcripts
-from .importing import describe_import, import_file, load_sample_project, read_prompts
+from .importing import TOOL_FORMATS, describe_import, import_file, load_sample_project, read_prompts
 from .parsing import FORMATS, ParsedRows, detect_format
 from .reading import MAX_FILE_BYTES, MAX_LINE_BYTES, read_records
 
 __all__ = ["EXPORTS", "FORMATS", "MAX_FILE_BYTES", "MAX_K", "MAX_LINE_BYTES", "FieldError",
-           "FormatError", "ParseContext", "ParsedRows", "describe_import", "detect_format",
+           "FormatError", "ParseContext", "ParsedRows", "TOOL_EXPORTS", "TOOL_FORMATS",
+           "describe_import", "detect_format",
            "export", "import_file", "load_sample_project", "read_prompts", "read_records",
            "split_conversations", "split_transcripts"]

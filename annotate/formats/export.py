@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import store
+from . import argilla, hf, labelstudio
 from .errors import FormatError
 from .reading import file_kind
 
 EXPORTS = ("pairs", "labels", "rankings", "prompts", "responses")
+# --format other than auto: what each can export (labels and rankings: every current label)
+TOOL_EXPORTS = {"labelstudio": ("labels", "rankings"), "argilla": ("labels", "rankings"),
+                "hf": ("pairs", "rankings")}
 
 _MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _RESPONSES = pa.list_(pa.struct([("text", pa.string()), ("model", pa.string()),
@@ -138,7 +144,7 @@ def _responses_rows(db) -> list[dict]:
 
 
 def export(db: store.Store, what: str, out: str | Path, *, source: str = "both",
-           min_agreement: float | None = None) -> dict:
+           min_agreement: float | None = None, fmt: str = "auto") -> dict:
     """Write ``what`` (pairs, labels, rankings, prompts, responses) to a .jsonl, .csv or .parquet.
 
     pairs: TRL columns (prompt, chosen, rejected as conversational message lists) plus margin,
@@ -146,17 +152,22 @@ def export(db: store.Store, what: str, out: str | Path, *, source: str = "both",
     task_id. rankings, prompts and responses are the import formats of the same names (they
     import again); labels is every label row, superseded ones included, with provenance.
     The file is written whole or not at all (a temporary file renamed into place).
+    ``fmt`` other than auto: ``labelstudio`` (a Label Studio JSON file), ``argilla`` (an
+    ``rg.Dataset.to_disk`` folder) of the current labels, ``hf`` (a Hugging Face dataset folder)
+    of pairs or rankings.
     """
     out = Path(out)
     if what not in EXPORTS:
         raise FormatError(out.name, f"cannot export {what!r} (use {', '.join(EXPORTS)})")
-    kind, gz = file_kind(out)
-    if gz:
-        raise FormatError(out, "export writes .jsonl, .csv or .parquet (not compressed)")
     if min_agreement is not None and what != "pairs":
         raise FormatError(out.name, "--min-agreement applies to pairs only")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise FormatError(out.name, "--min-agreement must be between 0 and 1")
+    if fmt != "auto":
+        return _export_as(db, what, out, fmt, source, min_agreement)
+    kind, gz = file_kind(out)
+    if gz:
+        raise FormatError(out, "export writes .jsonl, .csv or .parquet (not compressed)")
     if what == "pairs":
         rows = _pairs_rows(db, source, min_agreement)
     elif what == "rankings":
@@ -176,6 +187,67 @@ def export(db: store.Store, what: str, out: str | Path, *, source: str = "both",
     finally:
         tmp.unlink(missing_ok=True)
     return {"what": what, "rows": len(rows), "path": str(out.resolve())}
+
+
+def _export_as(db: store.Store, what: str, out: Path, fmt: str, source: str,
+               min_agreement: float | None) -> dict:
+    """Label Studio, Argilla or Hugging Face datasets: another tool's layout."""
+    allowed = TOOL_EXPORTS.get(fmt)
+    if allowed is None:
+        raise FormatError(out.name, f"unknown export format {fmt!r} (use auto, {', '.join(TOOL_EXPORTS)})")
+    if what not in allowed:
+        raise FormatError(out.name, f"--format {fmt} exports {' or '.join(allowed)}, not {what}")
+    rows = _pairs_rows(db, source, min_agreement) if what == "pairs" else _rankings_rows(db, source)
+    if fmt == "labelstudio":
+        if out.suffix.lower() != ".json":
+            raise FormatError(out, "a Label Studio export is a .json file")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            result = labelstudio.write_tasks(rows, tmp)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif fmt == "argilla":
+        result = _replace_folder(out, lambda tmp: argilla.write_dataset(rows, tmp),
+                                 lambda old: (old / ".argilla" / "settings.json").is_file())
+    else:
+        table_rows = [_flat_gen_params(r) for r in rows]
+        result = _replace_folder(out, lambda tmp: hf.write_folder(what, table_rows, _SCHEMAS[what], tmp,
+                                                                  _prompt_sources(db, rows)),
+                                 lambda old: "prefstudio export" in _text(old / "README.md"))
+    return {"what": what, "format": fmt, **result, "path": str(out.resolve())}
+
+
+def _prompt_sources(db: store.Store, rows: list[dict]) -> Counter:
+    """Prompts per source name among the exported rows."""
+    prompt_of = {t["id"]: t["prompt_id"] for t in store.list_tasks(db)}
+    source_of = {p["id"]: p["source"] or "unknown" for p in store.list_prompts(db)}
+    return Counter(source_of[p] for p in {prompt_of[r["task_id"]] for r in rows})
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[:4096] if path.is_file() else ""
+
+
+def _replace_folder(out: Path, write, earlier_export) -> dict:
+    """Write a folder whole or not at all: into a temporary sibling, then renamed into place.
+    An existing ``out`` is replaced only when it is empty or an earlier export of this kind."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not earlier_export(out))):
+        raise FormatError(out, "exists and is neither an empty folder nor an earlier export of this "
+                               "kind; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (out.with_name(f".{out.name}.{os.getpid()}.{s}") for s in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        result = write(tmp)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return result
 
 
 def _write_jsonl(rows: list[dict], path: Path, schema: pa.Schema) -> None:

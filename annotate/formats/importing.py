@@ -12,8 +12,12 @@ from ..store import StoreError
 from .errors import FieldError, FormatError
 from .fast import plain_rows
 from .fields import MAX_ROUND, ParseContext, read_messages
-from .parsing import FORMATS, detect_format, parse_rows
+from .argilla import read_dataset
+from .labelstudio import read_tasks
+from .parsing import CONVERTED, FORMATS, detect_format, parse_rows
 from .reading import file_stem, read_records
+
+TOOL_FORMATS = ("labelstudio", "argilla")   # other tools' files, converted before parsing
 
 
 @contextmanager
@@ -30,27 +34,55 @@ def _gc_paused() -> Iterator[None]:
 
 
 def import_file(db: store.Store, path: str | Path, fmt: str = "auto", source: str | None = None,
-                round: int = 0, required_labels: int = 1, *, fast: bool = True) -> dict:
+                round: int = 0, required_labels: int = 1, *, fast: bool = True,
+                prompt_field: str | None = None, response_fields: list[str] | None = None) -> dict:
     """Import one file in one transaction; return counts of what was new.
 
     ``source`` names the file's origin (default: the file name without extension); it is the
     prompts' source and the annotator of the labels in the file (unless a row names one).
     ``fast=False`` always takes the general parser, never the fast path (``fast.py``) (the two
-    must agree; tests compare them).
+    must agree; tests compare them). ``labelstudio`` and ``argilla`` files (an Argilla dataset is a
+    folder) are converted first (``prompt_field``: the field holding the prompt;
+    ``response_fields``: Label Studio's data fields holding the responses).
     """
     with _gc_paused():
+        if fmt in TOOL_FORMATS:
+            return _import_tool_file(db, Path(path), fmt, source, round, required_labels,
+                                     prompt_field, response_fields)
         return _import_file(db, Path(path), fmt, source, round, required_labels, fast)
 
 
-def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
-                 required_labels: int, fast: bool) -> dict:
-    name = path.name
-    if fmt != "auto" and fmt not in FORMATS:
-        raise FormatError(name, f"unknown format {fmt!r} (use {', '.join(FORMATS)} or auto)")
+def _check_options(name: str, fmt: str, round: int, required_labels: int) -> None:
+    if fmt != "auto" and fmt not in FORMATS + TOOL_FORMATS:
+        raise FormatError(name, f"unknown format {fmt!r} (use {', '.join(FORMATS + TOOL_FORMATS)} or auto)")
     if not isinstance(round, int) or not 0 <= round <= MAX_ROUND:
         raise FormatError(name, f"round must be a non-negative integer (at most {MAX_ROUND})")
     if not isinstance(required_labels, int) or not 1 <= required_labels <= MAX_ROUND:
         raise FormatError(name, f"required labels must be a positive integer (at most {MAX_ROUND})")
+
+
+def _import_tool_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
+                      required_labels: int, prompt_field: str | None,
+                      response_fields: list[str] | None) -> dict:
+    _check_options(path.name, fmt, round, required_labels)
+    if fmt == "labelstudio":
+        records, lines, skipped, items = read_tasks(path, prompt_field, response_fields)
+    else:
+        records, lines, skipped, items = read_dataset(path, prompt_field)
+    if not records:
+        raise FormatError(path, "no tasks to import", 1, "(file)")
+    source = source or file_stem(path)
+    ctx = ParseContext(False, source, round, required_labels, store.margin_levels(db), {})
+    parsed = parse_rows(path, CONVERTED, records, lines, ctx)
+    parsed.skipped = skipped + parsed.skipped
+    return _write(db, path, fmt, source, items, parsed)
+
+
+def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, round: int,
+                 required_labels: int, fast: bool) -> dict:
+    _check_options(path.name, fmt, round, required_labels)
+    if fmt in TOOL_FORMATS:
+        raise FormatError(path.name, f"--format {fmt} reads a file of its own, not rows")
     records, lines, text_cells = read_records(path)
     if not records:
         raise FormatError(path, "no rows to import", 1, "(file)")
@@ -68,6 +100,11 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
     parsed = plain_rows(fmt, records, lines, ctx) if fast else None
     if parsed is None:
         parsed = parse_rows(path, fmt, records, lines, ctx)
+    return _write(db, path, fmt, source, len(records), parsed)
+
+
+def _write(db: store.Store, path: Path, fmt: str, source: str, rows: int, parsed) -> dict:
+    """Write the parsed rows in one transaction; the counts of what was new."""
     try:
         counts = store.write_batch(db, **parsed.tables)
     except store.RowError as err:
@@ -75,7 +112,7 @@ def _import_file(db: store.Store, path: Path, fmt: str, source: str | None, roun
         hint = ("; import the file with another --source to add its labels as another annotator's"
                 if err.table == "labels" and "already has" in str(err) else "")
         raise FormatError(path, f"{err}{hint}", line, err.field) from None
-    return {"file": str(path), "format": fmt, "source": source, "rows": len(records), **counts,
+    return {"file": str(path), "format": fmt, "source": source, "rows": rows, **counts,
             "duplicate_rows": parsed.duplicates, "contradicting_rows": parsed.contradictions,
             "skipped": len(parsed.skipped), "skipped_rows": parsed.skipped[:20],
             "ignored_fields": sorted(parsed.ignored)}
@@ -88,7 +125,8 @@ def _n(count: int, noun: str) -> str:
 def describe_import(result: dict) -> str:
     """One line for people: what an import added and what it passed over."""
     new = ", ".join(f"{result[k]} {k}" for k in ("prompts", "responses", "tasks", "labels"))
-    text = (f"imported {Path(result['file']).name} as {result['format']} ({_n(result['rows'], 'row')}): "
+    unit = {"labelstudio": "task", "argilla": "record"}.get(result["format"], "row")
+    text = (f"imported {Path(result['file']).name} as {result['format']} ({_n(result['rows'], unit)}): "
             f"{new} new")
     if result["duplicate_rows"]:
         text += f"; {_n(result['duplicate_rows'], 'duplicate row')}"
@@ -97,8 +135,9 @@ def describe_import(result: dict) -> str:
                  f"(kept as extra votes by {result['source']}#2...)")
     if result["skipped"]:
         first = result["skipped_rows"][0]
-        text += (f"; skipped {_n(result['skipped'], 'row')} without a usable preference "
-                 f"(first: line {first['line']}: {first['reason']})")
+        what = (f"{_n(result['skipped'], 'row')} without a usable preference" if unit == "row" else
+                f"{_n(result['skipped'], 'answer')} that {'is' if result['skipped'] == 1 else 'are'} not a label")
+        text += f"; skipped {what} (first: line {first['line']}: {first['reason']})"
     if result["ignored_fields"]:
         text += f"; ignored fields: {', '.join(result['ignored_fields'])}"
     return text

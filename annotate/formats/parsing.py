@@ -15,6 +15,7 @@ from .fields import (FIELDS, MAX_K, PROVENANCE, ParseContext, json_cell, opt_tex
                      read_number, read_ranking, split_conversations, split_transcripts)
 
 FORMATS = ("hh", "pairs", "rankings", "prompts", "responses")
+CONVERTED = "converted"   # rows converted from another tool's file: rankings rows, or responses rows
 
 
 @dataclass
@@ -240,14 +241,14 @@ PARSERS: dict[str, Callable[[Batch, dict, int], None]] = {
 def parse_rows(path: Path, fmt: str, records: list, lines: list[int], ctx: ParseContext) -> ParsedRows:
     """The general parser: every row through the field readers and the store's row builders."""
     batch = Batch(ctx)
-    parse = PARSERS[fmt]
+    parse = PARSERS.get(fmt)
     ignored: set[str] = set()
-    known = FIELDS[fmt] | PROVENANCE
+    known = (FIELDS["rankings"] | FIELDS["responses"] if fmt == CONVERTED else FIELDS[fmt]) | PROVENANCE
     for rec, line in zip(records, lines):
         try:
             if not isinstance(rec, dict):
                 raise FieldError("(row)", f"expected an object, got {type(rec).__name__}")
-            parse(batch, rec, line)
+            (parse or PARSERS["rankings" if "ranking" in rec else "responses"])(batch, rec, line)
         except FieldError as err:
             raise err.at(path, line) from None
         ignored.update(k for k in rec if k not in known)

@@ -3,10 +3,10 @@ and waits that end on a state, not on a clock.
 
 A test cannot kill a job "in the middle" by timing: a tiny model may finish first. Instead
 the job's interpreter gets a ``sitecustomize`` (through PYTHONPATH) that stops the trainer
-with SIGSTOP once per run folder, right after ``torch.save`` wrote its second checkpoint
-(``train rm`` writes it beside the first, then renames it into place: a resume from that
-moment finds the first, of step 2). The test then kills it, or kills the server around it,
-at a known point. Nothing of the trainer is replaced: ``torch.save`` still writes first.
+with SIGSTOP once per run folder, right after its first checkpoint is complete (the harness
+writes ``checkpoint.tmp/`` and renames it to ``checkpoint/``: a resume from that moment finds
+the checkpoint of step 2). The test then kills it, or kills the server around it,
+at a known point. Nothing of the trainer is replaced: ``os.rename`` still renames first.
 """
 from __future__ import annotations
 
@@ -24,19 +24,17 @@ PAUSED = "paused-by-test"   # a file in the run folder: the job has paused there
 PAUSE_HOOK = textwrap.dedent(f"""
     import os, signal, sys
     if "train" in sys.argv and "--out" in sys.argv and os.environ.get("PREFSTUDIO_TEST_PAUSE"):
-        import torch
-        _save, _checkpoints = torch.save, []
+        _rename = os.rename
         _mark = os.path.join(sys.argv[sys.argv.index("--out") + 1], {PAUSED!r})
 
-        def _save_then_pause(obj, f, *args, **kwargs):
-            _save(obj, f, *args, **kwargs)
-            if "checkpoint" in str(f):
-                _checkpoints.append(f)
-                if len(_checkpoints) == 2 and not os.path.exists(_mark):
-                    open(_mark, "w").close()
-                    os.kill(os.getpid(), signal.SIGSTOP)
+        def _rename_then_pause(src, dst, *args, **kwargs):
+            # the harness writes checkpoint.tmp/ and renames it to checkpoint/ when complete
+            _rename(src, dst, *args, **kwargs)
+            if os.path.basename(str(dst)) == "checkpoint" and not os.path.exists(_mark):
+                open(_mark, "w").close()
+                os.kill(os.getpid(), signal.SIGSTOP)
 
-        torch.save = _save_then_pause
+        os.rename = _rename_then_pause
 """)
 
 
@@ -50,7 +48,7 @@ def install_pause_hook(folder: Path) -> dict:
 
 def rm_options(tiny_bert: Path, steps: int = 8) -> str:
     """A real reward-model job on the tiny encoder: a checkpoint every 2 steps."""
-    return (f"--base {tiny_bert} --max-steps {steps} --eval-every 2 --batch-size 1 "
+    return (f"--base {tiny_bert} --max-steps {steps} --save-every 2 --batch-size 1 "
             "--eval-fraction 0 --lr 1e-3")
 
 
@@ -94,7 +92,7 @@ def wait_paused(folder: Path) -> int:
     def paused():
         process = runlog.read_process(folder)
         return process and (folder / PAUSED).exists() and state_of(process["pid"]) == "T"
-    wait_until(paused, f"{folder.name} to pause after its second checkpoint")
+    wait_until(paused, f"{folder.name} to pause after its first checkpoint")
     return job_pid(folder)
 
 

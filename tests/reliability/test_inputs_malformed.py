@@ -381,13 +381,96 @@ CASES = [
       "chosen", "missing"),
 ]
 
+
+# -- Label Studio JSON exports and Argilla datasets (issue 16) ----------------------------------
+def ls_file(*tasks) -> str:
+    """A Label Studio export with one task per line: task i starts on line i + 2."""
+    return "[\n" + ",\n".join(t if isinstance(t, str) else json.dumps(t) for t in tasks) + "\n]\n"
+
+
+def ls_task(selected="left", user=1, **data) -> dict:
+    result = {"from_name": "comparison", "to_name": "comparison", "type": "pairwise",
+              "value": {"selected": selected}}
+    return {"data": {"prompt": "Q?", "answer1": "A", "answer2": "B", **data},
+            "annotations": [{"completed_by": user, "was_cancelled": False, "result": [result]}]}
+
+
+LS_RANKER = {"data": {"prompt": "Rank", "items": [{"id": "a", "body": "x"}, {"id": "b", "body": "y"}]},
+             "annotations": [{"completed_by": 1, "result": [{"from_name": "rank", "type": "ranker",
+                                                             "value": {"ranker": {"best": ["a", "zz"]}}}]}]}
+ARGILLA_SETTINGS = {"fields": [{"name": n, "settings": {"type": "text"}} for n in ("prompt", "r1", "r2", "r3")],
+                    "questions": [{"name": "rank", "settings": {"type": "ranking", "options": [
+                        {"value": v} for v in ("r1", "r2", "r3")]}}]}
+
+
+def argilla(*responses, fields=None) -> Callable[[Path], None]:
+    """An rg.Dataset.to_disk folder with one record; the case's path is its records.json."""
+    def write(path: Path) -> None:
+        (path.parent / ".argilla").mkdir(parents=True)
+        (path.parent / ".argilla" / "settings.json").write_text(json.dumps(ARGILLA_SETTINGS))
+        rec = {"id": "x", "fields": fields or {"prompt": "Q", "r1": "a", "r2": "b", "r3": "c"},
+               "responses": {"rank": [{"user_id": "u1", "status": "submitted", **r} for r in responses]}}
+        path.write_text(json.dumps([rec]))
+    return write
+
+
+def empty_folder(path: Path) -> None:
+    path.mkdir()
+
+
+CASES += [
+    C("ls truncated", "ls.json", ls_file(ls_task(), ls_task())[:-30], 3, "(row)", "not valid JSON",
+      fmt="labelstudio"),
+    C("ls empty list", "ls.json", "[]", 1, "(file)", "no tasks to import", fmt="labelstudio"),
+    C("ls not UTF-8", "ls.json", ls_file(ls_task()).encode().replace(b"Q?", b"Q\xe9"), 2, "(row)",
+      "not UTF-8", fmt="labelstudio"),
+    C("ls task not an object", "ls.json", ls_file(ls_task(), "[1, 2]"), 3, "(row)", "a task is an object",
+      fmt="labelstudio"),
+    C("ls selected neither", "ls.json", ls_file(ls_task(), ls_task("middle")), 3,
+      "annotations[0].result[0].value.selected", "must be 'left' or 'right'", fmt="labelstudio"),
+    C("ls no prompt", "ls.json", ls_file(ls_task(prompt=None)), 2, "data.prompt", "missing",
+      fmt="labelstudio"),
+    C("ls no annotator", "ls.json", ls_file(ls_task(user=None)), 2, "annotations[0].completed_by",
+      "missing", fmt="labelstudio"),
+    C("ls same answer twice", "ls.json", ls_file(ls_task(answer2="A")), 2, "data.answer2",
+      "repeats data.answer1", fmt="labelstudio"),
+    C("ls ranker unknown item", "ls.json", ls_file(ls_task(), LS_RANKER), 3,
+      "annotations[0].result[0].value.ranker.best", "names an unknown item 'zz'", fmt="labelstudio"),
+    C("ls one annotator twice", "ls.json", ls_file({**ls_task(), "annotations": ls_task()["annotations"]
+                                                    + ls_task("right")["annotations"]}), 2,
+      "annotator", "a second, different label by 'ls-user-1'", fmt="labelstudio"),
+    C("argilla truncated records", "ds/records.json",
+      lambda p: (argilla({"value": ["r1", "r2", "r3"]})(p), p.write_text(p.read_text()[:-5])), 1,
+      "(row)", "not valid JSON", fmt="argilla"),
+    C("argilla unknown option", "ds/records.json", argilla({"value": ["r1", "r9", "r2"]}), 1,
+      "records[0].responses.rank[0].value", "'r9' names no response", fmt="argilla"),
+    C("argilla ranking leaves one out", "ds/records.json", argilla({"value": ["r1", "r2"]}), 1,
+      "records[0].responses.rank[0].value", "must rank each of the 3 responses once", fmt="argilla"),
+    C("argilla rank not a number", "ds/records.json",
+      argilla({"value": [{"value": "r1", "rank": "first"}, {"value": "r2", "rank": 2}, {"value": "r3", "rank": 3}]}),
+      1, "records[0].responses.rank[0].value", "a rank must be a number", fmt="argilla"),
+    C("argilla unknown status", "ds/records.json", argilla({"value": ["r1", "r2", "r3"], "status": "approved"}),
+      1, "records[0].responses.rank[0].status", "must be one of submitted", fmt="argilla"),
+    C("argilla no user", "ds/records.json", argilla({"value": ["r1", "r2", "r3"], "user_id": None}), 1,
+      "records[0].responses.rank[0].user_id", "missing", fmt="argilla"),
+    C("argilla no prompt field", "ds/records.json",
+      argilla({"value": ["r1", "r2", "r3"]}, fields={"r1": "a", "r2": "b", "r3": "c"}), 1,
+      "records[0].fields.prompt", "missing", fmt="argilla"),
+    C("argilla same user twice", "ds/records.json",
+      argilla({"value": ["r1", "r2", "r3"]}, {"value": ["r3", "r2", "r1"]}), 1,
+      "records[0].responses.rank[1].user_id", "a second response by 'u1'", fmt="argilla"),
+    C("argilla empty folder", "ds", empty_folder, 1, "(file)", "holds neither records.json",
+      fmt="argilla"),
+]
+
 # Through the real CLI: one or more of every file type, format and kind of fault.
 CLI_CASES = {"empty jsonl", "truncated jsonl", "truncated gz", "garbage parquet", "png as csv",
              "latin-1 in csv", "100k-deep jsonl", "5000-deep csv ranking", "50 MB single line",
              "nan margin (csv)", "nan margin (parquet)", "round 1e30", "hh chosen a number",
              "K = 1000 ranking", "K = 1000 responses", "unknown task id", "unknown prompt id",
              "prompt an int64 column (parquet)", "one annotator, two labels",
-             "contradicting an earlier import", "csv tags not JSON"}
+             "contradicting an earlier import", "csv tags not JSON", "ls selected neither",
+             "ls truncated", "argilla unknown option", "argilla empty folder"}
 assert CLI_CASES <= {c.id for c in CASES} and len({c.id for c in CASES}) == len(CASES)
 
 

@@ -1,7 +1,7 @@
 """kill -9 of a training job: the studio says why it failed, and resumes it from its checkpoint.
 
 A real server (in this process), the real CLI as the job (`python -m app train rm`) on a tiny
-encoder; the job pauses itself after its second checkpoint (jobs_support), is killed there,
+encoder; the job pauses itself after its first checkpoint (jobs_support), is killed there,
 and is resumed through the admin endpoint ``resume_job`` to the same final step.
 """
 import os
