@@ -1,4 +1,5 @@
 """Jobs started from the studio run as their own processes and are followed through run folders."""
+import datetime
 import json
 import sys
 import textwrap
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from annotate import runlog, store
+from annotate.runlog import RunLog
 from annotate.ui import runview
 from annotate.ui.jobs import JobRunner, process_facts
 from annotation_data import seed_tasks
@@ -184,3 +186,18 @@ def test_max_jobs_runs_jobs_side_by_side(db, tmp_path):
     assert list(runner.jobs) == ids[:2] and runner.queue == ids[2:]
     for run_id in ids:
         assert wait_for(runner, run_id, db)["status"] == "done"
+
+
+def test_eta_and_last_lines_of_a_running_job(tmp_path):
+    folder = tmp_path / "run"
+    log = RunLog(folder, "rm", {"max_steps": 10})
+    started = time.time() - 20   # started 20 s ago, 2 of 10 steps done: 80 s to go
+    log.started_process(1, None, ["train", "rm"])
+    process = json.loads((folder / "process.json").read_text())
+    process["started_at"] = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat()
+    (folder / "process.json").write_text(json.dumps(process))
+    assert 79 <= runview.eta_seconds(folder, 2, 10, "running") <= 82
+    assert runview.eta_seconds(folder, 0, 10, "running") is None
+    assert runview.eta_seconds(folder, 2, 10, "done") is None
+    (folder / "output.txt").write_text("loading\ntrain rm:  10%|#  | 1/10\rtrain rm:  20%|## | 2/10\n")
+    assert runview.log_tail(folder) == ["loading", "train rm:  20%|## | 2/10"]

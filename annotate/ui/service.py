@@ -273,7 +273,9 @@ class Studio:
                 f["choices"] = forms.model_choices(rows, f["picker"], self.workspace)
             elif f["dest"] == "prompts":
                 f["choices"] = jobinputs.prompt_sets(self.db)
-                f["value"] = f["choices"][0]
+                # "better" is measured on prompts the policy never trained on, when there are any
+                held_out = kind == "eval_policy" and "held_out" in f["choices"]
+                f["value"] = "held_out" if held_out else f["choices"][0]
         return {"kind": kind, "preset": preset, "fields": fields}
 
 
