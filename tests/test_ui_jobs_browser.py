@@ -63,6 +63,12 @@ def test_a_form_starts_a_job_whose_progress_and_plot_appear_without_console_warn
         expect(page.locator("#ps-run-log textarea")).to_have_value(re.compile(r"step 11\nstep 12$"))
         run = store.list_runs(srv.db)[0]
         assert run["status"] == "done" and len(store.metrics(srv.db, run["id"])) == 24
+        # another kind, another form: generation shows K and a prompt set, no base model
+        page.locator("#ps-job-kind input").click()
+        page.locator("[role=option]").filter(has_text="generate").first.click()
+        expect(page.locator("#ps-job-k input")).to_have_value("2", timeout=30_000)
+        expect(page.locator("#ps-job-prompts input")).to_have_value("all")
+        expect(page.locator("#ps-job-base")).to_be_hidden()
         page.wait_for_timeout(7000)   # two more timer ticks with nothing new
         shot(page, "admin-jobs")
         noise = [(t, text) for t, text in console if t in ("warning", "error")]
