@@ -92,6 +92,12 @@ class RunLog:
         self._write_run()
         self.log(message)
 
+    def wait_in_queue(self, message: str) -> None:
+        """Mark the run queued: its starter (the studio) runs it when a job slot is free."""
+        self._run.update(status="queued", error=None, finished_at=None)
+        self._write_run()
+        self.log(message)
+
     def started_process(self, pid: int, start_token: str | None, argv: list[str]) -> None:
         """Record the job's process (process.json), so that whoever restarts can tell that a
         live pid is still this job and not a later process that got the same number."""

@@ -54,6 +54,34 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def command_options(words: list[str]) -> list[dict]:
+    """The options of ``prefstudio WORDS`` (e.g. ``["train", "rm"]``, ``["generate"]``) as the
+    CLI's own parser defines them — flag, dest, default, type, choices, help — and, for
+    ``train`` and ``eval``, only those ``stages`` says apply to the kind. The studio's job
+    forms are built from this, so there is no second list of options."""
+    from . import stages
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sp = sub.choices[words[0]]
+    table = {"train": stages.TRAIN, "eval": stages.EVAL}.get(words[0])
+    applying = stages.applying(table, words[1]) if table else None
+    options = []
+    for action in sp._actions:
+        flag = next((f for f in action.option_strings if f.startswith("--")), None)
+        if flag is None or flag == "--help" or (applying is not None and flag not in applying
+                                                and flag not in ("--db", "--json", "--out")):
+            continue
+        kind = ("flag" if action.nargs == 0 else
+                getattr(action.type, "__name__", None) if action.type in (int, float) else "str")
+        options.append({"flag": flag, "dest": action.dest, "default": action.default,
+                        "type": kind, "choices": list(action.choices or []) or None,
+                        "help": action.help or ""})
+    return options
+
+
+parse_command.options = command_options   # the studio gets the parser and its options as one
+
+
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (systemd, docker stop, kill) stops a command the way Ctrl-C does: through
     KeyboardInterrupt, so every open store closes and checkpoints (no ``.wal`` left behind)

@@ -37,10 +37,30 @@ def _eval_rm(args) -> None:
     data = preference_data(args, args.data, include_held_out=True)
     if not data.pairs:
         raise CliError(f"{where(args, args.data)}: no preference pairs to evaluate")
-    plot = args.plot or ((model if model.is_dir() else model.parent)
-                         / f"eval-{Path(args.data).stem if args.data else 'db'}.png")
-    result = evaluate(scorer, data, batch_size=args.batch_size or 16, plot=plot)
+    folder = Path(args.out) if args.out else (model if model.is_dir() else model.parent)
+    plot = args.plot or folder / f"eval-{Path(args.data).stem if args.data else 'db'}.png"
+    log = _run_log(args, "eval_rm", {"model": str(model), "data": args.data}) if args.out else None
+    try:
+        result = evaluate(scorer, data, batch_size=args.batch_size or 16, plot=plot)
+    except BaseException as err:
+        if log is not None:
+            log.fail(err)
+        raise
+    if log is not None:
+        log.metric(0, accuracy=result["accuracy"], calibration_error=result["calibration_error"],
+                   reward_chosen=result["reward_chosen_mean"],
+                   reward_rejected=result["reward_rejected_mean"])
+        log.finish("done", **result)
     emit(args, result)  # eval always prints one JSON line
+
+
+def _run_log(args, kind: str, config: dict):
+    """A run folder for the evaluation (``--out``): the studio runs evaluations as jobs and
+    ingests their folder like a training run's (metrics, status, the parent run)."""
+    from annotate.runlog import RunLog, read_run
+    parents = [read_run(p)["id"] for p in (Path(args.model), Path(getattr(args, "rm", None) or "."))
+               if (p / "run.json").exists() and p.resolve() != Path(args.out).resolve()]
+    return RunLog(args.out, kind, config, parents=parents)
 
 
 def _eval_judge(args):
@@ -74,6 +94,9 @@ def _eval_policy(args) -> None:
     model = Path(args.model)
     out = Path(args.out) if args.out else (
         (model if model.is_dir() else workspace(args.db) / "runs") / new_run_id("eval"))
+    args.out = str(out)
+    log = _run_log(args, "eval_policy", {"model": args.model, "rm": args.rm,
+                                         "reward": args.reward, "prompts": args.prompts})
     try:
         prompts = evaluation_prompts(args)   # without --prompts: the store's held-out ones
         reward_fn, reward_name = load_reward(args.rm, args.reward)
@@ -85,6 +108,13 @@ def _eval_policy(args) -> None:
             if judge is not None:
                 judge.judge.close()
     except (ValueError, FileNotFoundError) as err:   # incl. judges' config errors
+        log.fail(err)
         raise CliError(f"eval policy: {err}") from None
+    except BaseException as err:
+        log.fail(err)
+        raise
     result.pop("config", None)
+    log.metric(0, **{k: result[k] for k in ("reward_policy", "reward_reference", "reward_gain",
+                                              "win_rate", "kl") if result.get(k) is not None})
+    log.finish("done", **result)
     emit(args, result)

@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
     sp.add_argument("--out", help="write the responses format to FILE.jsonl instead of the store")
     sp.add_argument("--run-dir", help="run folder (default: runs/<run id> beside the database)")
+    sp.add_argument("--run-only", action="store_true",
+                    help="write the run folder only, never open the database (the studio's jobs: "
+                         "the server ingests the folder); needs --prompts and --run-dir")
 
 
 def run(args) -> None:
@@ -61,10 +64,17 @@ def run(args) -> None:
         raise CliError("--limit must be a positive integer")
     if args.out and not args.out.endswith(".jsonl"):
         raise CliError(f"{args.out}: --out writes the responses format as JSONL: name it FILE.jsonl")
-    if args.run_dir and (Path(args.run_dir) / "run.json").exists():
+    if args.run_only and not (args.prompts and args.run_dir):
+        raise CliError("--run-only needs --prompts FILE and --run-dir DIR (it never opens the database)")
+    if args.run_dir and (Path(args.run_dir) / "run.json").exists() and not (
+            args.run_only and _unfinished_generate(Path(args.run_dir))):
         raise CliError(f"{args.run_dir}: already holds a run; give a new --run-dir")
     # a prompts file is read (and refused if bad) before the database is opened or created
     prompts = formats.read_prompts(args.prompts)[:args.limit] if args.prompts else None
+    if args.run_only:   # the studio queued this run: its run.json is there, the server ingests
+        _, summary = generate_candidates(config, prompts, Path(args.run_dir), progress=not args.json)
+        emit(args, {**summary, "run_dir": args.run_dir}, _describe(summary) + f"; run folder {args.run_dir}")
+        return
 
     def prompts_short_of_k(db) -> list[list[dict]]:
         model, adapter = model_identity(args.model, args.adapter)
@@ -115,3 +125,10 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
+
+
+def _unfinished_generate(run_dir: Path) -> bool:
+    """A generate run the studio queued (or one interrupted): it may be run again in its folder."""
+    from annotate.runlog import read_run
+    run = read_run(run_dir)
+    return run.get("kind") == "generate" and run.get("status") != "done"

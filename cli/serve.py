@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
                          "studio's own origin)")
     sp.add_argument("--session-hours", type=float, default=12.0,
                     help="how long a login lasts (default 12)")
+    sp.add_argument("--max-jobs", type=int, default=1,
+                    help="jobs (training, generation, judging, evaluation) that run at once; "
+                         "the others wait in the queue (default 1: one at a time on a CPU)")
 
 
 def run(args) -> None:
@@ -29,6 +32,8 @@ def run(args) -> None:
         raise CliError(str(err)) from None
     if not args.session_hours > 0:
         raise CliError(f"--session-hours must be a positive number, not {args.session_hours}")
+    if args.max_jobs < 1:
+        raise CliError(f"--max-jobs must be at least 1, not {args.max_jobs}")
     path = db_path(args.db)
     if not path.exists() and is_default_workspace(args.db) and SAMPLE_PROJECT.exists():
         # the studio's first start on the default workspace: something to label at once
@@ -37,4 +42,4 @@ def run(args) -> None:
     from . import parse_command   # the studio checks a job's options with the CLI's own parser
     serve(db_path=path, host=args.host, port=args.port, workspace=workspace(args.db),
           allow_origins=args.allow_origin, session_hours=args.session_hours,
-          parse_command=parse_command)
+          parse_command=parse_command, max_jobs=args.max_jobs)

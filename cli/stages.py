@@ -147,8 +147,9 @@ EVAL = {
             "the model folder)"),
         opt("--batch-size", EVAL_KINDS, "rm: pairs per batch; policy: prompts per generate call",
             type=int),
-        opt("--out", ("policy",), "folder for eval.json and the samples table (default: "
-            "MODEL/eval-<time> for a run folder, else runs/ beside the database)"),
+        opt("--out", ("rm", "policy"), "run folder for eval.json (policy: and the samples "
+            "table; default: MODEL/eval-<time> for a run folder, else runs/ beside the "
+            "database); rm: none unless given"),
         opt("--max-prompts", ("policy",), "the first N prompts only", type=int),
         opt("--max-new-tokens", ("policy",), "response length limit", type=int),
         opt("--temperature", ("policy",), "sampling temperature; 1.0 (the default) makes the KL "
@@ -181,3 +182,8 @@ def refuse_options_not_for(kind: str, args, table: dict[str, list[Option]], comm
             if kind not in o.kinds and getattr(args, o.dest, None) is not None:
                 why = o.hint or f"it applies to {command} {', '.join(o.kinds)}"
                 raise CliError(f"{o.flag} is not an option of this {noun} ({command} {kind}; {why})")
+
+
+def applying(table: dict[str, list[Option]], kind: str) -> list[str]:
+    """The flags of ``table`` that apply to ``kind`` (the studio's forms offer only these)."""
+    return [o.flag for options in table.values() for o in options if kind in o.kinds]

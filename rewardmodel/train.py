@@ -68,7 +68,7 @@ class RMConfig(TrainSettings):
     center_coef: float = 0.0            # reward-centering penalty coefficient (0.01 is typical)
     bucket: bool = True                 # length-bucketed batches
     share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
-    log_every: int = 10
+    log_every: int = 1                  # a metrics line per step: the studio's progress moves
     resume: bool = True                 # continue from <out>/checkpoint when it exists
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({

@@ -122,14 +122,14 @@ def test_the_studios_job_commands_pass_the_table(kind, db, tmp_path):
     """The Jobs tab starts `app.py train KIND ...`: what it passes must be what KIND takes."""
     from annotate.runlog import read_run
     from annotate.ui.jobs import JobRunner
-    from annotation_data import seed_tasks
+    from test_ui_jobs import labelled_store
 
-    seed_tasks(db, pairwise=2)
+    labelled_store(db)
     idle = tmp_path / "idle.py"
     idle.write_text("")   # the job itself does nothing; its command is checked
     runner = JobRunner(db, tmp_path / "ws", command=[sys.executable, str(idle)],
                        parse_command=parse_command)
-    run_id = runner.start(kind, "--max-steps 2")
+    run_id = runner.start(kind, {"max_steps": 2, **({"reward": "length"} if kind in stages.ONLINE else {})})
     runner.jobs[run_id].proc.wait(timeout=60)
     command = read_run(tmp_path / "ws" / "runs" / run_id)["command"][1:]   # after "prefstudio"
     args = build_parser().parse_args(command)

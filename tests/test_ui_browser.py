@@ -292,26 +292,3 @@ def test_admin_sees_admin_tabs_annotator_does_not(page, pairwise_server):
     expect(page.locator("#ps-users")).to_contain_text("newcomer", timeout=30_000)
     assert store.verify_user(srv.db, "newcomer", "newcomer-password") == "annotator"
     shot(page, "admin-users")
-
-
-def test_jobs_tab_starts_a_job_and_follows_its_loss(page, tmp_path):
-    from test_ui_jobs import FAKE_APP, labelled_store
-    srv = studio_server.start(tmp_path, seed=labelled_store)
-    try:
-        repo = tmp_path / "repo"  # a stand-in trainer keeping the CLI contract (see test_ui_jobs)
-        repo.mkdir()
-        (repo / "app.py").write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-        srv.studio.jobs.command = [sys.executable, str(repo / "app.py")]
-        login(page, srv, "admin1")
-        page.locator("[role=tab]").filter(has_text="Jobs").click()
-        page.locator("#ps-job-options").locator("input, textarea").first.fill("--max-steps 12")
-        page.locator("#ps-start-job").click()
-        expect(page.locator("#ps-run-progress")).to_contain_text("done", timeout=60_000)
-        expect(page.locator("#ps-run-progress")).to_contain_text("12 / 12")
-        expect(page.locator("#ps-runs")).to_contain_text("train-rm")
-        run = store.list_runs(srv.db)[0]
-        assert run["status"] == "done" and len(store.metrics(srv.db, run["id"])) == 24
-        page.wait_for_timeout(1000)
-        shot(page, "admin-jobs")
-    finally:
-        srv.close()

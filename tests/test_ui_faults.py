@@ -9,6 +9,7 @@ import pytest
 
 from annotate import agreement, store
 from annotate.ui import text
+from annotate.ui import runview
 from annotate.ui.jobs import JobRunner
 from annotate.ui.service import Studio
 from cli import parse_command
@@ -25,7 +26,7 @@ READING_TRAINER = textwrap.dedent("""
     p = argparse.ArgumentParser()
     p.add_argument("command"); p.add_argument("kind")
     p.add_argument("--data"); p.add_argument("--out"); p.add_argument("--max-steps", type=int)
-    a = p.parse_args()
+    a, _ = p.parse_known_args()   # the studio's other options (filters) are not this test's
     data = trainingdata.from_file(a.data)
     log = RunLog(a.out, a.kind, {{"max_steps": a.max_steps}}, label_ids=data.label_ids)
     log.metric(1, loss=0.5)
@@ -39,12 +40,12 @@ def test_lineage_counts_the_snapshot_with_the_label_ids_of_browse(db, tmp_path):
     trainer.write_text(READING_TRAINER.format(root=str(studio_server.ROOT)))
     runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(trainer)],
                        parse_command=parse_command)
-    run_id = runner.start("rm", "--max-steps 1", source="human")
+    run_id = runner.start("rm", {"max_steps": 1})
     assert wait_for(runner, run_id, db)["status"] == "done"
     browse_ids = {r["id"] for r in store.browse(db, "labels")}
     inputs = json.loads((tmp_path / "workspace" / "runs" / run_id / "inputs.json").read_text())
     assert set(inputs) == browse_ids and len(inputs) == 2
-    assert runner.detail(run_id)["labels_used"] == 2
+    assert runview.detail(db, runner.runs, run_id)["labels_used"] == 2
 
 
 def test_no_ai_labels_is_said_in_words(db, tmp_path):
@@ -52,7 +53,7 @@ def test_no_ai_labels_is_said_in_words(db, tmp_path):
     store.add_user(db, "boss", "admin", "boss-password")
     studio = Studio(db, tmp_path / "ws", parse_command)
     for call in (lambda: studio.export_pairs("boss", "ai"),
-                 lambda: studio.start_job("boss", "rm", "--max-steps 1", "ai")):
+                 lambda: studio.start_job("boss", "rm", {"max_steps": 1, "source": "ai"})):
         with pytest.raises(store.StoreError) as err:
             call()
         assert str(err.value).startswith("there are no AI labels yet")

@@ -1,4 +1,5 @@
 """Jobs started from the studio run as their own processes and are followed through run folders."""
+import datetime
 import json
 import sys
 import textwrap
@@ -6,7 +7,9 @@ import time
 
 import pytest
 
-from annotate import store
+from annotate import runlog, store
+from annotate.runlog import RunLog
+from annotate.ui import runview
 from annotate.ui.jobs import JobRunner, process_facts
 from annotation_data import seed_tasks
 import studio_server
@@ -30,6 +33,13 @@ FAKE_APP = textwrap.dedent("""
 """)
 
 
+def fake_runner(db, tmp_path, **options) -> JobRunner:
+    fake = tmp_path / "fake_trainer.py"
+    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
+    return JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
+                     parse_command=parse_command, **options)
+
+
 def labelled_store(db):
     seed_tasks(db, pairwise=2, ranking=1)
     for name in ("ann", "bob"):
@@ -51,11 +61,8 @@ def wait_for(runner, run_id, db, statuses=("done", "failed", "stopped"), timeout
 
 def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
     labelled_store(db)
-    fake = tmp_path / "fake_trainer.py"
-    fake.write_text(FAKE_APP.format(root=str(studio_server.ROOT)))
-    runner = JobRunner(db, tmp_path / "workspace", command=[sys.executable, str(fake)],
-                       parse_command=parse_command)
-    run_id = runner.start("rm", "--max-steps 5", source="human")
+    runner = fake_runner(db, tmp_path)
+    run_id = runner.start("rm", {"max_steps": 5})
     folder = tmp_path / "workspace" / "runs" / run_id
     snapshot = [json.loads(l) for l in (folder / "data.jsonl").read_text().splitlines()]
     assert len(snapshot) == 2  # the two current human labels, frozen for the job
@@ -63,7 +70,7 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
     assert run["status"] == "done" and run["error"] is None
     losses = [m["value"] for m in store.metrics(db, run_id) if m["name"] == "loss"]
     assert len(losses) == 5 and losses == sorted(losses, reverse=True)
-    detail = runner.detail(run_id)
+    detail = runview.detail(db, runner.runs, run_id)
     assert detail["progress"] == 1.0 and detail["labels_used"] == 2
     assert detail["parents"] == ["rm-parent"]
     label_ids = {r["id"] for r in db.query("SELECT id FROM labels")}
@@ -74,11 +81,11 @@ def test_job_metrics_status_and_lineage_reach_the_store(db, tmp_path):
 def test_refused_options_start_nothing(db, tmp_path):
     runner = JobRunner(db, tmp_path / "workspace", parse_command=parse_command)
     with pytest.raises(store.StoreError, match="options: --db is set by the studio itself"):
-        runner.start("rm", "--db /elsewhere.duckdb")
+        runner.start("rm", {"options": "--db /elsewhere.duckdb"})
     with pytest.raises(store.StoreError, match=r"options: --out \(as --ou\) is set by the studio"):
-        runner.start("rm", "--ou /tmp/escaped")
+        runner.start("rm", {"options": "--ou /tmp/escaped"})
     with pytest.raises(store.StoreError, match="job kind must be one of"):
-        runner.start("bake", "")
+        runner.start("bake")
     assert store.list_runs(db) == []
     assert not (tmp_path / "workspace" / "runs").exists()
 
@@ -86,20 +93,20 @@ def test_refused_options_start_nothing(db, tmp_path):
 def test_a_failing_job_shows_failed_and_the_server_stays_up(tmp_path):
     srv = studio_server.start(tmp_path, seed=labelled_store)
     try:
-        admin = srv.client("admin1")
+        admin = srv.session("admin1")
         # the real CLI (`python -m app`): `train sft` with a base model that does not exist
         # gets past the option check, then exits 2 with its one line
-        table, pick, progress, loss, reward, info = admin.predict(
-            "sft", f"--model {tmp_path / 'no-such-model'} --max-steps 1", "both",
-            api_name="/start_job")
-        run_id = pick if isinstance(pick, str) else info["run"]
+        answer = admin.post(srv.url + "api/start_job", json={"kind": "sft", "params": {
+            "model": str(tmp_path / "no-such-model"), "max_steps": 1}})
+        assert answer.status_code == 200, answer.text
+        run_id = answer.json()["run_id"]
         run = wait_for(srv.studio.jobs, run_id, srv.db)
         assert run["status"] == "failed"
         assert run["error"].startswith("exited with status 2: prefstudio train: "), run["error"]
         assert "no-such-model" in run["error"]
         # still serving: the annotator's queue is the 1 task nobody has labelled
         assert srv.client("ann").predict(api_name="/progress")["left"] == 1
-        assert srv.studio.jobs.detail(run_id)["labels_used"] == 2  # lineage kept for the record
+        assert srv.studio.run_detail("admin1", run_id)["labels_used"] == 2  # lineage kept for the record
     finally:
         srv.close()
 
@@ -131,7 +138,7 @@ def crashing_runner(db, tmp_path):
 def test_a_job_that_dies_is_failed_with_its_last_line_not_a_progress_bar(db, tmp_path):
     labelled_store(db)
     runner = crashing_runner(db, tmp_path)
-    run_id = runner.start("rm", "")
+    run_id = runner.start("rm")
     run = wait_for(runner, run_id, db)
     assert (run["status"], run["error"]) == ("failed", "exited with status 3: loading the base model")
     assert run_id not in runner.jobs
@@ -140,7 +147,7 @@ def test_a_job_that_dies_is_failed_with_its_last_line_not_a_progress_bar(db, tmp
 def test_stop_ends_the_job_and_says_so(db, tmp_path):
     labelled_store(db)
     runner = crashing_runner(db, tmp_path)
-    run_id = runner.start("rm", "--max-steps 100")
+    run_id = runner.start("rm", {"max_steps": 100})
     pid = runner.jobs[run_id].pid
     folder = tmp_path / "workspace" / "runs" / run_id
     wait_until_written = time.monotonic() + 60
@@ -152,3 +159,45 @@ def test_stop_ends_the_job_and_says_so(db, tmp_path):
     assert runner.jobs == {} and process_facts(pid) is None
     with pytest.raises(store.StoreError, match="is not running here"):
         runner.stop(run_id)
+
+
+def test_the_queue_runs_one_job_at_a_time_and_stop_takes_a_queued_one_off(db, tmp_path):
+    labelled_store(db)
+    runner = fake_runner(db, tmp_path)
+    first, second, third = (runner.start("rm", {"max_steps": 5}) for _ in range(3))
+    assert list(runner.jobs) == [first] and runner.queue == [second, third]
+    assert [store.get_run(db, r)["status"] for r in (second, third)] == ["queued", "queued"]
+    runner.stop(third)
+    run = store.get_run(db, third)
+    assert (run["status"], run["error"]) == ("stopped", "stopped from the studio before it started")
+    assert wait_for(runner, first, db)["status"] == "done"
+    assert wait_for(runner, second, db)["status"] == "done"
+    folder = lambda run_id: tmp_path / "workspace" / "runs" / run_id
+    assert runlog.read_process(folder(second))["started_at"] >= runlog.read_run(folder(first))["finished_at"]
+    assert runlog.read_process(folder(third)) is None   # never ran
+    assert runner.resume(third) == {"resumed": third, "from_checkpoint": False}
+    assert wait_for(runner, third, db)["status"] == "done"
+
+
+def test_max_jobs_runs_jobs_side_by_side(db, tmp_path):
+    labelled_store(db)
+    runner = fake_runner(db, tmp_path, max_jobs=2)
+    ids = [runner.start("rm", {"max_steps": 5}) for _ in range(3)]
+    assert list(runner.jobs) == ids[:2] and runner.queue == ids[2:]
+    for run_id in ids:
+        assert wait_for(runner, run_id, db)["status"] == "done"
+
+
+def test_eta_and_last_lines_of_a_running_job(tmp_path):
+    folder = tmp_path / "run"
+    log = RunLog(folder, "rm", {"max_steps": 10})
+    started = time.time() - 20   # started 20 s ago, 2 of 10 steps done: 80 s to go
+    log.started_process(1, None, ["train", "rm"])
+    process = json.loads((folder / "process.json").read_text())
+    process["started_at"] = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat()
+    (folder / "process.json").write_text(json.dumps(process))
+    assert 79 <= runview.eta_seconds(folder, 2, 10, "running") <= 82
+    assert runview.eta_seconds(folder, 0, 10, "running") is None
+    assert runview.eta_seconds(folder, 2, 10, "done") is None
+    (folder / "output.txt").write_text("loading\ntrain rm:  10%|#  | 1/10\rtrain rm:  20%|## | 2/10\n")
+    assert runview.log_tail(folder) == ["loading", "train rm:  20%|## | 2/10"]

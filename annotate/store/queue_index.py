@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from .db import Store
+from .db import Store, StoreError
 from .labels import margin_levels
 
 

@@ -16,13 +16,14 @@ from .. import store
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
           workspace: str | Path = "workspace", *, block: bool = True, allow_origins=(),
-          session_hours: float = 12.0, parse_command=None):
+          session_hours: float = 12.0, parse_command=None, max_jobs: int = 1):
     """Open the database (this process owns it while serving) and start the studio.
 
     ``allow_origins``: origins besides the studio's own whose pages may act as a logged-in
     user (e.g. the public https origin of a proxy in front); ``session_hours``: how long a
     login lasts; ``parse_command``: the CLI's parser, which checks a job's options before it
-    starts (``cli.parse_command``; without it the Jobs tab refuses to start jobs). With ``block=False`` it returns at once with (demo, db, studio) for tests.
+    starts (``cli.parse_command``; without it the Jobs tab refuses to start jobs); ``max_jobs``:
+    jobs that run at once (the others queue). With ``block=False`` it returns at once with (demo, db, studio) for tests.
     """
     from .guard import normalise_origins
     normalise_origins(allow_origins)  # refuse a bad --allow-origin before opening anything
@@ -44,7 +45,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
         from .layout import build_app
         demo, launch, studio = build_app(db, workspace, allow_origins=allow_origins,
                                          session_hours=session_hours,
-                                         parse_command=parse_command)
+                                         parse_command=parse_command, max_jobs=max_jobs)
         studio.exports.mkdir(parents=True, exist_ok=True)
         studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
         # _frontend=False skips Gradio's self-check (a HEAD of its own URL with a 3 s timeout,

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 
 import gradio as gr
-import pandas as pd
 
 from .. import store
 from . import render
 from .common import frame, keeps_view, notify, private, shows_errors, username
-from .jobs import KINDS as JOB_KINDS
+from .jobs_tab import JobsTab
 from .models import ModelsView
 from .service import Studio
 
@@ -124,30 +123,11 @@ class AdminView:
                 self.set_overlap = gr.Button(t("set_overlap"), elem_id="ps-set-overlap")
             self.overlap_result = gr.JSON(label=t("result"))
 
-        with gr.Tab(t("tab_jobs"), id="jobs", visible=False) as tab:
-            self.tabs.append(tab)
-            with gr.Row():
-                self.job_kind = gr.Dropdown(list(JOB_KINDS), value="rm", label=t("job_kind"),
-                                            elem_id="ps-job-kind")
-                self.job_source = gr.Dropdown(["both", "human", "ai"], value="both", label=t("source"))
-                self.job_options = gr.Textbox(label=t("job_options"), placeholder="--max-steps 50",
-                                              max_lines=1, elem_id="ps-job-options", scale=3)
-            with gr.Row():
-                self.start_job = gr.Button(t("start_job"), variant="primary", elem_id="ps-start-job")
-                self.stop_job = gr.Button(t("stop_job"), elem_id="ps-stop-job")
-                self.resume_job = gr.Button(t("resume_job"), elem_id="ps-resume-job")
-            self.run_table = gr.Dataframe(label=t("runs"), interactive=False, elem_id="ps-runs",
-                                          max_height=300)
-            self.run_pick = gr.Dropdown(label=t("run_id"), choices=[], elem_id="ps-run-pick")
-            self.run_progress = gr.HTML(elem_id="ps-run-progress", js_on_load=None)
-            with gr.Row():
-                self.loss_plot = gr.LinePlot(x="step", y="value", color="name", label=t("loss_plot"))
-                self.reward_plot = gr.LinePlot(x="step", y="value", color="name", label=t("reward_plot"))
-            self.run_info = gr.JSON(label=t("run_detail"), elem_id="ps-run-info")
-            self.timer = gr.Timer(3, active=False)
+        self.jobs = JobsTab(self.studio, t)
+        self.tabs.append(self.jobs.build())
         self.tabs.append(self.models.build())
 
-    def wire(self) -> None:
+    def wire(self, demo: gr.Blocks) -> None:
         self.do_import.click(self.import_file, [self.upload, self.fmt, self.round, self.required],
                              self.import_result, api_name="import_file")
         self.show.click(self.browse, [self.table, self.contains, self.b_source, self.b_annotator,
@@ -169,15 +149,7 @@ class AdminView:
                                 [self.user_table, self.u_password], **private("set_password"))
         self.set_overlap.click(self.overlap_set, [self.overlap, self.overlap_round],
                                self.overlap_result, api_name="set_overlap")
-        run_outs = [self.run_table, self.run_pick, self.run_progress, self.loss_plot,
-                    self.reward_plot, self.run_info]
-        self.start_job.click(self.job_start, [self.job_kind, self.job_options, self.job_source],
-                             run_outs, api_name="start_job")
-        self.stop_job.click(self.job_stop, [self.run_pick], run_outs, api_name="stop_job")
-        self.resume_job.click(self.job_resume, [self.run_pick], run_outs, **private("resume_job"))
-        gr.api(self.resume_by_id, api_name="resume_job")   # scripts name the run (no dropdown)
-        self.run_pick.input(self.job_view, [self.run_pick], run_outs, **private("run_detail"))
-        self.timer.tick(self.job_view, [self.run_pick], run_outs, **private("jobs_tick"))
+        self.jobs.wire(demo)
         self.models.wire(self.rows)
 
     # -- handlers ----------------------------------------------------------------------------
@@ -264,68 +236,6 @@ class AdminView:
     def overlap_set(self, required, round, request: gr.Request):
         """Set how many annotators label each task (all tasks, or one round's)."""
         return self.studio.set_overlap(username(request), _num(required) or 1, _num(round))
-
-
-    # -- jobs ------------------------------------------------------------------------------
-    @shows_errors
-    def job_start(self, kind, options, source, request: gr.Request):
-        """Start `prefstudio train KIND` on a snapshot of the labels (admins); returns the panel."""
-        run = self.studio.start_job(username(request), kind, options or "", source or "both")["run"]
-        gr.Info(f"Started {run}", duration=3)
-        return self.job_view(run, request)
-
-    @shows_errors
-    def job_stop(self, run_id, request: gr.Request):
-        self.studio.require(username(request), admin=True)
-        if not run_id:
-            raise store.StoreError("pick a run first")
-        self.studio.stop_job(username(request), run_id)
-        return self.job_view(run_id, request)
-
-    @shows_errors
-    def job_resume(self, run_id, request: gr.Request):
-        """Run the picked failed or stopped job again, from its last checkpoint."""
-        if not run_id:
-            self.studio.require(username(request), admin=True)
-            raise store.StoreError("pick a run first")
-        self.studio.resume_job(username(request), run_id)
-        gr.Info(f"Resumed {run_id}", duration=3)
-        return self.job_view(run_id, request)
-
-    @shows_errors
-    def resume_by_id(self, run_id: str, request: gr.Request) -> dict:
-        """Admins: resume a failed or stopped job by its run id → {resumed, from_checkpoint}."""
-        return self.studio.resume_job(username(request), run_id)
-
-    @shows_errors
-    def job_view(self, run_id, request: gr.Request):
-        """The runs table, and status, progress, loss and reward plots of the picked run."""
-        user = username(request)
-        runs = self.studio.runs(user)
-        choices = [r["run"] for r in runs]
-        run_id = run_id if run_id in choices else (choices[0] if choices else None)
-        empty = pd.DataFrame({"step": [], "value": [], "name": []})
-        if run_id is None:
-            return frame(runs), gr.update(choices=[], value=None), "", empty, empty, None
-        d = self.studio.run_detail(user, run_id)
-        metrics = pd.DataFrame(d.pop("metrics"), columns=["step", "name", "value"])
-        losses = metrics[metrics["name"].str.contains("loss")]
-        rewards = metrics[metrics["name"].str.contains("reward|acc|kl|win|score")]
-        return (frame(runs), gr.update(choices=choices, value=run_id),
-                run_progress_html(d), losses, rewards, d)
-
-
-def run_progress_html(d: dict) -> str:
-    """A progress bar for the run: step / max steps (or just the step when unknown)."""
-    pct = 100.0 * min(1.0, d["progress"]) if d["progress"] is not None else (
-        100.0 if d["status"] == "done" else 0.0)
-    steps = f"{d['step']} / {d['max_steps']}" if d["max_steps"] else f"step {d['step']}"
-    error = f' · <span class="ps-error">{render.escape(d["error"])}</span>' if d.get("error") else ""
-    return (f'<div class="ps-progress"><div class="ps-bar"><div class="ps-fill" '
-            f'style="width:{pct:.1f}%"></div></div><div class="ps-counts"><span>'
-            f'{render.escape(d["run"])} · <b>{render.escape(d["status"])}</b> · {render.escape(steps)}'
-            f' · {render.bilingual("labels used", "使用的标注")} {int(d["labels_used"] or 0)}'
-            f'{error}</span></div></div>')
 
 
 def _fmt(value, digits=3) -> str:

@@ -7,8 +7,8 @@
     client.predict(task["id"], json.dumps(best_first), "better", "", api_name="/submit_label")
 
 Annotators: next_task, submit_label, skip_task, undo_label, my_labels, progress.
-Admins: users, and the admin views' named events import_file, export_pairs, browse,
-agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``);
+Admins: users; jobs: start_job, runs, stop_job, resume_job, new_round; and the admin views'
+named events import_file, export_pairs, browse, agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``);
 ``ENDPOINTS`` lists them all with the role each needs.
 """
 # (No `from __future__ import annotations`: Gradio reads every handler's type hints on every
@@ -81,8 +81,42 @@ def add_endpoints(studio: Studio) -> dict:
         return [{k: (str(v) if k in ("created_at", "last_label") and v is not None else v)
                  for k, v in r.items()} for r in rows]
 
+    # -- jobs (admins): the Jobs page calls the same service methods ----------------------
+    @shows_errors
+    def start_job(kind: str, params: dict = None, request: gr.Request = None) -> dict:
+        """Admins: queue a job → {run_id}. kind: rm | sft | dpo | rs | ppo | rloo | generate |
+        judge | eval_rm | eval_policy; params keyed by the CLI option names with _ (e.g.
+        {"base": "minilm", "max_steps": 2}), plus prompts (a prompt set: all, round:N,
+        source:NAME, held_out) and options (extra flags)."""
+        return studio.start_job(username(request), kind, params or {})
+
+    @shows_errors
+    def runs(request: gr.Request = None) -> list[dict]:
+        """Admins: every run, newest first: {run_id, kind, status, step, max_steps, metrics,
+        parents, round, command, error, started}."""
+        return studio.runs(username(request))
+
+    @shows_errors
+    def stop_job(run_id: str, request: gr.Request = None) -> dict:
+        """Admins: stop a queued or running job → {stopped}."""
+        return studio.stop_job(username(request), run_id)
+
+    @shows_errors
+    def resume_job(run_id: str, request: gr.Request = None) -> dict:
+        """Admins: queue a failed or stopped job again → {resumed, from_checkpoint}."""
+        return studio.resume_job(username(request), run_id)
+
+    @shows_errors
+    def new_round(policy: str, k: int, round: int, prompts: str = "all", judge: str = "",
+                  request: gr.Request = None) -> dict:
+        """Admins: queue generation of K candidates per prompt from a policy (a run id or a
+        model) into round-N tasks, then, if a judge is given (e.g. rm:<run id>), a judge job
+        over them → {run_id, judge_run_id}."""
+        return studio.new_round(username(request), policy, k, round, prompts, judge or None)
+
     handlers = {fn.__name__: fn for fn in (next_task, submit_label, skip_task, undo_label,
-                                           my_labels, progress, users)}
+                                           my_labels, progress, users, start_job, runs,
+                                           stop_job, resume_job, new_round)}
     for name, fn in handlers.items():
         gr.api(fn, api_name=name, concurrency_limit=None)
     return handlers
@@ -96,7 +130,7 @@ ENDPOINTS: dict[str, str] = {
     "undo_label": "annotator", "my_labels": "annotator", "progress": "annotator",
     "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
     "agreement": "admin", "set_overlap": "admin", "start_job": "admin", "stop_job": "admin",
-    "resume_job": "admin",
+    "resume_job": "admin", "runs": "admin", "new_round": "admin",
     # the Models & rounds tab and Browse's held-out controls (models.py)
     "models": "admin", "rounds": "admin", "mark_held_out": "admin", "compare_policies": "admin",
     "download_adapter": "admin", "use_as_judge": "admin", "next_round_from_policy": "admin",
@@ -106,10 +140,11 @@ ENDPOINTS: dict[str, str] = {
     "ui_undo": "annotator", "ui_cancel_edit": "annotator", "ui_my_labels": "annotator",
     "ui_my_labels_on_tab": "annotator", "ui_edit": "annotator", "ui_whoami": "annotator",
     "ui_add_user": "admin", "ui_set_role": "admin", "ui_set_password": "admin", "ui_run_detail": "admin",
-    "ui_jobs_tick": "admin", "ui_resume_job": "admin",
     "ui_start_annotating": "annotator",   # an admin's Start annotating button
     "ui_users_tab": "admin",              # the Users tab opens: user table and current overlap
     "ui_agreement_note": "admin",         # why the per-task agreement table is empty
+    "ui_jobs_tick": "admin", "ui_start_job": "admin", "ui_stop_job": "admin",
+    "ui_resume_job": "admin", "ui_job_form": "admin", "ui_job_form_load": "admin",
     # run only in the browser (no Python function behind them)
     "ui_restore_language": "browser", "ui_language": "browser",
 

@@ -1,24 +1,26 @@
 """Background jobs started from the admin's Jobs tab: the server never trains in-process.
 
 Starting a job (docs/architecture.md, "the database and who owns it"):
-    1. the options are parsed by the CLI's own parser (``app.parse_command``: abbreviations
-       and ``--opt=value`` as the job would see them); an unknown option, or one that would
-       change what the studio sets itself (``--db``, ``--out``, ``--data``, ``--prompts``,
-       ``--json``), is refused before anything is written;
-    2. a run folder <workspace>/runs/<run_id>/ gets a snapshot of the data the job needs
-       (the current labels as a ``rankings`` file; the prompts for rs / ppo / rloo) and a
-       run.json + inputs.json written with ``RunLog`` (the label ids: lineage);
-    3. ``python -m app train KIND --data <snapshot> --out <run folder> [options]`` starts in
-       its own session (a crash or a restart of the server leaves it alive); ``RunLog``
-       records its pid and start token in process.json;
+    1. the form's params become the job's command line (``forms.build_argv``), checked with
+       the CLI's own parser (``cli.parse_command``: abbreviations and ``--opt=value`` as the
+       job would see them); an unknown option, or one that would change what the studio sets
+       itself (``--db``, ``--out``, ``--data``, ``--prompts``…), is refused before anything
+       is written;
+    2. a run folder <workspace>/runs/<run_id>/ gets run.json (status ``queued``, the command)
+       and job.json (kind, params, argv); the run waits in the queue for a free slot
+       (``max_jobs``, 1 by default: one job at a time on a CPU);
+    3. when it starts, the data it reads is frozen into the folder (``jobinputs``: the labels,
+       a prompt set, or the judge's open tasks; inputs.json lists the label ids: lineage), and
+       ``python -m app <argv>`` starts in its own session (a crash or a restart of the server
+       leaves it alive); ``RunLog`` records its pid and start token in process.json;
     4. a watcher thread ingests every live run folder every few seconds
-       (``store.ingest_run_dir``, idempotent): status, metrics, scores, labels.
-A job that ends without finishing its run.json is marked failed with why (the signal that
-killed it, or its exit status and last line). A server that starts finds the live runs of
-the workspace again: a pid that is alive and is still that job (same start token, its run
-folder on its command line) is followed to its end; any other is marked failed. A failed or
-stopped job can be resumed: the same command in the same folder, where the trainers continue
-from their last checkpoint (``<out>/checkpoint``).
+       (``store.ingest_run_dir``, idempotent): status, metrics, responses, labels, scores —
+       generation and judging jobs fill the store this way, never by opening it.
+A job that ends without finishing its run.json is failed with why (the signal, or its exit
+status and last line). A restarted server follows a live pid that is still that job (same
+start token, its run folder on its command line), queues queued runs again and fails the
+rest. Resume queues a failed or stopped job again: the same command in the same folder, where
+the trainers continue from their last checkpoint (``<out>/checkpoint``).
 """
 from __future__ import annotations
 
@@ -35,45 +37,36 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import formats, runlog, store
+from .. import runlog, store
 from ..runlog import RunLog
 from ..store import StoreError
+from . import forms, jobinputs
+from .processes import is_same_process, process_facts
 
-KINDS = ("rm", "sft", "rs", "dpo", "ppo", "rloo")
-NEEDS_PROMPTS = ("rs", "ppo", "rloo")
 CLI_MODULE = "app"                                     # `python -m app` is `prefstudio`
-STUDIO_PATHS = ("db", "out", "data", "prompts")        # the studio sets these itself,
-RESERVED = (*STUDIO_PATHS, "json")                      # and reads the job's output as text
+JOB_FILE = "job.json"
 LIVE = ("queued", "running")
-_UNSET = "\0set-by-the-studio"                          # no option value can contain NUL
 _PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")   # a tqdm line is no error message
 
 
-def check_options(kind: str, options: str, parse_command) -> tuple[list[str], object]:
-    """The extra options as the job's own parser reads them; StoreError (one line) if they are
-    not valid for ``train KIND`` or would set any option the studio sets.
+@dataclass(frozen=True)
+class Kind:
+    reads: str                 # what the studio freezes for it: labels | prompts | tasks
+    out: str = "out"           # the option naming the run folder
+    trains: bool = False       # a policy trained on prompts never sees held-out ones
 
-    ``parse_command(argv)`` is the CLI's own parser (``cli.parse_command``), handed down by
-    whoever started the studio — the UI layer does not import the CLI above it — so there is
-    no second idea of the options here."""
-    try:
-        extra = shlex.split(options or "")
-    except ValueError as err:
-        raise StoreError(f"options: {err}") from None
-    if parse_command is None:
-        raise StoreError("jobs need the CLI's parser: start the studio with `prefstudio serve`")
-    studio_set = [arg for dest in STUDIO_PATHS for arg in (f"--{dest}", _UNSET)]
-    try:
-        parsed = parse_command(["train", kind, *studio_set, *extra])
-    except ValueError as err:
-        raise StoreError(f"options: {err}") from None
-    for dest in RESERVED:
-        if getattr(parsed, dest, None) != (False if dest == "json" else _UNSET):
-            spelled = ([t.split("=", 1)[0] for t in extra if t.startswith("--")
-                        and f"--{dest}".startswith(t.split("=", 1)[0])] or [f"--{dest}"])[-1]
-            named = "" if spelled == f"--{dest}" else f" (as {spelled})"
-            raise StoreError(f"options: --{dest}{named} is set by the studio itself")
-    return extra, parsed
+
+# One line per job kind (its CLI command is forms.COMMANDS[kind]).
+KINDS = {
+    "rm": Kind("labels"), "sft": Kind("labels"), "dpo": Kind("labels"),
+    "rs": Kind("prompts", trains=True), "ppo": Kind("prompts", trains=True),
+    "rloo": Kind("prompts", trains=True),
+    "generate": Kind("prompts", out="run_dir"),
+    "judge": Kind("tasks"),
+    "eval_rm": Kind("labels"), "eval_policy": Kind("prompts"),
+}
+SNAPSHOT = {"labels": ("data", "data.jsonl"), "prompts": ("prompts", "prompts.jsonl"),
+            "tasks": ("tasks", "tasks.jsonl")}
 
 
 @dataclass
@@ -96,83 +89,141 @@ class Job:
 
 class JobRunner:
     def __init__(self, db: store.Store, workspace: Path, command: list[str] | None = None,
-                 interval: float = 2.0, parse_command=None):
+                 interval: float = 2.0, parse_command=None, max_jobs: int = 1):
+        if max_jobs < 1:
+            raise ValueError("max_jobs must be at least 1")
         self.db = db
         self.parse_command = parse_command
         self.workspace = Path(workspace)
         self.runs = self.workspace / "runs"
         self.command = list(command or (sys.executable, "-m", CLI_MODULE))
         self.interval = interval
-        self.jobs: dict[str, Job] = {}
+        self.max_jobs = max_jobs
+        self.jobs: dict[str, Job] = {}      # running
+        self.queue: list[str] = []          # waiting, first come first served
         self._lock = threading.Lock()
-        self._launching = threading.Lock()   # one start or resume at a time
+        self._launching = threading.Lock()  # one start, resume or launch at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # -- starting, resuming and stopping -----------------------------------------------------
-    def start(self, kind: str, options: str = "", source: str = "both") -> str:
-        if kind not in KINDS:
-            raise StoreError(f"job kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        extra, parsed = check_options(kind, options, self.parse_command)
-        run_id = runlog.new_run_id(f"train-{kind}")
+    # -- queueing, starting, resuming and stopping -------------------------------------------
+    def argv(self, kind: str, params: dict, folder: Path) -> list[str]:
+        """The job's command line (after ``prefstudio``), checked; nothing is written."""
+        forms.check_kind(kind)
+        dest, name = SNAPSHOT[KINDS[kind].reads]
+        paths = {dest: str(folder / name), KINDS[kind].out: str(folder)}
+        return forms.build_argv(kind, params, self.parse_command, self.runs, paths)
+
+    def start(self, kind: str, params: dict | None = None) -> str:
+        """Queue a job of ``kind`` (params keyed by its CLI options' dests); returns its run id."""
+        forms.check_kind(kind)
+        if not isinstance(params or {}, dict):
+            raise StoreError("params must be an object of option names to values")
+        if self.parse_command is not None and hasattr(self.parse_command, "options"):
+            params = forms.typed(kind, params or {}, self.parse_command.options)
+        run_id = runlog.new_run_id(kind.replace("_", "-"))
         folder = self.runs / run_id
-        data = folder / "data.jsonl"
-        formats.export(self.db, "rankings", data, source=source)
-        label_ids = [r["label_id"] for r in store.rankings(self.db, source=source, kind=None)]
-        argv = ["train", kind, "--out", str(folder)]
-        if kind in NEEDS_PROMPTS:  # these stages sample from prompts; --data is refused by them
-            formats.export(self.db, "prompts", folder / "prompts.jsonl")
-            argv += ["--prompts", str(folder / "prompts.jsonl")]
-        else:
-            argv += ["--data", str(data)]
-        argv += extra
-        config = {"source": source, "options": extra, "max_steps": parsed.max_steps}
-        log = RunLog(folder, kind, config, label_ids=label_ids, run_id=run_id,
-                     command=["prefstudio", *argv])
-        log.log("started by the studio: prefstudio " + shlex.join(argv))
+        argv = self.argv(kind, params, folder)
+        if KINDS[kind].reads == "prompts":   # refuse an empty or unknown set now, not later
+            store.select_prompts(self.db, params.get("prompts"), KINDS[kind].trains)
+        folder.mkdir(parents=True)
+        _write_json(folder / JOB_FILE, {"kind": kind, "params": params, "argv": argv,
+                                        "prepared": False})
+        config = {"params": params, "max_steps": params.get("max_steps"),
+                  "round": params.get("round")}
+        log = RunLog(folder, kind, config, run_id=run_id, command=["prefstudio", *argv])
+        log.wait_in_queue("queued by the studio: prefstudio " + shlex.join(argv))
         store.ingest_run_dir(self.db, folder)
-        with self._launching:
-            self._launch(log, argv)
+        with self._lock:
+            self.queue.append(run_id)
+        self._drain()
         return run_id
 
     def resume(self, run_id: str) -> dict:
-        """Run a failed or stopped job again in its folder: the trainer continues from its last
-        checkpoint when it saved one (else it starts over)."""
+        """Queue a failed or stopped job again in its folder: the trainer continues from its
+        last checkpoint when it saved one (else it starts over)."""
         folder = self._folder(run_id)
         with self._launching:
             log = RunLog.reopen(folder)
-            process = runlog.read_process(folder)
             if log.status not in ("failed", "stopped"):
                 raise StoreError(f"run {run_id!r} is {log.status}: only a failed or stopped "
                                  "run can be resumed")
             with self._lock:
                 if run_id in self.jobs:
                     raise StoreError(f"run {run_id!r}: its process has not ended yet")
-            if not process or not process.get("argv"):
+            if _job_argv(folder) is None:
                 raise StoreError(f"run {run_id!r} was not started by the studio: resume it "
                                  "with its own command")
             checkpoint = (folder / "checkpoint").is_dir()
-            log.restart("resumed by the studio, " + ("from its last checkpoint" if checkpoint
-                                                     else "from the start (no checkpoint)"))
+            log.wait_in_queue("resumed by the studio, " + ("from its last checkpoint" if checkpoint
+                                                           else "from the start (no checkpoint)"))
             store.reopen_run(self.db, run_id)
-            self._launch(log, process["argv"])
+            store.ingest_run_dir(self.db, folder)
+            with self._lock:
+                self.queue.append(run_id)
+        self._drain()
         return {"resumed": run_id, "from_checkpoint": checkpoint}
 
-    def _launch(self, log: RunLog, argv: list[str]) -> None:
-        with open(log.dir / "output.txt", "a") as out:
+    def _drain(self) -> None:
+        """Start queued jobs while fewer than ``max_jobs`` run."""
+        with self._launching:
+            while True:
+                with self._lock:
+                    if not self.queue or len(self.jobs) >= self.max_jobs:
+                        return
+                    run_id = self.queue.pop(0)
+                folder = self.runs / run_id
+                try:
+                    self._launch(folder)
+                except (StoreError, OSError) as err:   # e.g. nothing to train on any more
+                    self._record_end(folder, str(err))
+
+    def _launch(self, folder: Path) -> None:
+        job = _read_json(folder / JOB_FILE) or {"argv": _job_argv(folder), "prepared": True}
+        if not job.get("prepared"):
+            job.update(self._prepare(job["kind"], job["params"], folder), prepared=True)
+            _write_json(folder / JOB_FILE, job)
+        argv = job["argv"]
+        log = RunLog.reopen(folder)
+        log.restart("started by the studio: prefstudio " + shlex.join(argv))
+        with open(folder / "output.txt", "a") as out:
             proc = subprocess.Popen([*self.command, *argv], cwd=self.workspace, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=_job_env(), start_new_session=True)
         # Popen returns once the child has exec'd: its start time and command line are final
         token = (process_facts(proc.pid) or (None, ""))[0]
         log.started_process(proc.pid, token, argv)
+        store.ingest_run_dir(self.db, folder)
         store.update_run(self.db, log.id, pid=proc.pid)
         with self._lock:
-            self.jobs[log.id] = Job(log.id, log.dir, proc.pid, token, proc)
+            self.jobs[log.id] = Job(log.id, folder, proc.pid, token, proc)
+
+    def _prepare(self, kind: str, params: dict, folder: Path) -> dict:
+        """Freeze what the job reads into its folder, now that it starts (a job queued behind
+        a generation job sees the tasks that job made). Returns the total for progress."""
+        reads = KINDS[kind].reads
+        if reads == "labels":
+            _, label_ids = jobinputs.write_labels(self.db, folder)
+            _write_json(folder / runlog.INPUTS_FILE, label_ids)
+            return {"total": params.get("max_steps")}
+        if reads == "prompts":
+            _, n = jobinputs.write_prompts(self.db, folder, params.get("prompts"),
+                                           KINDS[kind].trains)
+            return {"total": params.get("max_steps") or (n if kind == "generate" else None)}
+        spec = forms.resolve_run_name(str(params.get("judge") or ""), self.runs, judge=True)
+        _, n = jobinputs.write_tasks(self.db, folder, spec, params.get("principle"))
+        return {"total": n}
 
     def stop(self, run_id: str) -> None:
         with self._lock:
+            queued = run_id in self.queue
+            if queued:
+                self.queue.remove(run_id)
             job = self.jobs.pop(run_id, None)
+        if queued:
+            self._record_end(self.runs / run_id, "stopped from the studio before it started",
+                             "stopped")
+            return
         if job is None or job.exit_code()[0]:
             if job is not None:
                 self._record_end(job.folder, _why_ended(job))
@@ -188,6 +239,7 @@ class JobRunner:
             if job.exit_code()[0]:
                 break
         self._record_end(job.folder, "stopped from the studio", "stopped")
+        self._drain()
 
     def _folder(self, run_id: str) -> Path:
         folder = self.runs / str(run_id or "")
@@ -198,14 +250,18 @@ class JobRunner:
 
     # -- watching ----------------------------------------------------------------------------
     def watch(self) -> None:
-        """Take in the run folders left by an earlier server and find its live jobs again,
-        then start the watcher thread."""
+        """Take in the run folders left by an earlier server, find its live jobs again and
+        queue its queued ones again, then start the watcher thread."""
         self.runs.mkdir(parents=True, exist_ok=True)
+        waiting = []
         for folder in sorted(self.runs.iterdir()):
             if not (folder / runlog.RUN_FILE).exists():
                 continue
             self._ingest(folder)
             run = runlog.read_run(folder)
+            if run.get("status") == "queued" and (folder / JOB_FILE).exists():
+                waiting.append((run.get("started_at") or "", run["id"]))
+                continue
             if run.get("status") not in LIVE:
                 continue
             job = _find_again(folder, run)
@@ -216,6 +272,9 @@ class JobRunner:
             RunLog.reopen(folder).log(f"found again by a restarted studio: pid {job.pid}")
             with self._lock:
                 self.jobs[job.run_id] = job
+        with self._lock:
+            self.queue += [run_id for _, run_id in sorted(waiting)]
+        self._drain()
         self._thread = threading.Thread(target=self._loop, name="prefstudio-jobs", daemon=True)
         self._thread.start()
 
@@ -227,7 +286,8 @@ class JobRunner:
             self.poll()
 
     def poll(self) -> None:
-        """One round: ingest every live job's folder; finish the ones whose process ended."""
+        """One round: ingest every live job's folder; finish the ones whose process ended;
+        start queued ones in the slots that freed."""
         with self._lock:
             jobs = list(self.jobs.values())
         for job in jobs:
@@ -238,6 +298,7 @@ class JobRunner:
                     if self.jobs.pop(job.run_id, None) is None:
                         continue   # stopped or finished by another caller meanwhile
                 self._record_end(job.folder, _why_ended(job))
+        self._drain()
 
     def _ingest(self, folder: Path) -> None:
         try:
@@ -247,48 +308,31 @@ class JobRunner:
 
     def _record_end(self, folder: Path, error: str, status: str = "failed") -> None:
         """Record the end of a job that could not record it itself (killed, crashed before its
-        RunLog, stopped) in its run.json, then take the folder into the store."""
+        RunLog, stopped, refused when it was to start) in its run.json, then take the folder
+        into the store."""
         log = RunLog.reopen(folder)
         if log.status in LIVE:
             log.finish(status, error=error)
         self._ingest(folder)
 
-    # -- what the panel shows ----------------------------------------------------------------
-    def overview(self) -> list[dict]:
-        rows = []
-        for run in store.list_runs(self.db):
-            step, total = _progress(run, store.metrics(self.db, run["id"]))
-            rows.append({"run": run["id"], "kind": run["kind"], "status": run["status"],
-                         "step": step, "of": total,
-                         "started": str(run["started_at"] or "")[:19],
-                         "finished": str(run["finished_at"] or "")[:19],
-                         "error": run.get("error") or ""})
-        return rows
 
-    def detail(self, run_id: str) -> dict:
-        run = store.get_run(self.db, run_id)
-        lineage = store.lineage(self.db, run_id)
-        metrics = store.metrics(self.db, run_id)
-        folder = Path(run["artifact_dir"] or "")
-        own = runlog.read_run(folder) if (folder / runlog.RUN_FILE).exists() else {}
-        step, total = _progress(run, metrics, own)
-        return {"run": run_id, "kind": run["kind"], "status": run["status"],
-                "error": run.get("error"), "progress": (step or 0) / total if total else None,
-                "step": step or 0, "max_steps": total, "labels_used": lineage["labels"],
-                "parents": lineage["parents"], "data_hash": lineage["data_hash"],
-                "artifact_dir": run["artifact_dir"], "command": shlex.join(own.get("command") or []),
-                "resumable": run["status"] in ("failed", "stopped")
-                and runlog.read_process(folder) is not None,
-                "checkpoint": (folder / "checkpoint").is_dir(), "metrics": metrics}
+def _job_argv(folder: Path) -> list[str] | None:
+    """The command line of a run the studio started (job.json; process.json for older runs)."""
+    job = _read_json(folder / JOB_FILE) or runlog.read_process(folder) or {}
+    return job.get("argv")
 
 
-def _progress(run: dict, metrics: list[dict], own: dict | None = None) -> tuple[int | None, int | None]:
-    """(last step, total steps) from the run's own records: its metrics, the max_steps of the
-    config its trainer recorded, and (``own``: its run.json) the summary it finished with."""
-    config = run["config"] if isinstance(run["config"], dict) else json.loads(run["config"] or "{}")
-    summary = (own or {}).get("summary") or {}
-    steps = [m["step"] for m in metrics] + ([summary["steps"]] if summary.get("steps") else [])
-    return max(steps, default=None), config.get("max_steps") or summary.get("total_steps")
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, ensure_ascii=False))
+    tmp.replace(path)
 
 
 def _why_ended(job: Job) -> str:
@@ -331,34 +375,3 @@ def _find_again(folder: Path, run: dict) -> Job | None:
         return Job(run["id"], folder, pid, token) if is_same_process(pid, token, folder) else None
     facts = process_facts(run.get("pid"))   # started from the CLI: its pid, as it is now
     return Job(run["id"], folder, run["pid"], facts[0], folder_in_argv=False) if facts else None
-
-
-def is_same_process(pid, start_token: str | None, folder: Path | None) -> bool:
-    """Is ``pid`` alive and still the process that had ``start_token`` (and, for a studio
-    job, its run folder on its command line)? A pid can be reused by a later process."""
-    facts = process_facts(pid)
-    if facts is None or (start_token is not None and facts[0] != start_token):
-        return False
-    return folder is None or str(folder) in facts[1]
-
-
-def process_facts(pid) -> tuple[str, str] | None:
-    """(start token, command line) of a live process; None if there is none or it is a zombie.
-    The start token is its start time: from /proc on Linux, from ``ps`` elsewhere."""
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    if Path("/proc/self/stat").exists():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace")
-        except OSError:
-            return None
-        state, *fields = stat[stat.rindex(")") + 2:].split()
-        return None if state in ("Z", "X") else (fields[18], cmdline)   # field 22: starttime
-    ps = subprocess.run(["ps", "-o", "stat=,lstart=,command=", "-p", str(pid)],
-                        capture_output=True, text=True)
-    parts = ps.stdout.split(None, 6)
-    if ps.returncode != 0 or len(parts) < 7 or parts[0].startswith("Z"):
-        return None
-    return " ".join(parts[1:6]), parts[6]

@@ -21,11 +21,11 @@ from .sessions import SESSION_HOURS, LoginLimiter, Sessions, caller, login_route
 
 
 def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
-              session_hours: float = SESSION_HOURS, parse_command=None):
+              session_hours: float = SESSION_HOURS, parse_command=None, max_jobs: int = 1):
     """The Blocks of the studio and the keyword arguments ``launch`` needs (auth, CSS, i18n…)."""
     normalise_origins(allow_origins)  # a bad --allow-origin stops here, before anything starts
     sessions, limiter = Sessions(db, session_hours), LoginLimiter()
-    studio = Studio(db, workspace, parse_command)
+    studio = Studio(db, workspace, parse_command, max_jobs)
     t = text.i18n()
     annotator, admin = AnnotatorView(studio, t), AdminView(studio, t)
     with gr.Blocks(title="prefstudio") as demo:
@@ -41,7 +41,7 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
             annotator.build(tabs)
             admin.build()
         annotator.wire(demo)
-        admin.wire()
+        admin.wire(demo)
         handlers = {**add_endpoints(studio), **admin.models.rest_handlers()}
 
         @shows_errors
@@ -53,7 +53,8 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
                     admin.user_list(request) if is_admin else None, gr.Timer(active=is_admin),
                     studio.overlap(user) if is_admin else None]
 
-        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table, admin.timer, admin.overlap],
+        demo.load(on_load, outputs=[whoami, *admin.tabs, admin.user_table, admin.jobs.timer,
+                                    admin.overlap],
                   **private("whoami"))
         demo.load(None, js=text.ON_LOAD_JS, outputs=lang, **private("restore_language"))
         lang.change(None, lang, js=text.SET_LANG_JS, **private("language"))

@@ -78,9 +78,7 @@ class ModelOps:
         self._admin(user)
         if not isinstance(row_id, str) or not row_id:
             return None
-        rows = self.db.query("SELECT id FROM prompts WHERE id = ? UNION ALL "
-                             "SELECT prompt_id FROM tasks WHERE id = ?", [row_id, row_id])
-        return rows[0]["id"] if rows else None
+        return store.prompt_of_row(self.db, row_id)
 
     # -- comparing two policies --------------------------------------------------------------
     def _answers(self, run_id: str) -> dict[str, dict]:

@@ -114,9 +114,10 @@ def routes(handlers: dict) -> list[Route]:
             kwargs["ranking"] = json.dumps(kwargs["ranking"])
         for name, value in kwargs.items():  # the handlers' hints are str or int: hold them to it
             want = params[name].annotation
-            if want in (str, int) and type(value) is not want:
+            if want in (str, int, dict) and type(value) is not want and not (
+                    value is None and params[name].default is None):
                 kind = ("list of tie groups" if name == "ranking" else
-                        "string" if want is str else "integer")
+                        {str: "string", int: "integer", dict: "object"}[want])
                 return JSONResponse({"error": f"{name} must be a JSON {kind}, "
                                               f"not {json.dumps(value)[:40]}"}, status_code=400)
         call_as = gr.Request(request, username=user)

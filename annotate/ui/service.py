@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import agreement, store
+from . import forms, runview
 from ..store import StoreError
 
 
@@ -30,14 +31,16 @@ class Refused(StoreError):
 
 
 class Studio:
-    def __init__(self, db: store.Store, workspace: str | Path, parse_command=None):
+    def __init__(self, db: store.Store, workspace: str | Path, parse_command=None,
+                 max_jobs: int = 1):
         from .jobs import JobRunner
         self.db = db
         self.workspace = Path(workspace).resolve()
         self.uploads = self.workspace / "uploads"
         self.exports = self.workspace / "exports"
         self.levels = store.margin_levels(db)
-        self.jobs = JobRunner(db, self.workspace, parse_command=parse_command)
+        self.jobs = JobRunner(db, self.workspace, parse_command=parse_command,
+                              max_jobs=max_jobs)
         # tasks never change once made (content ids), so their text can be kept in memory
         self._tasks: OrderedDict[str, dict] = OrderedDict()
         self._tasks_lock = threading.Lock()
@@ -218,16 +221,14 @@ class Studio:
     def require_labels(self, source: str) -> None:
         """Refuse, in words, to export or train from AI labels when there are none (instead of
         a failure deep in the export or trainer that names a file of the server)."""
-        if source == "ai" and not self.db.scalar(
-                "SELECT count(*) FROM labels WHERE source = 'ai' AND superseded_by IS NULL"):
+        if source == "ai" and not store.current_label_count(self.db, "ai"):
             raise StoreError("there are no AI labels yet: run a judge first, or use source "
                              "human or both")
 
     def overlap(self, user: str | None) -> int:
         """The overlap most tasks have now (what the Users tab shows; 1 with no tasks)."""
         self.require(user, admin=True)
-        return int(self.db.scalar("SELECT required_labels FROM tasks GROUP BY required_labels "
-                                  "ORDER BY count(*) DESC, required_labels DESC LIMIT 1") or 1)
+        return store.usual_overlap(self.db)
 
     def set_overlap(self, user: str | None, required: int, round: int | None = None) -> dict:
         self.require(user, admin=True)
@@ -239,11 +240,12 @@ class Studio:
 
 
     # -- jobs (admins) ------------------------------------------------------------------------
-    def start_job(self, user: str | None, kind: str, options: str = "", source: str = "both") -> dict:
+    def start_job(self, user: str | None, kind: str, params: dict | None = None) -> dict:
+        """Queue a job (params keyed by its CLI options, see forms.py) → {run_id}."""
         self.require(user, admin=True)
-        if source == "ai":
-            self.require_labels(source)
-        return {"run": self.jobs.start(kind, options, source or "both")}
+        if (params or {}).get("source") == "ai":
+            self.require_labels("ai")
+        return {"run_id": self.jobs.start(kind, params or {})}
 
     def stop_job(self, user: str | None, run_id: str) -> dict:
         self.require(user, admin=True)
@@ -251,17 +253,45 @@ class Studio:
         return {"stopped": run_id}
 
     def resume_job(self, user: str | None, run_id: str) -> dict:
-        """Run a failed or stopped job again, from its last checkpoint when it saved one."""
+        """Queue a failed or stopped job again, from its last checkpoint when it saved one."""
         self.require(user, admin=True)
         return self.jobs.resume(run_id)
 
+    def new_round(self, user: str | None, policy: str, k: int, round: int, prompts: str,
+                  judge: str | None = None) -> dict:
+        """Queue a generate job (K candidates per prompt from ``policy`` into round-N tasks)
+        and, if a judge is named, a judge job over the open tasks after it → {run_id, judge_run_id}."""
+        self.require(user, admin=True)
+        run_id = self.jobs.start("generate", {"model": policy, "k": k, "round": round,
+                                              "prompts": prompts})
+        judged = self.jobs.start("judge", {"judge": judge}) if judge else None
+        return {"run_id": run_id, "judge_run_id": judged}
+
     def runs(self, user: str | None) -> list[dict]:
         self.require(user, admin=True)
-        return self.jobs.overview()
+        return runview.overview(self.db, self.jobs.runs)
 
     def run_detail(self, user: str | None, run_id: str) -> dict:
         self.require(user, admin=True)
-        return self.jobs.detail(run_id)
+        return runview.detail(self.db, self.jobs.runs, run_id)
+
+    def job_form(self, user: str | None, kind: str, preset: str = "fast") -> dict:
+        """The form of a job kind: its fields (with the preset's values) and what the pickers
+        offer (models and runs by name, prompt sets)."""
+        self.require(user, admin=True)
+        fields = forms.form(kind, self.jobs.parse_command.options)
+        values = forms.preset(kind, preset)
+        rows = store.list_runs(self.db)
+        for f in fields:
+            f["value"] = values.get(f["dest"], f["default"])
+            if f["picker"]:
+                f["choices"] = forms.model_choices(rows, f["picker"], self.workspace)
+            elif f["dest"] == "prompts":
+                f["choices"] = store.prompt_sets(self.db)
+                # "better" is measured on prompts the policy never trained on, when there are any
+                held_out = kind == "eval_policy" and "held_out" in f["choices"]
+                f["value"] = "held_out" if held_out else f["choices"][0]
+        return {"kind": kind, "preset": preset, "fields": fields}
 
 
 def _safe_name(name: str) -> str:

@@ -33,9 +33,8 @@ def test_a_killed_job_fails_clearly_and_resumes_from_its_checkpoint(tmp_path, ti
     srv = studio_server.start(tmp_path, seed=labelled)
     try:
         admin = srv.client("admin1")
-        *_, info = admin.predict("rm", rm_options(tiny_bert, STEPS), "human",
-                                 api_name="/start_job")
-        run_id = info["run"]
+        run_id = admin.predict("rm", {"options": rm_options(tiny_bert, STEPS), "source": "human"},
+                               api_name="/start_job")["run_id"]
         folder = srv.workspace / "runs" / run_id
         assert runlog.read_run(folder)["command"][:3] == ["prefstudio", "train", "rm"]
         pid = wait_paused(folder)
@@ -48,7 +47,7 @@ def test_a_killed_job_fails_clearly_and_resumes_from_its_checkpoint(tmp_path, ti
         assert run["status"] == "failed"
         assert run["error"] == "killed by signal 9 (SIGKILL)"
         assert runlog.read_run(folder)["status"] == "failed"   # the folder says so too
-        detail = srv.studio.jobs.detail(run_id)
+        detail = srv.studio.run_detail("admin1", run_id)
         assert detail["resumable"] and detail["checkpoint"] and detail["step"] < STEPS
 
         # an annotator may not resume it; an admin may
@@ -63,7 +62,7 @@ def test_a_killed_job_fails_clearly_and_resumes_from_its_checkpoint(tmp_path, ti
         assert "resumed from step 2" in log   # the trainer's own word: the first checkpoint
         summary = runlog.read_run(folder)["summary"]
         assert summary["steps"] == summary["total_steps"] == STEPS
-        detail = srv.studio.jobs.detail(run_id)
+        detail = srv.studio.run_detail("admin1", run_id)
         assert (detail["step"], detail["max_steps"], detail["progress"]) == (STEPS, STEPS, 1.0)
         assert not detail["resumable"]
         assert (folder / PAUSED).exists()   # it paused once, and not again after the resume

@@ -5,12 +5,13 @@ a check of the literal flag names let ``--ou /tmp/x`` write a run folder outside
 workspace and ``--da FILE`` train on any file the server can read (issue 12).
 """
 import os
+from pathlib import Path
 
 import pytest
 from gradio_client.exceptions import AppError
 
 from annotation_data import seed_tasks, snapshot
-from annotate.ui.jobs import check_options
+from annotate.ui.forms import build_argv
 from cli import parse_command
 import studio_server
 
@@ -53,7 +54,7 @@ SMUGGLED = [
 def test_every_spelling_of_a_reserved_option_is_refused(server, admin, kind, options, spelled, sets):
     before = snapshot(server.db)
     with pytest.raises(AppError) as refused:
-        admin.predict(kind, options, "both", api_name="/start_job")
+        admin.predict(kind, {"options": options}, api_name="/start_job")
     named = "" if spelled == sets else f" (as {spelled})"
     assert str(refused.value) == f"options: {sets}{named} is set by the studio itself"
     assert snapshot(server.db) == before
@@ -72,7 +73,7 @@ def test_every_spelling_of_a_reserved_option_is_refused(server, admin, kind, opt
 def test_a_bad_option_is_refused_with_one_line(server, admin, options, message):
     before = snapshot(server.db)
     with pytest.raises(AppError) as refused:
-        admin.predict("rm", options, "both", api_name="/start_job")
+        admin.predict("rm", {"options": options}, api_name="/start_job")
     assert str(refused.value) == message
     assert "\n" not in str(refused.value) and "Traceback" not in str(refused.value)
     assert snapshot(server.db) == before
@@ -80,6 +81,8 @@ def test_a_bad_option_is_refused_with_one_line(server, admin, options, message):
 
 
 def test_valid_options_pass_as_the_job_will_read_them():
-    extra, parsed = check_options("dpo", "--max-st=3 --beta 0.2 --lora-r 4", parse_command)
-    assert extra == ["--max-st=3", "--beta", "0.2", "--lora-r", "4"]
-    assert (parsed.max_steps, parsed.beta, parsed.lora_r) == (3, 0.2, 4)
+    argv = build_argv("dpo", {"options": "--max-st=3 --beta 0.2 --lora-r 4"}, parse_command,
+                      Path("/nonexistent"), {"data": "/w/data.jsonl", "out": "/w"})
+    assert argv[-5:] == ["--max-st=3", "--beta", "0.2", "--lora-r", "4"]
+    parsed = parse_command(argv)
+    assert (parsed.max_steps, parsed.beta, parsed.lora_r, parsed.out) == (3, 0.2, 4, "/w")

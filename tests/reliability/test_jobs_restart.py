@@ -28,7 +28,8 @@ def serve(workspace, env):
     port = studio_server.free_port()
     log = open(workspace / f"server-{port}.txt", "w")
     proc = subprocess.Popen([sys.executable, str(studio_server.ROOT / "app.py"), "serve",
-                             "--db", str(workspace / "prefstudio.duckdb"), "--port", str(port)],
+                             "--db", str(workspace / "prefstudio.duckdb"), "--port", str(port),
+                             "--max-jobs", "2"],
                             cwd=studio_server.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
 
@@ -43,12 +44,9 @@ def serve(workspace, env):
 
 
 def statuses(server, session) -> dict:
-    """run id -> (status, step, error) as the server's Jobs table shows them."""
-    fn = studio_server.endpoints(session, server.url)["ui_jobs_tick"]
-    table = studio_server.raw_call(session, server.url, fn, [None])["output"][0]
-    cols = table["headers"]
-    return {row[cols.index("run")]: (row[cols.index("status")], row[cols.index("step")],
-                                     row[cols.index("error")]) for row in table["data"]}
+    """run id -> (status, step, error) as the server's ``runs`` endpoint shows them."""
+    runs = session.post(server.url + "api/runs", json={}).json()
+    return {r["run_id"]: (r["status"], r["step"], r["error"] or "") for r in runs}
 
 
 def test_jobs_outlive_a_killed_server_and_are_found_again(tmp_path, tiny_bert):
@@ -61,8 +59,8 @@ def test_jobs_outlive_a_killed_server_and_are_found_again(tmp_path, tiny_bert):
     first, server = serve(workspace, env)
     try:
         admin = server.client("admin1")
-        ids = [admin.predict("rm", rm_options(tiny_bert, STEPS), "human",
-                             api_name="/start_job")[-1]["run"] for _ in range(2)]
+        ids = [admin.predict("rm", {"options": rm_options(tiny_bert, STEPS), "source": "human"},
+                             api_name="/start_job")["run_id"] for _ in range(2)]
         folders = [workspace / "runs" / run_id for run_id in ids]
         pids = [wait_paused(folder) for folder in folders]
     finally:

@@ -33,7 +33,7 @@ def test_resume_button_runs_a_failed_job_again(tmp_path):
     srv = studio_server.start(tmp_path, seed=labelled)
     srv.studio.jobs.command = [sys.executable, "-c", REFUSING]
     try:
-        run_id = srv.studio.jobs.start("rm", "--max-steps 2")
+        run_id = srv.studio.jobs.start("rm", {"max_steps": 2})
         error = failed(srv, run_id)["error"]
         assert error == "exited with status 2: stand-in trainer: no such model"
         with playwright_api.sync_playwright() as p:
