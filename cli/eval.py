@@ -63,6 +63,7 @@ def _eval_policy(args) -> None:
     from annotate.trainingdata import load_prompts
     from policy.evaluate import PolicyEvalConfig, evaluate_policy
     from policy.rewards import load_reward
+    from policy.served import GenerationFailed, ServerSettings
 
     if not args.prompts:
         raise CliError("eval policy needs --prompts FILE (JSONL of {\"prompt\": ...})")
@@ -73,20 +74,24 @@ def _eval_policy(args) -> None:
             setattr(cfg.sampling, key, getattr(args, key))
     cfg.batch_size = args.batch_size or cfg.batch_size
     cfg.max_prompts = args.max_prompts
+    args.reference = resolve_run(args.reference, args.db)
     model = Path(args.model)
     out = Path(args.out) if args.out else (
         (model if model.is_dir() else workspace(args.db) / "runs") / new_run_id("eval"))
     try:
         prompts = load_prompts(args.prompts)
         reward_fn, reward_name = load_reward(args.rm, args.reward)
+        server = ServerSettings(api_key_env=args.api_key_env,
+                                concurrency=args.concurrency or 4).check()
         judge = _eval_judge(args) if args.judge else None
         try:
             result = evaluate_policy(args.model, prompts, reward_fn, out, cfg, judge=judge,
-                                     reward_name=reward_name)
+                                     reward_name=reward_name, reference_model=args.reference,
+                                     server=server)
         finally:
             if judge is not None:
                 judge.judge.close()
-    except (ValueError, FileNotFoundError) as err:   # incl. judges' config errors
+    except (ValueError, FileNotFoundError, GenerationFailed) as err:   # incl. judges' config errors
         raise CliError(f"eval policy: {err}") from None
     result.pop("config", None)
     emit(args, result)
