@@ -198,12 +198,7 @@ def _generate(config, prompts, model, tok, log: RunLog, progress: bool) -> tuple
         log.metric(counts["prompts"], responses=counts["responses"], tokens=counts["tokens"],
                    tokens_per_s=counts["tokens"] / max(seconds, 1e-9))
     bar.close()
-    seconds = time.perf_counter() - started
-    summary = {**counts, "seconds": round(seconds, 2),
-               "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)}
-    log.log(f"generated {summary}")
-    log.finish("done", **summary)
-    return lines, summary
+    return lines, _finish(log, counts, started)
 
 
 def _generate_served(config, prompts, existing, log: RunLog, progress: bool,
@@ -259,12 +254,17 @@ def _generate_served(config, prompts, existing, log: RunLog, progress: bool,
         bar.close()
         served.close()
         counts["requests"] = served.client.attempts
+    return lines, _finish(log, counts, started)
+
+
+def _finish(log: RunLog, counts: dict, started: float) -> dict:
+    """The run's summary, recorded as its end."""
     seconds = time.perf_counter() - started
     summary = {**counts, "seconds": round(seconds, 2),
                "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)}
     log.log(f"generated {summary}")
     log.finish("done", **summary)
-    return lines, summary
+    return summary
 
 
 def _distinct(candidates: list[dict], sampling: list, model: str, adapter: str | None) -> list[dict]:
