@@ -41,7 +41,9 @@ def add_parser(sub) -> None:
                          "alternating (mixed), or none")
     sp.add_argument("--round", type=int, default=0, help="annotation round of the new tasks")
     sp.add_argument("--out", help="write the responses format to FILE.jsonl instead of the store")
-    sp.add_argument("--run-dir", help="run folder (default: runs/<run id> beside the database)")
+    sp.add_argument("--run-dir", help="run folder (default: runs/<run id> beside the database); "
+                                      "with --out, also written (and continued if it holds a "
+                                      "generate run: the studio's generate job)")
     served = sp.add_argument_group("a served model (--model openai:URL#MODEL)")
     served.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     served.add_argument("--api-key-env", metavar="NAME",
@@ -53,7 +55,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> None:
     from annotate import formats, store
-    from annotate.runlog import new_run_id
+    from annotate.runlog import new_run_id, read_run
     from policy.candidates import GenerateConfig, generate_candidates, model_identity
     from policy.served import ServerSettings, is_served
 
@@ -73,7 +75,9 @@ def run(args) -> None:
         raise CliError("--limit must be a positive integer")
     if args.out and not args.out.endswith(".jsonl"):
         raise CliError(f"{args.out}: --out writes the responses format as JSONL: name it FILE.jsonl")
-    if args.run_dir and (Path(args.run_dir) / "run.json").exists():
+    if args.run_dir and (Path(args.run_dir) / "run.json").exists() and not (
+            args.out and read_run(args.run_dir).get("kind") == "generate"):
+        # --out FILE --run-dir DIR continues a generate run in DIR: the studio's generate job
         raise CliError(f"{args.run_dir}: already holds a run; give a new --run-dir")
     # a prompts file is read (and refused if bad) before the database is opened or created
     prompts = formats.read_prompts(args.prompts)[:args.limit] if args.prompts else None
@@ -93,13 +97,15 @@ def run(args) -> None:
         if prompts is None:
             with open_store(args.db, read_only=True) as db:
                 prompts = prompts_short_of_k(db)
+        # with --run-dir the run folder is written too (the studio's job: its watcher ingests it)
+        run_dir = Path(args.run_dir) if args.run_dir else None
         if not served:
-            lines, summary = generate_candidates(config, prompts, None, progress=not args.json)
+            lines, summary = generate_candidates(config, prompts, run_dir, progress=not args.json)
             _write_jsonl(Path(args.out), lines)
         else:   # appended prompt by prompt; what the file already has is not asked again
             from .generate_resume import missing_in_file, append_jsonl
             prompts, existing = missing_in_file(Path(args.out), prompts, model, args.k)
-            summary = _generate(generate_candidates, config, prompts, None, existing=existing,
+            summary = _generate(generate_candidates, config, prompts, run_dir, existing=existing,
                               on_lines=lambda lines: append_jsonl(Path(args.out), lines),
                               progress=not args.json)
         emit(args, {**summary, "out": args.out}, _describe(summary) + f"; wrote {args.out}")

@@ -9,7 +9,8 @@ Starting a job (docs/architecture.md, "the database and who owns it"):
        (the current labels as a ``rankings`` file; the prompts for rs / ppo / rloo) and a
        run.json + inputs.json written with ``RunLog`` (the label ids: lineage);
     3. ``python -m app train KIND --data <snapshot> --out <run folder> [options]`` starts in
-       its own session (a crash or a restart of the server leaves it alive); ``RunLog``
+       its own session (a ``generate`` job: ``python -m app generate --prompts <the prompts
+       short of K answers> --out <run folder>/candidates.jsonl --run-dir <run folder>``) (a crash or a restart of the server leaves it alive); ``RunLog``
        records its pid and start token in process.json;
     4. a watcher thread ingests every live run folder every few seconds
        (``store.ingest_run_dir``, idempotent): status, metrics, scores, labels.
@@ -39,11 +40,11 @@ from .. import formats, runlog, store
 from ..runlog import RunLog
 from ..store import StoreError
 
-KINDS = ("rm", "sft", "rs", "dpo", "ppo", "rloo")
+KINDS = ("rm", "sft", "rs", "dpo", "ppo", "rloo", "generate")
 NEEDS_PROMPTS = ("rs", "ppo", "rloo")
 CLI_MODULE = "app"                                     # `python -m app` is `prefstudio`
 STUDIO_PATHS = ("db", "out", "data", "prompts")        # the studio sets these itself,
-RESERVED = (*STUDIO_PATHS, "json")                      # and reads the job's output as text
+GENERATE_PATHS = ("db", "out", "prompts", "run_dir")   # (for `prefstudio generate`: these)
 LIVE = ("queued", "running")
 _UNSET = "\0set-by-the-studio"                          # no option value can contain NUL
 _PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")   # a tqdm line is no error message
@@ -51,7 +52,7 @@ _PROGRESS_BAR = re.compile(r"\d+%\||\|\s*\d+/\d+ \[")   # a tqdm line is no erro
 
 def check_options(kind: str, options: str, parse_command) -> tuple[list[str], object]:
     """The extra options as the job's own parser reads them; StoreError (one line) if they are
-    not valid for ``train KIND`` or would set any option the studio sets.
+    not valid for ``train KIND`` (or ``generate``) or would set any option the studio sets.
 
     ``parse_command(argv)`` is the CLI's own parser (``cli.parse_command``), handed down by
     whoever started the studio — the UI layer does not import the CLI above it — so there is
@@ -62,17 +63,20 @@ def check_options(kind: str, options: str, parse_command) -> tuple[list[str], ob
         raise StoreError(f"options: {err}") from None
     if parse_command is None:
         raise StoreError("jobs need the CLI's parser: start the studio with `prefstudio serve`")
-    studio_set = [arg for dest in STUDIO_PATHS for arg in (f"--{dest}", _UNSET)]
+    paths = GENERATE_PATHS if kind == "generate" else STUDIO_PATHS
+    studio_set = [arg for dest in paths for arg in (_flag(dest), _UNSET)]
+    command = ["generate"] if kind == "generate" else ["train", kind]
     try:
-        parsed = parse_command(["train", kind, *studio_set, *extra])
+        parsed = parse_command([*command, *studio_set, *extra])
     except ValueError as err:
         raise StoreError(f"options: {err}") from None
-    for dest in RESERVED:
+    for dest in (*paths, "json"):
         if getattr(parsed, dest, None) != (False if dest == "json" else _UNSET):
+            flag = _flag(dest)
             spelled = ([t.split("=", 1)[0] for t in extra if t.startswith("--")
-                        and f"--{dest}".startswith(t.split("=", 1)[0])] or [f"--{dest}"])[-1]
-            named = "" if spelled == f"--{dest}" else f" (as {spelled})"
-            raise StoreError(f"options: --{dest}{named} is set by the studio itself")
+                        and flag.startswith(t.split("=", 1)[0])] or [flag])[-1]
+            named = "" if spelled == flag else f" (as {spelled})"
+            raise StoreError(f"options: {flag}{named} is set by the studio itself")
     return extra, parsed
 
 
@@ -114,6 +118,8 @@ class JobRunner:
         if kind not in KINDS:
             raise StoreError(f"job kind must be one of {', '.join(KINDS)}, not {kind!r}")
         extra, parsed = check_options(kind, options, self.parse_command)
+        if kind == "generate":
+            return self._start_generate(extra, parsed)
         run_id = runlog.new_run_id(f"train-{kind}")
         folder = self.runs / run_id
         data = folder / "data.jsonl"
@@ -127,13 +133,34 @@ class JobRunner:
             argv += ["--data", str(data)]
         argv += extra
         config = {"source": source, "options": extra, "max_steps": parsed.max_steps}
-        log = RunLog(folder, kind, config, label_ids=label_ids, run_id=run_id,
-                     command=["prefstudio", *argv])
+        return self._begin(RunLog(folder, kind, config, label_ids=label_ids, run_id=run_id,
+                                  command=["prefstudio", *argv]), argv)
+
+    def _start_generate(self, extra: list[str], parsed) -> str:
+        """``prefstudio generate`` on a snapshot of the prompts short of K answers from the
+        model; the job writes its run folder (and candidates.jsonl, which a resumed job reads
+        to ask only what is missing) and never opens the database."""
+        model = _model_identity(parsed.model)
+        rows = store.prompts_needing_responses(self.db, parsed.k, model, None, parsed.limit)
+        if not rows:
+            raise StoreError(f"nothing to do: every prompt has {parsed.k} responses from {model}")
+        run_id = runlog.new_run_id("generate")
+        folder = self.runs / run_id
+        folder.mkdir(parents=True)
+        with open(folder / "prompts.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"prompt": r["messages"]}, ensure_ascii=False) + "\n"
+                         for r in rows)
+        argv = ["generate", "--prompts", str(folder / "prompts.jsonl"), "--out",
+                str(folder / "candidates.jsonl"), "--run-dir", str(folder), *extra]
+        return self._begin(RunLog(folder, "generate", {"options": extra, "prompts": len(rows)},
+                                  run_id=run_id, command=["prefstudio", *argv]), argv)
+
+    def _begin(self, log: RunLog, argv: list[str]) -> str:
         log.log("started by the studio: prefstudio " + shlex.join(argv))
-        store.ingest_run_dir(self.db, folder)
+        store.ingest_run_dir(self.db, log.dir)
         with self._launching:
             self._launch(log, argv)
-        return run_id
+        return log.id
 
     def resume(self, run_id: str) -> dict:
         """Run a failed or stopped job again in its folder: the trainer continues from its last
@@ -321,6 +348,22 @@ def _job_env() -> dict:
         home = str(Path(spec.origin).resolve().parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _model_identity(model: str) -> str:
+    """The model as generate records it on responses: a served spec without credentials, a
+    folder made absolute (``policy.candidates.model_identity`` without policy run folders)."""
+    if model.startswith("openai:"):
+        from ..judges.base import parse_judge_spec
+        try:
+            return parse_judge_spec(model, option="--model").public
+        except ValueError as err:
+            raise StoreError(f"options: {err}") from None
+    return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
 def _find_again(folder: Path, run: dict) -> Job | None:
