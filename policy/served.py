@@ -202,7 +202,7 @@ def generate_served(model: ServedModel, wanted: list[Wanted], temperatures: list
                 on_prompt(i, [a for _, a in sorted(answers, key=lambda x: x[0])], False)
         i, err = failure
         raise GenerationFailed(f"prompt {i + 1} of {len(wanted)} ({preview(wanted[i].messages)}): "
-                               f"the server answered {err.message}")
+                               f"{err.message}")
 
 
 def preview(messages: list[dict], limit: int = 60) -> str:
