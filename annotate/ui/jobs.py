@@ -137,9 +137,8 @@ class JobRunner:
                                   command=["prefstudio", *argv]), argv)
 
     def _start_generate(self, extra: list[str], parsed) -> str:
-        """``prefstudio generate`` on a snapshot of the prompts short of K answers from the
-        model; the job writes its run folder (and candidates.jsonl, which a resumed job reads
-        to ask only what is missing) and never opens the database."""
+        """``generate`` on a snapshot of the prompts short of K answers; the job writes its run
+        folder and candidates.jsonl (what a resumed job skips), never the database."""
         model = _model_identity(parsed.model)
         rows = store.prompts_needing_responses(self.db, parsed.k, model, None, parsed.limit)
         if not rows:
@@ -147,9 +146,8 @@ class JobRunner:
         run_id = runlog.new_run_id("generate")
         folder = self.runs / run_id
         folder.mkdir(parents=True)
-        with open(folder / "prompts.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps({"prompt": r["messages"]}, ensure_ascii=False) + "\n"
-                         for r in rows)
+        (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt": r["messages"]}) + "\n"
+                                                      for r in rows), encoding="utf-8")
         argv = ["generate", "--prompts", str(folder / "prompts.jsonl"), "--out",
                 str(folder / "candidates.jsonl"), "--run-dir", str(folder), *extra]
         return self._begin(RunLog(folder, "generate", {"options": extra, "prompts": len(rows)},
@@ -355,8 +353,8 @@ def _flag(dest: str) -> str:
 
 
 def _model_identity(model: str) -> str:
-    """The model as generate records it on responses: a served spec without credentials, a
-    folder made absolute (``policy.candidates.model_identity`` without policy run folders)."""
+    """The model as generate records it (``policy.candidates.model_identity``, policy run
+    folders aside): a served spec without credentials, a folder made absolute."""
     if model.startswith("openai:"):
         from ..judges.base import parse_judge_spec
         try:
