@@ -9,7 +9,14 @@ settings and max_new_tokens in one process:
 Tokens are counted up to and including each response's end-of-sequence token (nothing after
 it), so the batch's padding and the tokens it computes past a finished row count for nothing.
 
+``--served 1,4,16`` adds a third side: the same model behind a local OpenAI-compatible server
+started here (``bench/openai_server.py``: a minimal /v1/chat/completions that batches the
+requests waiting for it, as vLLM and TGI do), and prefstudio's served generation
+(``policy.served``: ``--model openai:URL#MODEL``) answering the prompts through it with that
+many requests in flight. ``--no-peer`` skips the one-at-a-time loop.
+
     flock /work/heavy.lock python bench/generate.py --n 32 --batch-size 16 --max-new-tokens 128
+    flock /work/heavy.lock python bench/generate.py --n 16 --max-new-tokens 64 --served 1,4,16 --no-peer
 """
 from __future__ import annotations
 
@@ -57,6 +64,27 @@ def batched(model, tok, prompts: list[list[dict]], params: SamplingParams,
     return sum(row[0]["tokens"] for row in result), time.perf_counter() - start
 
 
+def served(model, tok, name: str, prompts: list[list[dict]], params: SamplingParams,
+           concurrency: int) -> tuple[int, float, float]:
+    """prefstudio's served generation through a local server: (tokens, seconds, mean batch)."""
+    from bench.openai_server import LocalOpenAIServer
+    from policy.served import ServedModel, ServerSettings, Wanted, generate_served
+
+    server = LocalOpenAIServer(model, tok, name, max_batch=16).start()
+    client = ServedModel(f"openai:{server.url}#{name}", ServerSettings(concurrency=concurrency))
+    tokens = []
+    try:
+        start = time.perf_counter()
+        generate_served(client, [Wanted(m, 0, 1) for m in prompts], [params.temperature],
+                        top_p=params.top_p, max_new_tokens=params.max_new_tokens,
+                        seed=params.seed, on_prompt=lambda i, c, done: tokens.append(c[0]["tokens"]))
+        seconds = time.perf_counter() - start
+    finally:
+        client.close()
+        server.stop()
+    return sum(tokens), seconds, sum(server.batches) / max(len(server.batches), 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -68,6 +96,8 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--served", help="comma list of concurrencies for the served side, e.g. 1,4,16")
+    ap.add_argument("--no-peer", action="store_true", help="skip the one-at-a-time loop")
     args = ap.parse_args()
 
     prompts = read_prompts(args.prompts)[:args.n]
@@ -78,22 +108,29 @@ def main() -> None:
     one_at_a_time(model, tok, prompts[:1], warm)
     batched(model, tok, prompts[:2], warm, 2)
 
-    peer_tokens, peer_s = one_at_a_time(model, tok, prompts, params)
-    ours_tokens, ours_s = batched(model, tok, prompts, params, args.batch_size)
-    peer_rate, ours_rate = peer_tokens / peer_s, ours_tokens / ours_s
+    rows = []   # (label, tokens, seconds, note)
+    if not args.no_peer:
+        rows.append(("one prompt at a time", *one_at_a_time(model, tok, prompts, params), ""))
+    rows.append((f"prefstudio batch {args.batch_size}",
+                 *batched(model, tok, prompts, params, args.batch_size), "in-process"))
+    for c in [int(x) for x in args.served.split(",")] if args.served else []:
+        tokens, seconds, mean_batch = served(model, tok, args.model, prompts, params, c)
+        rows.append((f"served, concurrency {c}", tokens, seconds,
+                     f"mean server batch {mean_batch:.1f}"))
     print(f"model {args.model} ({args.dtype}), {len(prompts)} prompts, max_new_tokens "
           f"{args.max_new_tokens}, temperature {args.temperature}, torch threads "
-          f"{torch.get_num_threads()}")
-    print(f"{'':28}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}")
-    print(f"{'one prompt at a time':28}{peer_tokens:>8}{peer_s:>10.1f}{peer_rate:>10.1f}")
-    print(f"{f'prefstudio batch {args.batch_size}':28}{ours_tokens:>8}{ours_s:>10.1f}{ours_rate:>10.1f}")
-    print(f"speed-up (tokens/s): {ours_rate / peer_rate:.2f}x")
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'':28}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}  ")
+    for label, tokens, seconds, note in rows:
+        print(f"{label:28}{tokens:>8}{seconds:>10.1f}{tokens / seconds:>10.1f}  {note}")
+    if not args.no_peer:
+        print(f"speed-up (tokens/s): {(rows[1][1] / rows[1][2]) / (rows[0][1] / rows[0][2]):.2f}x")
     print(json.dumps({"bench": "generate", "model": args.model, "dtype": args.dtype,
                       "prompts": len(prompts), "batch_size": args.batch_size,
                       "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-                      "peer_tokens": peer_tokens, "peer_s": round(peer_s, 2),
-                      "ours_tokens": ours_tokens, "ours_s": round(ours_s, 2),
-                      "ratio": round(ours_rate / peer_rate, 2)}))
+                      "load_average": round(os.getloadavg()[0], 1),
+                      "rows": [{"side": label, "tokens": t, "seconds": round(s, 2),
+                                "tokens_per_s": round(t / s, 1)} for label, t, s, _ in rows]}))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def _eval_policy(args) -> None:
     from annotate.runlog import new_run_id
     from policy.evaluate import PolicyEvalConfig, evaluate_policy
     from policy.rewards import load_reward
+    from policy.served import GenerationFailed, ServerSettings
 
     args.rm = resolve_run(args.rm, args.db)
     cfg = PolicyEvalConfig()
@@ -91,6 +92,7 @@ def _eval_policy(args) -> None:
             setattr(cfg.sampling, key, getattr(args, key))
     cfg.batch_size = args.batch_size or cfg.batch_size
     cfg.max_prompts = args.max_prompts
+    args.reference = resolve_run(args.reference, args.db)
     model = Path(args.model)
     out = Path(args.out) if args.out else (
         (model if model.is_dir() else workspace(args.db) / "runs") / new_run_id("eval"))
@@ -100,14 +102,17 @@ def _eval_policy(args) -> None:
     try:
         prompts = evaluation_prompts(args)   # without --prompts: the store's held-out ones
         reward_fn, reward_name = load_reward(args.rm, args.reward)
+        server = ServerSettings(api_key_env=args.api_key_env,
+                                concurrency=args.concurrency or 4).check()
         judge = _eval_judge(args) if args.judge else None
         try:
             result = evaluate_policy(args.model, prompts, reward_fn, out, cfg, judge=judge,
-                                     reward_name=reward_name)
+                                     reward_name=reward_name, reference_model=args.reference,
+                                     server=server)
         finally:
             if judge is not None:
                 judge.judge.close()
-    except (ValueError, FileNotFoundError) as err:   # incl. judges' config errors
+    except (ValueError, FileNotFoundError, GenerationFailed) as err:   # incl. judges' config errors
         log.fail(err)
         raise CliError(f"eval policy: {err}") from None
     except BaseException as err:

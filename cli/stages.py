@@ -138,6 +138,13 @@ EVAL = {
             "(default: the store's prompts marked held out)"),
         opt("--judge", ("policy",), "also compare the answers with an AI judge "
             "(openai:URL#MODEL | local:SPEC | rm:DIR; principle from --principle)"),
+        opt("--reference", ("policy",), "compare with this model (spec, folder, run or "
+            "openai:URL#MODEL) instead of the policy's base with its adapter off; needed when "
+            "--model is openai:URL#MODEL"),
+        opt("--api-key-env", ("policy",), "environment variable holding the API key of a served "
+            "--model or --reference (never stored)"),
+        opt("--concurrency", ("policy",), "requests in flight to a served model (default 4)",
+            type=int),
     ],
     "preference data filters": [o for o in FILTERS if o.flag != "--principle"] + [
         opt("--principle", ("rm", "policy"), "rm: only AI labels judged under this principle; "

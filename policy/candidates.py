@@ -24,6 +24,8 @@ from annotate.runlog import RunLog, read_run
 from annotate.store import prompt_id
 from harness.hub import DEFAULT_POLICY
 
+from .served import ServerSettings, is_served
+
 # torch, transformers and the sampling code are imported where they are used, so a bad option
 # or a bad prompts file is refused in a moment instead of after seconds of imports
 TASK_KINDS = ("auto", "ranking", "pairwise", "mixed", "none")
@@ -44,6 +46,7 @@ class GenerateConfig:
     task: str = "auto"   # auto (ranking of all, none for k=1) | ranking | pairwise | mixed (alternate) | none
     round: int = 0
     dtype: str = "float32"
+    server: ServerSettings = field(default_factory=ServerSettings)   # openai:URL#MODEL only
 
     def check(self) -> "GenerateConfig":
         """Raise ValueError with one clear sentence on a bad setting."""
@@ -65,6 +68,13 @@ class GenerateConfig:
             raise ValueError("--round must be >= 0")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}")
+        if is_served(self.model):
+            from .served import public_spec
+            public_spec(self.model)      # a malformed spec is refused here, in one line
+            self.server.check()
+            if self.adapter:
+                raise ValueError("--adapter applies to local models; a served model is "
+                                 "whatever the server serves under its name")
         return self
 
     def sampling(self, seed: int | None) -> list:
@@ -76,7 +86,11 @@ class GenerateConfig:
 
 def model_identity(model: str, adapter: str | None = None) -> tuple[str, str | None]:
     """(model, adapter) as recorded on each response: a policy run folder becomes its base
-    spec and adapter folder; folders are made absolute so they mean the same from anywhere."""
+    spec and adapter folder; folders are made absolute so they mean the same from anywhere; a
+    served model is its spec without credentials."""
+    if is_served(model):
+        from .served import public_spec
+        return public_spec(model), None
     from .lm import policy_source
     base, run_adapter = policy_source(model)
     adapter = adapter or run_adapter
@@ -102,7 +116,7 @@ def task_of(kind: str, n: int) -> tuple[str, list[int]]:
 def _parents(config: GenerateConfig) -> list[str]:
     """Run ids of the policy runs the model or adapter come from (lineage)."""
     ids = []
-    for spec in (config.model, config.adapter):
+    for spec in (config.model, config.adapter) if not is_served(config.model) else ():
         for folder in (Path(spec), Path(spec).parent) if spec else ():
             if (folder / "run.json").exists():
                 ids.append(read_run(folder)["id"])
@@ -112,19 +126,31 @@ def _parents(config: GenerateConfig) -> list[str]:
 
 def generate_candidates(config: GenerateConfig, prompts: list[list[dict]],
                         run_dir: str | Path | None, *, run_id: str | None = None, model=None,
-                        tok=None, progress: bool = True) -> tuple[list[dict], dict]:
+                        tok=None, progress: bool = True, existing: list[list[dict]] | None = None,
+                        on_lines=None) -> tuple[list[dict], dict]:
     """Answer each prompt (chat messages) K times; returns (lines, summary). See the module
     docstring for both outputs.
 
     ``run_dir=None`` writes no run folder (``prefstudio generate --out``); ``run_id`` names
     the run (default: a new id, or the one already in the folder's run.json). A loaded
     ``model``/``tok`` may be passed in (tests, benchmarks); otherwise they are loaded here.
+
+    A served model (``openai:URL#MODEL``, ``policy.served``) also takes ``existing``: per
+    prompt, the response items it already has from this model (only the missing candidates
+    are asked; a task covers old and new), and ``on_lines(lines)``, called as each prompt's
+    lines are ready (``--out`` appends them, so a killed run keeps what it got).
     """
     config.check()
+    stored = asdict(config)
+    if is_served(config.model):
+        stored["model"] = model_identity(config.model)[0]   # no credentials in run.json
     # RunLog with is_main=False writes nothing: the same code path with or without a folder
-    log = RunLog(run_dir or ".", "generate", asdict(config), parents=_parents(config),
+    log = RunLog(run_dir or ".", "generate", stored, parents=_parents(config),
                  run_id=run_id, is_main=run_dir is not None)
     try:
+        if is_served(config.model):
+            return _generate_served(config, prompts, existing or [[] for _ in prompts], log,
+                                    progress, on_lines)
         if model is None:
             import torch
             from .lm import load_policy
@@ -172,26 +198,95 @@ def _generate(config, prompts, model, tok, log: RunLog, progress: bool) -> tuple
         log.metric(counts["prompts"], responses=counts["responses"], tokens=counts["tokens"],
                    tokens_per_s=counts["tokens"] / max(seconds, 1e-9))
     bar.close()
+    return lines, _finish(log, counts, started)
+
+
+def _generate_served(config, prompts, existing, log: RunLog, progress: bool,
+                     on_lines) -> tuple[list[dict], dict]:
+    """``policy.served``: ask the server for each prompt's missing candidates and record each
+    prompt as soon as it is complete (a failed run records the answers it received)."""
+    from tqdm.auto import tqdm
+    from .served import ServedModel, Wanted, generate_served
+
+    served = ServedModel(config.model, config.server)
+    wanted = [Wanted(messages, len(have), config.k - len(have))
+              for messages, have in zip(prompts, existing)]
+    bar = tqdm(total=sum(w.count for w in wanted), desc="generate", unit="resp",
+               disable=not progress or sum(w.count for w in wanted) < 8)
+    lines: list[dict] = []
+    counts = {"prompts": 0, "responses": 0, "dropped": 0, "ranking_tasks": 0, "pairwise_tasks": 0,
+              "tokens": 0, "requests": 0}
+    started = time.perf_counter()
+
+    def take(i: int, candidates: list[dict], complete: bool) -> None:
+        messages, have = prompts[i], existing[i]
+        new = distinct_items([{"text": c["text"], "model": served.name, "adapter": None,
+                               "gen_params": c["gen_params"]} for c in candidates],
+                             {item["text"] for item in have})
+        if complete:   # the task covers the answers the prompt had and the new ones
+            responses = distinct_items(have) + new
+            asked = config.task if config.task != "mixed" else ("ranking", "pairwise")[i % 2]
+            kind, shown = task_of(asked, len(responses))
+            offset = len(responses) - len(new)
+            records = [r for n, r in enumerate(_records(messages, responses, shown, config.round))
+                       if n >= offset or n in shown]
+            mine = _lines(messages, responses, kind, shown, config.round)
+            counts["prompts"] += 1
+            if kind != "none":
+                counts[f"{kind}_tasks"] += 1
+        else:          # cut short by a failure: keep the answers, no task
+            records = _records(messages, new, [], config.round)
+            mine = _lines(messages, new, "none", [], config.round) if new else []
+        log.record("responses", records)
+        lines.extend(mine)
+        if on_lines is not None and mine:
+            on_lines(mine)
+        counts["responses"] += len(new)
+        counts["dropped"] += len(candidates) - len(new)
+        counts["tokens"] += sum(c["tokens"] for c in candidates)
+        log.metric(counts["prompts"], responses=counts["responses"], tokens=counts["tokens"])
+
+    try:
+        generate_served(served, wanted, config.temperatures, top_p=config.top_p,
+                        max_new_tokens=config.max_new_tokens, seed=config.seed, on_prompt=take,
+                        progress=bar)
+    finally:
+        bar.close()
+        served.close()
+        counts["requests"] = served.client.attempts
+    return lines, _finish(log, counts, started)
+
+
+def _finish(log: RunLog, counts: dict, started: float) -> dict:
+    """The run's summary, recorded as its end."""
     seconds = time.perf_counter() - started
     summary = {**counts, "seconds": round(seconds, 2),
                "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)}
     log.log(f"generated {summary}")
     log.finish("done", **summary)
-    return lines, summary
+    return summary
 
 
 def _distinct(candidates: list[dict], sampling: list, model: str, adapter: str | None) -> list[dict]:
     """The candidates as response items, in candidate order, empty texts and repeats left out."""
-    out, seen = [], set()
+    items = []
     for cand in candidates:
-        if not cand["text"] or cand["text"] in seen:
-            continue
-        seen.add(cand["text"])
         params = sampling[cand["params"]]
-        out.append({"text": cand["text"], "model": model, "adapter": adapter,
-                    "gen_params": {"temperature": params.temperature, "top_p": params.top_p,
-                                   "max_new_tokens": params.max_new_tokens, "seed": params.seed,
-                                   "finished": cand["finished"]}})
+        items.append({"text": cand["text"], "model": model, "adapter": adapter,
+                      "gen_params": {"temperature": params.temperature, "top_p": params.top_p,
+                                     "max_new_tokens": params.max_new_tokens, "seed": params.seed,
+                                     "finished": cand["finished"]}})
+    return distinct_items(items)
+
+
+def distinct_items(items: list[dict], seen: set[str] | None = None) -> list[dict]:
+    """``items`` without empty texts, repeats, or texts in ``seen`` (which it extends)."""
+    out, seen = [], set() if seen is None else seen
+    for item in items:
+        if not item["text"] or item["text"] in seen:
+            continue
+        seen.add(item["text"])
+        out.append(item)
     return out
 
 

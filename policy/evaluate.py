@@ -9,11 +9,18 @@ each answer every prompt with the same sampling settings and the same random see
                                       AI judge, when one is given (both orders, averaged)
     kl                                KL(π ‖ π_ref) per response in nats: the mean over the
                                       policy's samples of Σ_t log π(y_t) − log π_ref(y_t)
-                                      (policy.measure; unbiased when temperature = 1, top_p = 1)
+                                      (policy.measure; unbiased when temperature = 1, top_p = 1);
+                                      null, with ``kl_note`` saying why, unless the policy is
+                                      local and the reference is its own base
     length_policy, length_reference   mean response length in tokens: a policy that wins by
                                       writing ever longer answers is hacking the reward model
     samples                           a side-by-side table (Markdown) of the first answers, and
                                       every answer with its scores in samples.jsonl
+
+The reference is the policy's base with its adapter off, or ``reference_model``: any model
+spec, folder or run, or a served ``openai:URL#MODEL``. A served policy (``openai:...``,
+``policy.served``) needs one, and its answers come from the server with the same sampling
+settings and seed; the reward model scores both sides here as it does for a local policy.
 """
 from __future__ import annotations
 
@@ -26,6 +33,11 @@ from .generate import SamplingParams
 from .lm import load_policy, reference
 from .measure import sample_responses
 from .rewards import RewardFn, bind_reward, score_in_batches
+from .served import ServerSettings, is_served
+
+KL_SERVED = ("a served model gives no log-probabilities of the reference's tokens, so "
+             "KL(policy || reference) cannot be computed")
+KL_OTHER_REFERENCE = "KL is measured against the policy's own base only (no --reference)"
 
 # judge(prompts, policy_texts, reference_texts) -> p(policy's answer is better) per prompt,
 # None where the judge could not decide
@@ -53,20 +65,18 @@ class PolicyEvalConfig:
 
 def evaluate_policy(model: str, prompts: Sequence[list[dict]], reward_fn: RewardFn,
                     out_dir: str | Path, cfg: PolicyEvalConfig | None = None, *,
-                    judge: JudgeFn | None = None, reward_name: str = "") -> dict:
-    """Compare a policy run folder (or adapter) with its reference; write samples; return JSON."""
+                    judge: JudgeFn | None = None, reward_name: str = "",
+                    reference_model: str | None = None,
+                    server: ServerSettings | None = None) -> dict:
+    """Compare a policy (run folder, adapter, model spec or served ``openai:`` spec) with its
+    reference; write samples; return JSON. ``server`` holds the served sides' settings."""
     cfg = cfg or PolicyEvalConfig()
     cfg.check()
     prompts = list(prompts)[:cfg.max_prompts] if cfg.max_prompts else list(prompts)
     if not prompts:
         raise ValueError("no prompts to evaluate on")
-    policy, tok = load_policy(model)
-    bind_reward(reward_fn, policy, tok)
-    # both sides start from the same seed: identical weights would give identical answers
-    rows = sample_responses(policy, tok, prompts, cfg.sampling, batch_size=cfg.batch_size)
-    with reference(policy):
-        ref_rows = sample_responses(policy, tok, prompts, cfg.sampling,
-                                    batch_size=cfg.batch_size, with_kl=False)
+    rows, ref_rows, kl_note = _both_sides(model, reference_model, prompts, reward_fn, cfg,
+                                          server or ServerSettings())
     pol = {key: [r[key] for r in rows] for key in ("text", "finished", "tokens", "kl")}
     ref = {key: [r[key] for r in ref_rows] for key in ("text", "finished", "tokens")}
     pol["texts"], ref["texts"] = pol.pop("text"), ref.pop("text")
@@ -76,14 +86,18 @@ def evaluate_policy(model: str, prompts: Sequence[list[dict]], reward_fn: Reward
     wins = (r_pol > r_ref).float() + 0.5 * (r_pol == r_ref).float()
     mean = lambda xs: float(sum(xs) / len(xs))
     result = {
-        "model": str(model), "reward": reward_name, "n": len(prompts),
+        "model": _public(str(model)), "reward": reward_name, "n": len(prompts),
         "reward_policy": r_pol.mean().item(), "reward_reference": r_ref.mean().item(),
         "reward_gain": (r_pol - r_ref).mean().item(),
         "win_rate": wins.mean().item(),
-        "kl": mean(pol["kl"]),
+        "kl": None if kl_note else mean(pol["kl"]),
         "length_policy": mean(pol["tokens"]), "length_reference": mean(ref["tokens"]),
         "finished_policy": mean(pol["finished"]), "finished_reference": mean(ref["finished"]),
     }
+    if reference_model is not None:
+        result["reference"] = _public(reference_model)
+    if kl_note:
+        result["kl_note"] = kl_note
     if judge is not None:
         p_better = judge(prompts, pol["texts"], ref["texts"])
         decided = [p for p in p_better if p is not None]
@@ -110,6 +124,56 @@ def evaluate_policy(model: str, prompts: Sequence[list[dict]], reward_fn: Reward
     return result
 
 
+def _both_sides(model, reference_model, prompts, reward_fn, cfg, server) -> tuple[list, list, str | None]:
+    """Each side's answers ``[{"text", "finished", "tokens", "kl"}]`` and why KL is missing."""
+    if not is_served(model) and reference_model is None:
+        policy, tok = load_policy(model)
+        bind_reward(reward_fn, policy, tok)
+        # both sides start from the same seed: identical weights would give identical answers
+        rows = sample_responses(policy, tok, prompts, cfg.sampling, batch_size=cfg.batch_size)
+        with reference(policy):
+            ref_rows = sample_responses(policy, tok, prompts, cfg.sampling,
+                                        batch_size=cfg.batch_size, with_kl=False)
+        return rows, ref_rows, None
+    if reference_model is None:
+        raise ValueError("a served --model needs --reference (a local model, run folder or "
+                         "another openai:URL#MODEL): a server cannot switch its adapter off")
+    if hasattr(reward_fn, "bind"):
+        raise ValueError("this reward model shares a local policy's backbone; score a served "
+                         "policy with a reward model of its own")
+    note = KL_SERVED if is_served(model) or is_served(reference_model) else KL_OTHER_REFERENCE
+    return (_answers(model, prompts, cfg, server), _answers(reference_model, prompts, cfg, server),
+            note)
+
+
+def _answers(spec: str, prompts, cfg: PolicyEvalConfig, server: ServerSettings) -> list[dict]:
+    """One answer per prompt from a local model (in batches) or a served one (concurrently)."""
+    if not is_served(spec):
+        model, tok = load_policy(spec)
+        return sample_responses(model, tok, prompts, cfg.sampling, batch_size=cfg.batch_size,
+                                with_kl=False)
+    from .served import ServedModel, Wanted, generate_served
+    served = ServedModel(spec, server)
+    rows: list[dict | None] = [None] * len(prompts)
+
+    def take(i, candidates, complete):
+        c = candidates[0]
+        rows[i] = {"text": c["text"], "finished": c["finished"], "tokens": c["tokens"], "kl": None}
+    try:
+        s = cfg.sampling
+        generate_served(served, [Wanted(list(p), 0, 1) for p in prompts], [s.temperature],
+                        top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed,
+                        on_prompt=take)
+    finally:
+        served.close()
+    return rows
+
+
+def _public(spec: str) -> str:
+    from .served import public_spec
+    return public_spec(spec) if is_served(spec) else spec
+
+
 def samples_table(rows: list[dict], result: dict) -> str:
     """Markdown: one row per prompt, the reference's and the policy's answers side by side."""
     def cell(text: str, limit: int = 400) -> str:
@@ -121,7 +185,7 @@ def samples_table(rows: list[dict], result: dict) -> str:
              "",
              f"reward {result['reward'] or '(custom)'}: policy {result['reward_policy']:.3f}, "
              f"reference {result['reward_reference']:.3f}, win rate {result['win_rate']:.2f}, "
-             f"KL {result['kl']:.2f} nats, length {result['length_policy']:.1f} vs "
+             f"KL {'n/a' if result['kl'] is None else format(result['kl'], '.2f')} nats, length {result['length_policy']:.1f} vs "
              f"{result['length_reference']:.1f} tokens",
              "",
              "| # | prompt | reference | policy | reward ref | reward policy |",

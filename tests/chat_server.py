@@ -1,4 +1,4 @@
-"""A real chat-completions server on 127.0.0.1 for judge tests, its answers decided by the test.
+"""A real chat-completions server on 127.0.0.1 for judge and generation tests, its answers decided by the test.
 
     with ChatServer(brain) as server:          # brain(request: Request) -> Reply
         judge = OpenAIJudge(parse_judge_spec(server.spec("m")))
@@ -36,6 +36,7 @@ class Reply:
     raw: bytes | None = None
     headers: dict = field(default_factory=dict)
     delay: float = 0.0          # seconds to wait before answering (to make requests overlap)
+    drop: bool = False          # close the connection without answering
 
 
 def verdict(p_a: float, labels=("A", "B"), text: str | None = None, leading: str = "") -> Reply:
@@ -53,6 +54,14 @@ def verdict(p_a: float, labels=("A", "B"), text: str | None = None, leading: str
         "index": 0, "finish_reason": "stop",
         "message": {"role": "assistant", "content": text if text is not None else leading + chosen},
         "logprobs": {"content": tokens}}]})
+
+
+def completion(texts: list[str], finish_reason: str = "stop") -> Reply:
+    """A 200 reply with one choice per text (generation), with token usage."""
+    return Reply(json={"object": "chat.completion", "choices": [
+        {"index": i, "finish_reason": finish_reason, "message": {"role": "assistant", "content": t}}
+        for i, t in enumerate(texts)],
+        "usage": {"completion_tokens": sum(len(t.split()) for t in texts)}})
 
 
 def text_reply(text: str) -> Reply:
@@ -79,7 +88,8 @@ class ChatServer:
                 user = body["messages"][-1]["content"]
                 a = re.search(r"\[Response \w+\]\n(.*?)\n\n\[Response", user, re.S)
                 b = re.search(r".*\[Response \w+\]\n(.*?)\n\nWhich response", user, re.S)
-                principle = re.search(r"^(\S+): ", body["messages"][0]["content"].split("\n\n")[1])
+                system = body["messages"][0]["content"].split("\n\n")
+                principle = re.search(r"^(\S+): ", system[1]) if len(system) > 1 else None
                 with server._lock:
                     req = Request(len(server.requests), body, dict(self.headers),
                                   a.group(1) if a else "", b.group(1) if b else "",
@@ -91,6 +101,9 @@ class ChatServer:
                     reply = server.brain(req)
                     if reply.delay:
                         threading.Event().wait(reply.delay)
+                    if reply.drop:
+                        self.close_connection = True
+                        return
                     payload = reply.raw if reply.raw is not None else json.dumps(reply.json).encode()
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")

@@ -81,23 +81,24 @@ class JudgeSpec:
         return f"{self.kind}:{self.target}"
 
 
-def parse_judge_spec(spec: str) -> JudgeSpec:
+def parse_judge_spec(spec: str, option: str = "--judge") -> JudgeSpec:
+    """``option`` names the command-line option in messages (``--model`` for generation)."""
     if not isinstance(spec, str) or ":" not in spec:
-        raise JudgeConfigError(f"--judge: {spec!r} is not openai:URL#MODEL, local:SPEC or rm:DIR")
+        raise JudgeConfigError(f"{option}: {spec!r} is not openai:URL#MODEL, local:SPEC or rm:DIR")
     kind, rest = spec.split(":", 1)
     if kind not in KINDS:
-        raise JudgeConfigError(f"--judge: unknown judge kind {kind!r} (openai, local or rm)")
+        raise JudgeConfigError(f"{option}: unknown judge kind {kind!r} (openai, local or rm)")
     if not rest:
-        raise JudgeConfigError(f"--judge: {kind}: needs a target after the colon")
+        raise JudgeConfigError(f"{option}: {kind}: needs a target after the colon")
     if kind != "openai":
         return JudgeSpec(kind, rest)
     url, sep, model = rest.rpartition("#")
     if not sep or not url or not model:
-        raise JudgeConfigError("--judge: openai: expected openai:URL#MODEL, e.g. "
+        raise JudgeConfigError(f"{option}: openai: expected openai:URL#MODEL, e.g. "
                              "openai:http://127.0.0.1:8000/v1#qwen2.5-7b-instruct")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise JudgeConfigError(f"--judge: openai: {public_url(url)!r} is not an http(s) URL")
+        raise JudgeConfigError(f"{option}: openai: {public_url(url)!r} is not an http(s) URL")
     return JudgeSpec("openai", url, model)
 
 

@@ -250,14 +250,16 @@ def prompts_needing_responses(db: Store, k: int, model: str, adapter: str | None
     """Prompts with fewer than ``k`` responses from this model (and adapter), oldest first:
     what ``prefstudio generate`` answers when it is given no prompts file.
 
-    Returns ``{"id", "messages", "tags", "have"}``; ``have`` counts this model's responses.
+    Returns ``{"id", "messages", "tags", "have", "texts"}``; ``have`` counts this model's
+    responses and ``texts`` holds them (a resumed generation asks only for the rest).
     """
     if not isinstance(k, int) or k < 1:
         raise StoreError("k must be a positive integer")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise StoreError("limit must be a positive integer")
     rows = db.query("""
-        SELECT p.id, p.messages, p.tags, count(r.id) AS have
+        SELECT p.id, p.messages, p.tags, count(r.id) AS have,
+               list(r.text ORDER BY r.created_at, r.id) FILTER (WHERE r.id IS NOT NULL) AS texts
         FROM prompts p
         LEFT JOIN responses r ON r.prompt_id = p.id AND r.model = ?
                               AND r.adapter IS NOT DISTINCT FROM ?
@@ -267,4 +269,5 @@ def prompts_needing_responses(db: Store, k: int, model: str, adapter: str | None
         LIMIT ?""", [model, adapter, k, limit if limit is not None else 2**62])
     for row in rows:
         row["messages"] = json.loads(row["messages"])
+        row["texts"] = list(row["texts"] or [])
     return rows
