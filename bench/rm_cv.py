@@ -129,15 +129,25 @@ def train_one(train_file: Path, out: Path, options: list[str], fresh: bool) -> d
     return {**summary, "wall_s": wall, "reused": False}
 
 
-def evaluate(model: Path, test_file: Path, log: Path) -> float:
-    return last_json(run_cli(["eval", "rm", "--model", str(model), "--data", str(test_file),
-                              "--plot", str(log.with_suffix(".png"))], log))["accuracy"]
+def evaluate(model: Path, test_file: Path, log: Path, fresh: bool) -> float:
+    """``eval rm`` on the test fold; the result is kept beside the log and reused while the
+    model (its rm.json, or the ensemble file) is older than it."""
+    cached = log.with_suffix(".json")
+    source = model / "rm.json" if model.is_dir() else model
+    if not fresh and cached.exists() and cached.stat().st_mtime > source.stat().st_mtime:
+        return json.loads(cached.read_text())["accuracy"]
+    result = last_json(run_cli(["eval", "rm", "--model", str(model), "--data", str(test_file),
+                                "--plot", str(log.with_suffix(".png"))], log))
+    cached.write_text(json.dumps(result))
+    return result["accuracy"]
 
 
 def ensemble_file(folder: Path, members: list[Path]) -> Path:
     config = folder / "ensemble.json"
-    config.write_text(json.dumps({"normalize": True, "models": [
-        {"path": os.path.relpath(m, folder), "weight": 1.0} for m in members]}, indent=2))
+    text = json.dumps({"normalize": True, "models": [
+        {"path": os.path.relpath(m, folder), "weight": 1.0} for m in members]}, indent=2)
+    if not config.exists() or config.read_text() != text:  # unchanged: its cached eval holds
+        config.write_text(text)
     return config
 
 
@@ -196,10 +206,11 @@ def main(argv: list[str] | None = None) -> None:
             out = fold_dir / ("model" if seed is None else f"seed{seed}")
             extra = [] if seed is None else ["--seed", str(seed)]
             trains.append(train_one(train_file, out, options + extra, args.fresh))
-            singles.append(evaluate(out, test_file, fold_dir / f"eval-{out.name}.log"))
+            singles.append(evaluate(out, test_file, fold_dir / f"eval-{out.name}.log", args.fresh))
             models.append(out)
         acc = singles[0] if len(models) == 1 else \
-            evaluate(ensemble_file(fold_dir, models), test_file, fold_dir / "eval-ensemble.log")
+            evaluate(ensemble_file(fold_dir, models), test_file, fold_dir / "eval-ensemble.log",
+                     args.fresh)
         wall = time.perf_counter() - t0
         row = {"fold": k, "accuracy": acc, "n_train": n_train, "n_test": n_test, "wall_s": wall,
                "train_wall_s": [t["wall_s"] for t in trains], "steps": [t.get("steps") for t in trains],
