@@ -222,12 +222,14 @@ def main(argv: list[str] | None = None) -> None:
         singles_txt = f"  members {' '.join(f'{a:.3f}' for a in singles)}" if len(models) > 1 else ""
         print(f"fold {k}: test accuracy {acc:.3f} on {n_test} pairs (trained on {n_train}), "
               f"steps {row['steps']}, val {row['val_accuracy']}, "
-              f"{wall:.0f} s{' (reused runs)' if row['reused'] else ''}{singles_txt}", flush=True)
+              f"training {sum(row['train_wall_s']):.0f} s, fold {wall:.0f} s"
+              f"{' (reused runs)' if row['reused'] else ''}{singles_txt}", flush=True)
     accs = [r["accuracy"] for r in rows]
     s = spread(accs)
     total = time.perf_counter() - t_all
     print(f"{name}: mean {s['mean']:.3f} ± {s['std']:.3f} (std over {len(accs)} folds), "
-          f"min–max {s['min']:.3f}–{s['max']:.3f}, wall {total / 60:.1f} min", flush=True)
+          f"min–max {s['min']:.3f}–{s['max']:.3f}, wall {total / 60:.1f} min (training "
+          f"{sum(sum(r['train_wall_s']) for r in rows) / 60:.1f} min)", flush=True)
     result = {"recipe": name, "options": options, "data": str(args.data), "folds": args.folds,
               "tested_folds": folds, "seeds": seeds if seeds != [None] else None,
               "accuracies": accs, **s, "wall_s": total, "per_fold": rows}
