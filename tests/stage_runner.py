@@ -21,6 +21,15 @@ def main() -> None:
         if status:
             print(f"stage_runner: {' '.join(args[:2])} exited {status}", file=sys.stderr)
             sys.exit(status)
+        _wait_for_every_rank()
+
+
+def _wait_for_every_rank() -> None:
+    """Rank 0 ingests a run into the store after training; the next stage may open that store
+    (read-only) only when it has: one command per launch gets this from the launch itself."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ agree: one process averages its two micro-batches' losses, two processes average
 gradients (DDP) and their metrics. A rank that trained alone, saw other data, or skipped the
 gradient average would show here.
 
-``rm-db``, ``sft-db`` and ``dpo-db`` train from the store (imported from the same file),
-which every process opens read-only (``cli.data``); rank 0 alone ingests the run afterwards.
+``rm-db``, ``sft-db`` and ``dpo-db`` train from the store (imported from the same files),
+and ``rs-db``, ``rloo-db``, ``ppo-db`` sample the store's prompts; every process opens it
+read-only (``cli.data``); rank 0 alone ingests the run afterwards.
 
 Sampling stages draw greedily (rs: ``--temperature 0``) or nearly so (ppo, rloo: 0.01, since
 their log-probs divide by the temperature), so both runs sample the same responses; score
@@ -58,6 +59,11 @@ STAGES = {
             {"--batch-size": ("2", "1"), "--minibatch-size": ("2", "1")},
             {**RL_CONFIG, "whiten_advantages": False}, ["loss", "reward"]),
 }
+# the sampling stages from the store too: without --prompts they sample its prompts (never
+# the held-out ones), every process reading the store read-only
+for _stage in ("rs", "rloo", "ppo"):
+    STAGES[f"{_stage}-db"] = ("--db", *STAGES[_stage][1:])
+    LR[f"{_stage}-db"] = LR[_stage]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +97,7 @@ def _data_files(folder):
                                for p in tiny_prompts(8, seed=5)))
     db = folder / "labels.duckdb"
     assert app_main(["import", str(pairs), "--db", str(db)]) == 0
+    assert app_main(["import", str(prompts), "--db", str(db)]) == 0
     return {"--data": pairs, "--prompts": prompts, "--db": db}
 
 
