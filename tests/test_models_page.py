@@ -158,13 +158,15 @@ def test_adapter_download_is_a_zip_of_the_adapter_only(server):
         server.client("admin1").predict("eval-ppo-a", api_name="/download_adapter")
 
 
-def test_hand_on_buttons_give_a_job_or_the_exact_command(server):
+def test_hand_on_buttons_queue_a_judge_job_and_the_next_round(server):
     admin = server.client("admin1")
     judge = admin.predict("rm-a", api_name="/use_as_judge")
-    assert judge["judge"] == "rm:rm-a"
-    assert judge["run_id"] or judge["command"].startswith("prefstudio judge --judge rm:")
+    assert judge["judge"] == "rm:rm-a" and judge["run_id"].startswith("judge-")
     nxt = admin.predict("ppo-a", 4, "all", api_name="/next_round_from_policy")
-    assert nxt["round"] == 2 and (nxt["run_id"] or "--round 2" in nxt["command"])
+    assert nxt["round"] == 2 and nxt["run_id"].startswith("generate-")
+    queued = {r["run_id"]: r for r in admin.predict(api_name="/runs")}
+    assert queued[judge["run_id"]]["kind"] == "judge"
+    assert queued[nxt["run_id"]]["kind"] == "generate" and "--round 2" in queued[nxt["run_id"]]["command"]
     with pytest.raises(Exception, match="not one of"):
         admin.predict("rm-a", 4, "all", api_name="/next_round_from_policy")
 

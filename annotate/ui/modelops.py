@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import uuid
 import zipfile
 from pathlib import Path
@@ -140,25 +139,15 @@ class ModelOps:
         return out
 
     # -- handing a model on ------------------------------------------------------------------
-    def _queue_has(self, kind: str) -> bool:
-        from . import jobs
-        return kind in jobs.KINDS and isinstance(jobs.KINDS, dict)   # the forms-based queue
-
     def use_as_judge(self, user: str | None, run_id: str) -> dict:
-        """A reward model as the AI judge ``rm:<run>``: a judge job over the open tasks when
-        the job queue has judge jobs, else the command that runs it."""
+        """A reward model as the AI judge ``rm:<run>``: a judge job over the open tasks."""
         self._admin(user)
-        model = self._model_run(run_id, model_queries.RM_KINDS)
+        self._model_run(run_id, model_queries.RM_KINDS)
         spec = f"rm:{run_id}"
-        if self._queue_has("judge"):
-            return {"judge": spec, "run_id": self.studio.jobs.start("judge", {"judge": spec})}
-        return {"judge": spec, "run_id": None, "command": shlex.join(
-            ["prefstudio", "judge", "--judge", f"rm:{model['artifact_dir']}"]),
-                "note": "the studio's job queue has no judge jobs yet: run this with the server stopped"}
+        return {"judge": spec, "run_id": self.studio.jobs.start("judge", {"judge": spec})}
 
     def next_round(self, user: str | None, run_id: str, k: int = 4, prompts: str = "all") -> dict:
-        """K candidates per prompt from the policy into the next round's tasks (``new_round``
-        when the studio has it, else the command)."""
+        """K candidates per prompt from the policy into the next round's tasks (``new_round``)."""
         self._admin(user)
         model = self._model_run(run_id, model_queries.POLICY_KINDS)
         try:
@@ -171,10 +160,5 @@ class ModelOps:
             raise StoreError(f"policy {run_id!r} is {model['status']}: only a finished policy "
                              "can start a round")
         rnd = model_queries.next_round(self.db)
-        if hasattr(self.studio, "new_round"):
-            result = self.studio.new_round(user, run_id, k, rnd, prompts or "all")
-            return {**result, "round": rnd}
-        return {"run_id": None, "round": rnd, "command": shlex.join(
-            ["prefstudio", "generate", "--model", str(model["artifact_dir"]), "--k", str(k),
-             "--round", str(rnd)]),
-                "note": "the studio has no generation jobs yet: run this with the server stopped"}
+        result = self.studio.new_round(user, run_id, k, rnd, prompts or "all")
+        return {**result, "round": rnd}
