@@ -43,7 +43,6 @@ ADMIN_CALLS = {
     "ui_run_detail": [[None]],
     "ui_jobs_tick": [[None, None]],
     "ui_job_form": [["rm", "fast"]],
-    "ui_job_form_load": [["rm", "fast"]],
     "models": [[]], "rounds": [[]], "ui_models_refresh": [[]],
     "mark_held_out": [["PROMPT", True]],
     "compare_policies": [[None, None]], "download_adapter": [[None]], "use_as_judge": [[None]],

@@ -144,7 +144,8 @@ ENDPOINTS: dict[str, str] = {
     "ui_users_tab": "admin",              # the Users tab opens: user table and current overlap
     "ui_agreement_note": "admin",         # why the per-task agreement table is empty
     "ui_jobs_tick": "admin", "ui_start_job": "admin", "ui_stop_job": "admin",
-    "ui_resume_job": "admin", "ui_job_form": "admin", "ui_job_form_load": "admin",
+    "ui_resume_job": "admin", "ui_job_form": "admin",
+    "ui_job_form_load": "annotator",   # every page load: fills the form for admins, nothing else
     # run only in the browser (no Python function behind them)
     "ui_restore_language": "browser", "ui_language": "browser",
 

@@ -79,7 +79,8 @@ class JobsTab:
         form_outs = list(self.fields.values())
         gr.on([self.kind.input, self.preset.input], self.job_form, [self.kind, self.preset],
               form_outs, **private("job_form"))
-        demo.load(self.job_form, [self.kind, self.preset], form_outs, **private("job_form_load"))
+        demo.load(self.job_form_on_load, [self.kind, self.preset], form_outs,
+                  **private("job_form_load"))
         outs = [self.table, self.pick, self.progress, self.command, *self.plots, self.log,
                 self.samples, self.info, self.seen]
         self.start.click(self.job_start, {self.kind, self.options, *self.fields.values()}, outs,
@@ -90,6 +91,13 @@ class JobsTab:
         self.timer.tick(self.tick, [self.pick, self.seen], outs, **private("jobs_tick"))
 
     # -- handlers ----------------------------------------------------------------------------
+    def job_form_on_load(self, kind, preset, request: gr.Request):
+        """Every page load fills the form, an annotator's too: for them, nothing (no error
+        toast on their screen; the form itself stays admin-only in ``Studio.job_form``)."""
+        if self.studio.role(username(request)) != "admin":
+            return [gr.skip()] * len(ALL_FIELDS)
+        return self.job_form(kind, preset, request)
+
     @shows_errors
     def job_form(self, kind, preset, request: gr.Request):
         """The kind's fields shown (preset values, picker choices), the others hidden."""
