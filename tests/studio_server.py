@@ -83,7 +83,8 @@ def endpoints(session: requests.Session, url: str) -> dict[str, int]:
 def raw_call(session: requests.Session, url: str, fn_index: int, data: list) -> dict:
     """Call any event handler the way the browser does: join the queue, read the stream.
 
-    Returns {"status": HTTP status of the join, "error": message or None, "output": data}.
+    Returns {"status": HTTP status of the join, "error": message or None, "output": data,
+    "notes": [the texts of the toasts it showed (gr.Warning / gr.Info)]}.
     """
     session_hash = uuid.uuid4().hex[:10]
     r = session.post(url + "gradio_api/queue/join",
@@ -91,15 +92,19 @@ def raw_call(session: requests.Session, url: str, fn_index: int, data: list) -> 
                            "event_data": None, "trigger_id": None})
     if r.status_code != 200:
         return {"status": r.status_code, "error": r.text, "output": None}
+    notes = []
     with session.get(url + "gradio_api/queue/data", params={"session_hash": session_hash},
                      stream=True, timeout=60) as stream:
         for line in stream.iter_lines(decode_unicode=True):
             if not line or not line.startswith("data:"):
                 continue
             msg = json.loads(line[5:])
+            if msg.get("msg") == "log":
+                notes.append(msg.get("log") or "")
             if msg.get("msg") == "process_completed":
                 out = msg.get("output") or {}
                 if not msg.get("success", True) or out.get("error"):
-                    return {"status": 200, "error": out.get("error") or "error", "output": None}
-                return {"status": 200, "error": None, "output": out.get("data")}
+                    return {"status": 200, "error": out.get("error") or "error", "output": None,
+                            "notes": notes}
+                return {"status": 200, "error": None, "output": out.get("data"), "notes": notes}
     return {"status": 200, "error": "stream ended without a result", "output": None}
