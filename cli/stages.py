@@ -55,7 +55,7 @@ TRAIN = {
             "\"held_out\": true are skipped (default: the store's prompts that are not held out)"),
         opt("--model", POLICY, "policy to start from: model spec, folder, or run (folder or "
             "run id); default smollm2-135m-instruct"),
-        opt("--base", (RM,), "reward-model backbone spec (default smollm2-135m-instruct)"),
+        opt("--base", (RM,), "reward-model backbone spec (default minilm)"),
         opt("--rm", ONLINE, "trained reward model: run folder, run id or ensemble config"),
         opt("--reward", ONLINE, "programmatic reward instead of --rm: keyword:W1,W2 | length | "
             "length:N"),
@@ -81,14 +81,14 @@ TRAIN = {
     ],
     "preference data filters": FILTERS,
     "reward model": [
-        opt("--epochs", (RM,), "passes over the data (when --max-steps is unset)", type=float),
+        opt("--epochs", (RM,), "passes over the data when --max-steps is unset (2)", type=float),
         opt("--full-finetune", (RM,), "train every weight, no LoRA", action="store_true"),
         opt("--no-resume", (RM,), "ignore a checkpoint left in --out by an interrupted run",
             action="store_true"),
         opt("--rm-kind", (RM,), "override the backbone kind detected from its config",
             choices=["decoder", "encoder"]),
         opt("--lora-targets", (RM,), "module names, comma-separated, or all-linear "
-            "(default: peft's choice for the architecture)"),
+            "(default all-linear: every linear layer, the pooler's too)"),
         opt("--train-modules", (RM,), "extra modules trained in full, comma-separated "
             "(e.g. pooler)"),
         opt("--eval-data", (RM,), "held-out file instead of the automatic split"),

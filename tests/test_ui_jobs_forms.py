@@ -46,10 +46,15 @@ def test_each_form_builds_a_command_the_cli_accepts(runner, kind, preset):
     assert getattr(parsed, reads) == str(folder / f"{reads}.jsonl")
 
 
-def test_the_default_reward_model_base_is_minilm():
-    assert forms.preset("rm")["base"] == "minilm"
+def test_the_reward_model_form_is_the_default_command():
+    """The form shows `train rm`'s own recipe (MiniLM, two epochs), not a few-step toy run."""
+    from rewardmodel.train import RMConfig
+    defaults = RMConfig()
     fields = {f["dest"]: f for f in forms.form("rm", parse_command.options)}
-    assert fields["base"]["value"] == "minilm" and fields["max_steps"]["value"] == 20
+    assert fields["base"]["value"] == defaults.base == "minilm"
+    assert fields["max_steps"]["value"] is None     # blank: epochs decide
+    for dest in ("batch_size", "lr", "lora_r"):
+        assert fields[dest]["value"] == getattr(defaults, dest), dest
 
 
 def test_a_finished_run_is_named_by_id_and_given_to_the_job_by_folder(runner):
