@@ -40,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from rewardmodel.score import write_ensemble  # noqa: E402
 DATA = next((p for p in (ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl",
                          ROOT.parent.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
              if p.exists()), ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
@@ -142,15 +144,6 @@ def evaluate(model: Path, test_file: Path, log: Path, fresh: bool) -> float:
     return result["accuracy"]
 
 
-def ensemble_file(folder: Path, members: list[Path]) -> Path:
-    config = folder / "ensemble.json"
-    text = json.dumps({"normalize": True, "models": [
-        {"path": os.path.relpath(m, folder), "weight": 1.0} for m in members]}, indent=2)
-    if not config.exists() or config.read_text() != text:  # unchanged: its cached eval holds
-        config.write_text(text)
-    return config
-
-
 # --- the report -----------------------------------------------------------------------------
 
 def spread(values: list[float]) -> dict:
@@ -209,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             singles.append(evaluate(out, test_file, fold_dir / f"eval-{out.name}.log", args.fresh))
             models.append(out)
         acc = singles[0] if len(models) == 1 else \
-            evaluate(ensemble_file(fold_dir, models), test_file, fold_dir / "eval-ensemble.log",
+            evaluate(write_ensemble(fold_dir, models), test_file, fold_dir / "eval-ensemble.log",
                      args.fresh)
         wall = time.perf_counter() - t0
         row = {"fold": k, "accuracy": acc, "n_train": n_train, "n_test": n_test, "wall_s": wall,

@@ -82,6 +82,9 @@ TRAIN = {
     "preference data filters": FILTERS,
     "reward model": [
         opt("--epochs", (RM,), "passes over the data when --max-steps is unset (2)", type=float),
+        opt("--seeds", (RM,), "train one model per seed (comma-separated, e.g. 0,1,2) into "
+            "OUT/seed-S and write OUT/ensemble.json, their normalised equal-weight ensemble; "
+            "--rm OUT then uses the ensemble"),
         opt("--full-finetune", (RM,), "train every weight, no LoRA", action="store_true"),
         opt("--no-resume", (RM,), "ignore a checkpoint left in --out by an interrupted run",
             action="store_true"),

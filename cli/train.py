@@ -2,6 +2,7 @@
 ingest the run folder. Which option applies to which stage is decided in ``stages``."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from . import stages
@@ -121,19 +122,49 @@ def _train_rm(args) -> None:
     if not data.pairs and not data.rankings:
         raise CliError(f"{where(args, args.data)}: no preference pairs to train on "
                        "(check --source / --min-agreement / --label-rounds / --principle)")
-    try:
-        summary = train(config, data, eval_data=eval_data)
-    except ValueError as err:  # e.g. a checkpoint of a different run in --out
-        raise CliError(str(err)) from None
+    members = ensemble_members(config, args.seeds)
+    summaries = []
+    for member in members:
+        try:
+            summaries.append(train(member, data, eval_data=eval_data))
+        except ValueError as err:  # e.g. a checkpoint of a different run in --out
+            raise CliError(str(err)) from None
     if not is_main_rank():
         return   # under `accelerate launch`, rank 0 ingests and reports
     if not args.data:
         from annotate import store
         with open_store(args.db) as db:  # runs + metrics + lineage into the database
-            summary["ingested"] = store.ingest_run_dir(db, args.out)
-    emit(args, summary, (f"reward model in {args.out}: {summary['steps']} steps, final loss "
-                         f"{fmt(summary['final_loss'])}, held-out accuracy "
-                         f"{fmt(summary['best_eval_accuracy'])} ({summary['seconds']:.0f} s)"))
+            for member, summary in zip(members, summaries):
+                summary["ingested"] = store.ingest_run_dir(db, member.out)
+    if len(members) == 1:
+        summary = summaries[0]
+        return emit(args, summary, (
+            f"reward model in {args.out}: {summary['steps']} steps, final loss "
+            f"{fmt(summary['final_loss'])}, held-out accuracy "
+            f"{fmt(summary['best_eval_accuracy'])} ({summary['seconds']:.0f} s)"))
+    from rewardmodel.score import write_ensemble
+    config_file = write_ensemble(args.out, [m.out for m in members])
+    accuracies = " ".join(fmt(s["best_eval_accuracy"]) for s in summaries)
+    emit(args, {"ensemble": str(config_file), "members": summaries},
+         f"ensemble of {len(members)} reward models in {args.out} (use --rm {args.out}): "
+         f"members' held-out accuracy {accuracies} "
+         f"({sum(s['seconds'] for s in summaries):.0f} s)")
+
+
+def ensemble_members(config, seeds: str | None) -> list:
+    """One config per seed of ``--seeds S1,S2,...`` (each in OUT/seed-S), or ``[config]``.
+    Members differ only in their seed: the head, the LoRA init, the order of the batches and
+    the held-out split, which is what makes their errors partly independent."""
+    if not seeds:
+        return [config]
+    try:
+        values = [int(s) for s in seeds.split(",")]
+    except ValueError:
+        raise CliError(f"--seeds: expected comma-separated integers like 0,1,2, not {seeds!r}") from None
+    if len(values) < 2 or len(set(values)) != len(values):
+        raise CliError("--seeds: give at least two different seeds (one model needs --seed)")
+    return [dataclasses.replace(config, seed=s, out=str(Path(config.out) / f"seed-{s}"))
+            for s in values]
 
 
 def _rm_config(args):

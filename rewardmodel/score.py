@@ -22,6 +22,7 @@ Every scorer has ``score(prompts, responses, *, batch_size=16, tags=None) -> Ten
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
@@ -148,9 +149,29 @@ def is_safety_prompt(tags: Sequence[Iterable[str]] | None, safety_tags: Iterable
     return torch.tensor([bool(wanted & set(t or ())) for t in tags], dtype=torch.bool)
 
 
+ENSEMBLE_FILE = "ensemble.json"   # in a folder of members (``train rm --seeds``)
+
+
+def write_ensemble(folder: str | Path, members: Sequence[str | Path]) -> Path:
+    """``folder/ensemble.json``: the members normalised by their own reward scale, equal
+    weights, paths relative to the folder (so it can be moved). Left untouched when its text
+    would not change."""
+    folder = Path(folder)
+    config = folder / ENSEMBLE_FILE
+    text = json.dumps({"normalize": True, "models": [
+        {"path": os.path.relpath(Path(m).resolve(), folder.resolve()), "weight": 1.0}
+        for m in members]}, indent=2)
+    if not config.exists() or config.read_text() != text:
+        config.write_text(text)
+    return config
+
+
 def load_scorer(path: str | Path) -> Scorer:
-    """A reward-model run folder or an ensemble ``.json`` (what ``--rm`` accepts)."""
+    """A reward-model run folder, an ensemble ``.json`` or a folder holding ``ensemble.json``
+    (what ``--rm`` accepts)."""
     path = Path(path)
+    if path.is_dir() and not (path / "rm.json").exists() and (path / ENSEMBLE_FILE).is_file():
+        path = path / ENSEMBLE_FILE
     if path.suffix == ".json" and path.is_file():
         return Ensemble.load(path)
     if not path.exists():

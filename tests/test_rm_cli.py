@@ -122,6 +122,32 @@ def test_eval_rm_on_a_file(tiny_lm, tmp_path):
     assert result["n"] == 40 and (out / "eval-pairs.png").exists()
 
 
+def test_train_rm_seeds_writes_an_ensemble_that_every_rm_option_takes(tiny_lm, tmp_path):
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+            for p in marker_data(60, seed=8).pairs]
+    data_file = tmp_path / "pairs.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ens"
+    done = prefstudio("train", "rm", "--data", data_file, "--base", tiny_lm, "--max-steps", 4,
+                      "--max-length", 48, "--seeds", "0,1", "--out", out)
+    assert "ensemble of 2 reward models" in done.stdout and f"--rm {out}" in done.stdout
+    config = json.loads((out / "ensemble.json").read_text())
+    assert config["normalize"] is True
+    assert [m["path"] for m in config["models"]] == ["seed-0", "seed-1"]   # movable folder
+    runs = [json.loads((out / f"seed-{s}" / "run.json").read_text()) for s in (0, 1)]
+    assert [r["config"]["seed"] for r in runs] == [0, 1] and runs[0]["id"] != runs[1]["id"]
+
+    ensemble = load_scorer(out)            # the folder stands for its ensemble
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 2
+    result = json.loads(prefstudio("eval", "rm", "--model", out, "--data", data_file).stdout)
+    assert result["n"] == 60
+    for bad in ("0", "0,0", "0,x"):
+        done = prefstudio("train", "rm", "--data", data_file, "--seeds", bad, "--out",
+                          tmp_path / "bad", check=False)
+        assert done.returncode == 2 and done.stderr.startswith("prefstudio train: --seeds"), done.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, tiny_lm):
     bad = tmp_path / "ens.json"
     bad.write_text(json.dumps({"models": 3}))
