@@ -8,6 +8,8 @@ Every command that fails on bad input exits with status 2 and one line on stderr
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import importlib
 import sys
 
@@ -40,6 +42,12 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
     """``argv`` parsed exactly as ``prefstudio ARGV`` would be (abbreviations, ``--opt=value``),
     without running or exiting: argparse's complaint is raised as ValueError (one line). The
     studio checks a job's options with it before starting the job."""
+    return _checking_parser().parse_args(argv)
+
+
+@functools.lru_cache(maxsize=1)
+def _checking_parser() -> Parser:
+    """The CLI's parser, built once per process, raising instead of printing and exiting."""
     def refuse(message: str):
         raise ValueError(message)
 
@@ -51,7 +59,7 @@ def parse_command(argv: list[str]) -> argparse.Namespace:
         p.print_help = lambda file=None: None
         parsers += [c for a in p._actions if isinstance(a, argparse._SubParsersAction)
                     for c in a.choices.values()]
-    return parser.parse_args(argv)
+    return parser
 
 
 def command_options(words: list[str]) -> list[dict]:
@@ -59,8 +67,13 @@ def command_options(words: list[str]) -> list[dict]:
     CLI's own parser defines them — flag, dest, default, type, choices, help — and, for
     ``train`` and ``eval``, only those ``stages`` says apply to the kind. The studio's job
     forms are built from this, so there is no second list of options."""
+    return copy.deepcopy(_options_of(tuple(words)))
+
+
+@functools.lru_cache(maxsize=None)
+def _options_of(words: tuple[str, ...]) -> list[dict]:
     from . import stages
-    parser = build_parser()
+    parser = _checking_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sp = sub.choices[words[0]]
     table = {"train": stages.TRAIN, "eval": stages.EVAL}.get(words[0])

@@ -13,7 +13,8 @@ from cli.train import _rm_config, policy_config
 
 # consumed by the data loader, the reward, or the run, not by the stage's config
 NOT_CONFIG = {"--data", "--prompts", "--rm", "--reward", "--config", "--source",
-              "--min-agreement", "--label-rounds", "--principle", "--eval-data"}
+              "--min-agreement", "--label-rounds", "--principle", "--eval-data",
+              "--seeds"}   # --seeds: one config per seed (cli.train.ensemble_members)
 # a value for each option that differs from every stage's default
 VALUES = {"--model": "other-model", "--base": "other-base", "--margin-values": '{"better": 0.3}',
           "--lora-targets": "q_proj,v_proj", "--train-modules": "pooler", "--max-length": "30",
