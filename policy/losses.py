@@ -120,13 +120,14 @@ def preference_pairs(scores: torch.Tensor, present: torch.Tensor) -> torch.Tenso
 def rrhf_loss(logps: torch.Tensor, scores: torch.Tensor, present: torch.Tensor,
               sft_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """RRHF (Yuan et al. 2023, "RRHF: Rank Responses to Align Language Models with Human
-    Feedback without tears", §3, eqs. 1-4). For K candidates y_i of one prompt x, ranked by
+    Feedback without tears", eqs. 1-4). For K candidates y_i of one prompt x, ranked by
     scores r_i (a reward model's, or the labels'):
 
         p_i    = Σ_t log π(y_i,t | x, y_i,<t) / |y_i|         (eq. 1; ``logps``, length-normalised)
         L_rank = Σ_{r_i < r_j} max(0, p_i − p_j)              (eq. 2; ties give no term)
-        L_ft   = −p_i',  i' = argmax_i r_i                    (eq. 3, as a token mean; the first
-                                                               best candidate on a tie)
+        L_ft   = −p_i',  i' = argmax_i r_i                    (eq. 3 sums over tokens; the mean
+                                                               keeps λ apart from length; the
+                                                               first best candidate on a tie)
         L      = L_rank + λ · L_ft                            (eq. 4 has λ = 1)
 
     Only the policy appears: no reference model, no KL term; the SFT term on the best
