@@ -56,8 +56,8 @@ class RRHFConfig(PolicySettings):
     max_response_len: int = 512       # tokens kept of each candidate (the end is cut)
     k: int = 4                        # samples per prompt, when candidates are sampled
     sample_batch_size: int = 16       # sequences per generate() call
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(
-        max_new_tokens=128, temperature=1.0, top_p=1.0))
+    # generate's defaults (0.8, top-p 0.95), so a run trained on labels exports the usual sampling
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=128))
 
     def check(self) -> None:
         super().check()

@@ -52,16 +52,16 @@ def test_labels_become_scores_by_wins_minus_losses():
     assert first.label_ids == ("l1", "l2") and second.scores == [1.0, -1.0]
 
 
-def _ranked(n, seed=0, k=3):
-    """Candidates whose score is their number of marker words: the best has two, the worst none."""
+def _ranked(n, seed=0):
+    """Three candidates a prompt, scored 3, 2, 1: the best has two marker words, the worst none."""
     rng = random.Random(seed)
     plain = [w for w in WORDS if len(w) > 2]
     out = []
     for _ in range(n):
         prompt = [{"role": "user", "content": " ".join(rng.sample(plain, 3))}]
-        texts = [" ".join(rng.sample(plain, 3) + rng.sample(MARKERS, 2 - i)[:2 - i])
-                 for i in range(k)]
-        out.append(Candidates(prompt, texts, [float(k - i) for i in range(k)]))
+        texts = [" ".join(rng.sample(plain, 3) + rng.sample(MARKERS, markers))
+                 for markers in (2, 1, 0)]
+        out.append(Candidates(prompt, texts, [3.0, 2.0, 1.0]))
     return out
 
 
@@ -233,10 +233,12 @@ def test_train_rrhf_samples_prompts_and_ranks_them_with_the_reward_model(tiny_po
                            [{"prompt": p[0]["content"]} for p in tiny_prompts(4)])
     db_path = tmp_path / "ws.duckdb"
     code, out = _train(tiny_policy, tmp_path, "--prompts", str(prompts), "--rm", str(rm),
-                       "--k", "3", "--max-new-tokens", "6", "--db", str(db_path))
+                       "--k", "3", "--max-new-tokens", "6", "--temperature", "1.0",
+                       "--max-length", "64", "--seed", "3", "--db", str(db_path))
     assert code == 0, capsys.readouterr().err
     run = read_run(out)
-    assert run["status"] == "done" and run["config"]["k"] == 3
+    assert run["status"] == "done" and run["config"]["k"] == 3 and run["config"]["seed"] == 3
+    assert run["config"]["sampling"]["max_new_tokens"] == 6
     with store.Store(db_path) as db:   # the samples and their scores reached the store
         n = db.query("SELECT count(*) AS n FROM responses WHERE run_id = ?", [run["id"]])[0]["n"]
         kept = db.query("SELECT count(*) AS n FROM scores WHERE run_id = ? AND kept",
