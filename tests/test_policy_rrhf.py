@@ -10,6 +10,7 @@ from annotate.runlog import read_metrics, read_run
 from annotate.trainingdata import PairExample
 from policy.lm import load_policy, token_logprobs
 from policy.losses import rrhf_loss
+from policy.rewards import length_reward
 from policy.rrhf import (Candidates, RRHFConfig, candidate_logps, candidates_from_pairs,
                          collate_candidates, ordered_pairs, tokenize_candidates, train_rrhf)
 from app import main
@@ -119,6 +120,26 @@ def test_a_resumed_run_continues_from_its_checkpoint(tiny_policy, tmp_path):
     with pytest.raises(ValueError, match="different config"):
         train_rrhf(RRHFConfig(model=str(tiny_policy), sft_weight=2.0, max_steps=5,
                               lora=TINY_LORA), _ranked(8), out)
+
+
+def test_a_resumed_sampled_run_neither_samples_nor_scores_again(tiny_policy, tmp_path):
+    calls = []
+
+    def reward(prompts, responses):   # words per response, counting the calls
+        calls.append(len(responses))
+        return length_reward()(prompts, responses)
+    config = RRHFConfig(model=str(tiny_policy), k=3, batch_size=2, max_steps=1, lr=1e-2,
+                        lora=TINY_LORA)
+    config.sampling.max_new_tokens = 6
+    out = train_rrhf(config, None, tmp_path / "run", prompts=tiny_prompts(4), reward_fn=reward)
+    state = lambda: json.loads((out / "checkpoint" / "state.json").read_text())["state"]
+    first, samples = state()["candidates"], (out / "responses.jsonl").read_text()
+    assert calls == [12] and first and all(len(c["responses"]) >= 2 for c in first)
+    config.max_steps = 2
+    train_rrhf(config, None, out, prompts=tiny_prompts(4), reward_fn=reward)
+    assert calls == [12] and state()["candidates"] == first
+    assert (out / "responses.jsonl").read_text() == samples
+    assert read_run(out)["summary"]["steps"] == 2
 
 
 def test_bad_settings_are_refused_before_anything_is_written(tiny_policy, tmp_path):
