@@ -57,13 +57,9 @@ def _ranked(n, seed=0):
     """Three candidates a prompt, scored 3, 2, 1: the best has two marker words, the worst none."""
     rng = random.Random(seed)
     plain = [w for w in WORDS if len(w) > 2]
-    out = []
-    for _ in range(n):
-        prompt = [{"role": "user", "content": " ".join(rng.sample(plain, 3))}]
-        texts = [" ".join(rng.sample(plain, 3) + rng.sample(MARKERS, markers))
-                 for markers in (2, 1, 0)]
-        out.append(Candidates(prompt, texts, [3.0, 2.0, 1.0]))
-    return out
+    answer = lambda markers: " ".join(rng.sample(plain, 3) + rng.sample(MARKERS, markers))
+    return [Candidates(prompt, [answer(2), answer(1), answer(0)], [3.0, 2.0, 1.0])
+            for prompt in tiny_prompts(n, seed)]
 
 
 def test_shared_prompt_pass_equals_one_pass_per_candidate(tiny_policy):
@@ -106,7 +102,7 @@ def test_training_orders_the_candidates_like_the_labels(tiny_policy, tmp_path):
     model, tok = load_policy(str(out))
     with torch.no_grad():
         after = ordered_pairs(candidate_logps(model, batch), batch["scores"], batch["present"])
-    assert after[1] == before[1] == 24 and after[0] >= 22 and after[0] > before[0]
+    assert after[1] == before[1] == 24 and after[0] >= 20 and after[0] >= before[0] + 6
 
 
 def test_a_resumed_run_continues_from_its_checkpoint(tiny_policy, tmp_path):
