@@ -15,7 +15,7 @@ Where the candidates and their order come from:
 - the same tasks re-scored by a reward model (``--rm``) or a programmatic reward: the reward
   orders them instead of the labels.
 - prompts (``--prompts``): K samples per prompt from the starting policy, scored by the reward
-  (the paper's main setting: candidates sampled from the initial model, ranked by a reward
+  (one of the paper's sampling policies: the initial model's own samples, ranked by a reward
   model). Sampled once, before the first step, and kept in the checkpoint, so a resumed run
   trains on the same candidates.
 
