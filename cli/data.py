@@ -1,5 +1,5 @@
-"""The one training-data loader: every stage that learns from labels (train rm, sft, dpo and
-eval rm) reads them here, from --data FILE or the store, with every filter applied
+"""The one training-data loader: every stage that learns from labels (train rm, sft, dpo, rrhf
+and eval rm) reads them here, from --data FILE or the store, with every filter applied
 (--source, --min-agreement, --label-rounds, --principle); so do the stages that sample prompts
 (rs, ppo, rloo) and `eval policy`. Held-out prompts (marked at import or in Browse) never reach
 training: their labels are left out and rs/ppo/rloo never sample them; `eval policy` measures
@@ -106,3 +106,20 @@ def is_chat_file(path: str) -> bool:
         return isinstance(row := json.loads(first), dict) and "messages" in row
     except json.JSONDecodeError:
         return False
+
+
+def ranked_candidates(args) -> tuple[list, dict]:
+    """train rrhf: each labelled task's candidates, scored by its labels (several annotators
+    aggregated as the store's pairs are), and their lineage (data hash, label ids)."""
+    from policy.rrhf import candidates_from_pairs
+
+    data = preference_data(args, args.data)
+    candidates = candidates_from_pairs(data.pairs)
+    if not candidates:
+        raise CliError(f"no ranked candidates for train rrhf in {where(args, args.data)}: it "
+                       "needs labelled tasks (a rankings or pairs file, or labels in the store; "
+                       "check --source / --min-agreement / --label-rounds / --principle), or "
+                       "--prompts with --rm to sample and rank candidates")
+    lineage = {"data_hash": data.data_hash,
+               "label_ids": sorted({lid for c in candidates for lid in c.label_ids})}
+    return candidates, lineage

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from .common import CliError
 
 RM, SFT, RS, DPO, PPO, RLOO = "rm", "sft", "rs", "dpo", "ppo", "rloo"
-TRAIN_KINDS = (RM, SFT, RS, DPO, PPO, RLOO)
-POLICY = (SFT, RS, DPO, PPO, RLOO)
-FROM_LABELS = (RM, SFT, DPO)      # read preference data (--data FILE or the store)
+RRHF = "rrhf"
+TRAIN_KINDS = (RM, SFT, RS, DPO, PPO, RLOO, RRHF)
+POLICY = (SFT, RS, DPO, PPO, RLOO, RRHF)
+FROM_LABELS = (RM, SFT, DPO, RRHF)  # read preference data (--data FILE or the store)
 ONLINE = (RS, PPO, RLOO)          # sample from --prompts and score with --rm or --reward
+SAMPLED = ONLINE + (RRHF,)        # rrhf: ranks samples of --prompts by --rm/--reward, if given
 EVAL_KINDS = ("rm", "policy")
 
 
@@ -51,26 +53,29 @@ TRAIN = {
     "inputs": [
         opt("--data", FROM_LABELS, "training file (any import format; sft also a chat file of "
             "{\"messages\": [...]}) instead of the store"),
-        opt("--prompts", ONLINE, "JSONL of {\"prompt\": text or messages}; rows marked "
-            "\"held_out\": true are skipped (default: the store's prompts that are not held out)"),
+        opt("--prompts", SAMPLED, "JSONL of {\"prompt\": text or messages}; rows marked "
+            "\"held_out\": true are skipped (default: the store's prompts that are not held out; "
+            "rrhf: sample candidates from these instead of the labelled tasks')"),
         opt("--model", POLICY, "policy to start from: model spec, folder, or run (folder or "
             "run id); default smollm2-135m-instruct"),
         opt("--base", (RM,), "reward-model backbone spec (default minilm)"),
-        opt("--rm", ONLINE, "trained reward model: run folder, run id or ensemble config"),
-        opt("--reward", ONLINE, "programmatic reward instead of --rm: keyword:W1,W2 | length | "
+        opt("--rm", SAMPLED, "trained reward model: run folder, run id or ensemble config "
+            "(rrhf: orders the candidates instead of the labels)"),
+        opt("--reward", SAMPLED, "programmatic reward instead of --rm: keyword:W1,W2 | length | "
             "length:N"),
     ],
     "training": [
         opt("--config", TRAIN_KINDS, "JSON file of config fields; options override it"),
         opt("--max-steps", TRAIN_KINDS, "optimizer steps (ppo, rloo: rollout batches)", type=int),
         opt("--batch-size", TRAIN_KINDS, "examples per micro-batch per process (rm, dpo: pairs; "
-            "sft, rs: chats; ppo, rloo: prompts)", type=int),
-        opt("--grad-accum", (RM, SFT, RS, DPO, RLOO), "micro-batches per optimizer step", type=int,
-            hint="ppo splits a rollout batch with --minibatch-size"),
+            "sft, rs: chats; ppo, rloo: prompts; rrhf: prompts with their K candidates)",
+            type=int),
+        opt("--grad-accum", (RM, SFT, RS, DPO, RLOO, RRHF), "micro-batches per optimizer step",
+            type=int, hint="ppo splits a rollout batch with --minibatch-size"),
         opt("--lr", TRAIN_KINDS, "peak learning rate", type=float),
         opt("--seed", TRAIN_KINDS, "random seed", type=int),
-        opt("--max-length", TRAIN_KINDS, "tokens per sequence (rm, sft, rs: a whole chat; dpo: "
-            "prompt + response, half each; ppo, rloo: the prompt); prompts are cut from the left "
+        opt("--max-length", TRAIN_KINDS, "tokens per sequence (rm, sft, rs: a whole chat; dpo, "
+            "rrhf: prompt + response, half each; ppo, rloo: the prompt); prompts are cut from the left "
             "so the response survives", type=int),
         opt("--lora-r", TRAIN_KINDS, "LoRA rank of a new adapter (rm: 0 = full fine-tuning)",
             type=int),
@@ -114,14 +119,16 @@ TRAIN = {
         opt("--margin-scale", (DPO,), "offset = scale × label margin", type=float),
         opt("--reference", (DPO,), "reference = the starting policy (initial, the default) or "
             "the bare base", choices=["initial", "base"]),
-        opt("--k", (RS, RLOO), "samples per prompt", type=int),
+        opt("--k", (RS, RLOO, RRHF), "samples per prompt (rrhf: with --prompts)", type=int),
+        opt("--sft-weight", (RRHF,), "λ of L_rank + λ·L_ft, the cross-entropy of the best "
+            "candidate (1, as in the paper)", type=float),
         opt("--rounds", (RS,), "sample-select-train rounds", type=int),
         opt("--select", (RS,), "best of K per prompt, or the top fraction overall (RAFT)",
             choices=["best", "top"]),
         opt("--top-fraction", (RS,), "fraction kept with --select top", type=float),
         opt("--min-reward", (RS,), "never keep a sample below this reward", type=float),
-        opt("--max-new-tokens", ONLINE, "response length limit", type=int),
-        opt("--temperature", ONLINE, "sampling temperature", type=float),
+        opt("--max-new-tokens", SAMPLED, "response length limit", type=int),
+        opt("--temperature", SAMPLED, "sampling temperature", type=float),
         opt("--kl-target", (PPO, RLOO), "adapt β towards this KL per response (nats)", type=float),
         opt("--critic", (PPO,), "value head on the policy's hidden states (shared) or its own "
             "adapter", choices=["shared", "adapter"]),

@@ -1,4 +1,4 @@
-"""prefstudio train rm|sft|rs|dpo|ppo|rloo: build the stage's config, read its data, train,
+"""prefstudio train rm|sft|rs|dpo|ppo|rloo|rrhf: build the stage's config, read its data, train,
 ingest the run folder. Which option applies to which stage is decided in ``stages``."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import stages
 from .common import CliError, emit, fmt, is_main_rank, open_store, resolve_run
-from .data import policy_data, preference_data, training_prompts, where
+from .data import policy_data, preference_data, ranked_candidates, training_prompts, where
 
 HELP = "train a reward model or optimise a policy"
 
@@ -30,28 +30,30 @@ def run(args) -> None:
     return _train_policy(args)
 
 
-# Options of `train sft|rs|dpo|ppo|rloo` that map onto the stage's config fields.
+# Options of `train sft|rs|dpo|ppo|rloo|rrhf` that map onto the stage's config fields.
 POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r",
                   "gradient_checkpointing",
                   "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
                   "select", "top_fraction", "min_reward", "max_new_tokens", "temperature",
-                  "kl_target", "critic", "ppo_epochs", "minibatch_size")
+                  "kl_target", "critic", "ppo_epochs", "minibatch_size", "sft_weight")
 
 
 def _train_policy(args) -> None:
     """train sft | rs | dpo | ppo | rloo: build the config, read the data (rs/ppo/rloo: prompts
     and a reward), run the trainer, ingest the run."""
     from annotate.runlog import read_run
-    from policy import dpo, ppo, rloo, rs, sft
+    from policy import dpo, ppo, rloo, rrhf, rs, sft
     from policy.rewards import load_reward
     from policy.train_utils import run_parents
 
     train = {"sft": sft.train_sft, "rs": rs.train_rs, "dpo": dpo.train_dpo,
-             "ppo": ppo.train_ppo, "rloo": rloo.train_rloo}[args.kind]
+             "ppo": ppo.train_ppo, "rloo": rloo.train_rloo, "rrhf": rrhf.train_rrhf}[args.kind]
     args.model, args.rm = resolve_run(args.model, args.db), resolve_run(args.rm, args.db)
     try:
         config = policy_config(args)
-        if args.kind in stages.ONLINE:
+        if args.kind == "rrhf":
+            out = _train_rrhf(args, config)
+        elif args.kind in stages.ONLINE:
             if args.rm and not Path(args.rm).exists():
                 raise CliError(f"--rm {args.rm}: no such run folder, run id or ensemble file")
             prompts = training_prompts(args)   # never the held-out ones
@@ -74,12 +76,40 @@ def _train_policy(args) -> None:
          f"{args.kind} run {run['id']}: {summary.get('steps', 0)} steps, policy saved in {out}")
 
 
+def _train_rrhf(args, config):
+    """train rrhf: the labelled tasks' candidates ordered by their labels, or by --rm /
+    --reward when given; with --prompts, K samples per prompt from the starting policy ordered
+    by --rm / --reward."""
+    from policy.rewards import load_reward
+    from policy.rrhf import train_rrhf
+    from policy.train_utils import run_parents
+
+    sampling = [f"--{d.replace('_', '-')}" for d in ("k", "max_new_tokens", "temperature")
+                if getattr(args, d) is not None]
+    if args.prompts and args.data:
+        raise CliError("give --prompts (candidates sampled from the policy) or --data "
+                       "(labelled candidates), not both")
+    if sampling and not args.prompts:
+        raise CliError(f"{sampling[0]} samples candidates: it needs --prompts")
+    ranker = args.rm or args.reward
+    if args.prompts and not ranker:
+        raise CliError("--prompts: sampled candidates need --rm or --reward to order them")
+    reward_fn, scorer = load_reward(args.rm, args.reward) if ranker else (None, "labels")
+    parents = run_parents(config.model, args.rm)
+    if args.prompts:
+        return train_rrhf(config, None, args.out, prompts=training_prompts(args),
+                          reward_fn=reward_fn, scorer=scorer, parents=parents)
+    candidates, lineage = ranked_candidates(args)
+    return train_rrhf(config, candidates, args.out, reward_fn=reward_fn, scorer=scorer,
+                      parents=parents, **lineage)
+
+
 def policy_config(args):
     """The stage's config from --config JSON (optional), then the command-line options on top."""
-    from policy import dpo, ppo, rloo, rs, sft
+    from policy import dpo, ppo, rloo, rrhf, rs, sft
     from harness.config import build_config
     config_cls = {"sft": sft.SFTConfig, "rs": rs.RSConfig, "dpo": dpo.DPOConfig,
-                  "ppo": ppo.PPOConfig, "rloo": rloo.RLOOConfig}[args.kind]
+                  "ppo": ppo.PPOConfig, "rloo": rloo.RLOOConfig, "rrhf": rrhf.RRHFConfig}[args.kind]
     options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}
     options.update(model=args.model, max_steps=args.max_steps,
                    **_length_options(args.kind, args.max_length))
@@ -94,7 +124,7 @@ def _length_options(kind: str, max_length: int | None) -> dict:
         return {}
     if max_length < 2:
         raise CliError("--max-length must be at least 2 tokens")
-    if kind == "dpo":
+    if kind in ("dpo", "rrhf"):
         return {"max_prompt_len": max_length - max_length // 2, "max_response_len": max_length // 2}
     if kind in ("ppo", "rloo"):
         return {"max_prompt_tokens": max_length}

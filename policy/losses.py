@@ -108,3 +108,35 @@ def reinforce_loss(logprobs: torch.Tensor, advantages: torch.Tensor,
     [B] → [B].
     """
     return -advantages * (logprobs * mask).sum(-1)
+
+
+def preference_pairs(scores: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """prefer[b, i, j] = candidate j is ranked above candidate i (r_i < r_j), both present.
+    Equal scores (a tie) make no pair. scores: [B, K], present: [B, K] bool → [B, K, K] bool."""
+    both = present[:, :, None] & present[:, None, :]                               # [B, K, K]
+    return both & (scores[:, :, None] < scores[:, None, :])
+
+
+def rrhf_loss(logps: torch.Tensor, scores: torch.Tensor, present: torch.Tensor,
+              sft_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RRHF (Yuan et al. 2023, "RRHF: Rank Responses to Align Language Models with Human
+    Feedback without tears", eqs. 1-4). For K candidates y_i of one prompt x, ranked by
+    scores r_i (a reward model's, or the labels'):
+
+        p_i    = Σ_t log π(y_i,t | x, y_i,<t) / |y_i|         (eq. 1; ``logps``, length-normalised)
+        L_rank = Σ_{r_i < r_j} max(0, p_i − p_j)              (eq. 2; ties give no term)
+        L_ft   = −p_i',  i' = argmax_i r_i                    (eq. 3 sums over tokens; the mean
+                                                               keeps λ apart from length; the
+                                                               first best candidate on a tie)
+        L      = L_rank + λ · L_ft                            (eq. 4 has λ = 1)
+
+    Only the policy appears: no reference model, no KL term; the SFT term on the best
+    candidate is what keeps it close to good text. logps, scores: [B, K]; present: [B, K]
+    bool (False on the padding of a prompt with fewer candidates) → (L, L_rank, L_ft), each [B].
+    """
+    prefer = preference_pairs(scores, present)                                     # [B, K, K]
+    gaps = (logps[:, :, None] - logps[:, None, :]).clamp(min=0)                    # [B, K, K]
+    rank = (gaps * prefer).sum((1, 2))                                             # [B]
+    best = scores.masked_fill(~present, float("-inf")).argmax(-1)                  # [B]
+    ft = -logps.gather(-1, best[:, None]).squeeze(-1)                              # [B]
+    return rank + sft_weight * ft, rank, ft

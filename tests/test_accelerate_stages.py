@@ -8,7 +8,7 @@ agree: one process averages its two micro-batches' losses, two processes average
 gradients (DDP) and their metrics. A rank that trained alone, saw other data, or skipped the
 gradient average would show here.
 
-``rm-db``, ``sft-db`` and ``dpo-db`` train from the store (imported from the same files),
+``rm-db``, ``sft-db``, ``dpo-db`` and ``rrhf-db`` train from the store (imported from the same files),
 and ``rs-db``, ``rloo-db``, ``ppo-db`` sample the store's prompts; every process opens it
 read-only (``cli.data``); rank 0 alone ingests the run afterwards.
 
@@ -33,7 +33,8 @@ from rm_synthetic import marker_data
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU processes via torchrun")
 
 # large enough that step 2's loss shows whether step 1's update used the global batch
-LR = {"rm": "0.05", "rm-db": "0.05", "sft-db": "0.01", "dpo-db": "0.01", "sft": "0.01", "dpo": "0.01", "rs": "0.01", "rloo": "0.003", "ppo": "0.003"}
+LR = {"rm": "0.05", "rm-db": "0.05", "sft-db": "0.01", "dpo-db": "0.01", "sft": "0.01", "dpo": "0.01", "rs": "0.01", "rloo": "0.003", "ppo": "0.003",
+      "rrhf": "0.01", "rrhf-db": "0.01"}
 RL_CONFIG = {"shaping": {"normalize": False, "clip": None, "missing_eos_penalty": 0.0}}
 
 # stage -> (data option, [options of both runs], {option: (one process, two processes)},
@@ -48,6 +49,10 @@ STAGES = {
     "sft-db": ("--db", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
     "dpo": ("--data", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
     "dpo-db": ("--db", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None, ["loss"]),
+    "rrhf": ("--data", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None,
+             ["loss", "rank_loss", "pairs_ordered"]),
+    "rrhf-db": ("--db", ["--batch-size", "1"], {"--grad-accum": ("2", "1")}, None,
+                ["loss", "rank_loss", "pairs_ordered"]),
     "rs": ("--prompts", ["--batch-size", "1", "--k", "2", "--rounds", "1", "--temperature", "0",
                          "--max-new-tokens", "6", "--reward", "length"],
            {"--grad-accum": ("2", "1")}, None, ["loss", "reward"]),

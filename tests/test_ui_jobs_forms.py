@@ -22,7 +22,7 @@ def runner(db, tmp_path):
 
 def test_the_kinds_of_the_runner_and_of_the_forms_are_the_same():
     assert set(KINDS) == set(forms.COMMANDS) == set(forms.FIELDS) == {
-        "rm", "sft", "rs", "dpo", "ppo", "rloo", "generate", "judge", "eval_rm", "eval_policy"}
+        "rm", "sft", "rs", "dpo", "ppo", "rloo", "rrhf", "generate", "judge", "eval_rm", "eval_policy"}
 
 
 @pytest.mark.parametrize("kind", sorted(forms.COMMANDS))

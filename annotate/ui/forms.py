@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import runlog
 from ..store import StoreError
+from ..store.models import POLICY_KINDS
 
 EMBEDDED = ("smollm2-135m-instruct", "minilm")   # the models the project ships specs for
 DEFAULT_POLICY, DEFAULT_RM_BASE = "smollm2-135m-instruct", "minilm"  # (a SmolLM2 RM: 51 s/step on a CPU)
@@ -27,6 +28,7 @@ DEFAULT_POLICY, DEFAULT_RM_BASE = "smollm2-135m-instruct", "minilm"  # (a SmolLM
 COMMANDS = {
     "rm": ("train", "rm"), "sft": ("train", "sft"), "dpo": ("train", "dpo"),
     "rs": ("train", "rs"), "ppo": ("train", "ppo"), "rloo": ("train", "rloo"),
+    "rrhf": ("train", "rrhf"),
     "generate": ("generate", "--run-only"), "judge": ("judge",),
     "eval_rm": ("eval", "rm"), "eval_policy": ("eval", "policy"),
 }
@@ -39,6 +41,7 @@ FIELDS = {   # the fields a form shows first, in order (dests of the command's o
     "rs": ("model", "rm", "prompts", *TRAINING, "k", "max_new_tokens"),
     "ppo": ("model", "rm", "prompts", *TRAINING, "beta", "max_new_tokens"),
     "rloo": ("model", "rm", "prompts", *TRAINING, "beta", "k", "max_new_tokens"),
+    "rrhf": ("model", *FILTERS, *TRAINING, "sft_weight", "rm"),   # rm: orders instead of labels
     "generate": ("model", "prompts", "k", "round", "max_new_tokens", "limit"),
     "judge": ("judge", "principle", "limit"),
     "eval_rm": ("model", *FILTERS),
@@ -54,10 +57,10 @@ _UNSET = "\0set-by-the-studio"   # no option value can contain NUL
 PRESETS = {   # "fast": a few minutes on a laptop CPU; "quality": a real run (a GPU helps)
     "fast": {"base": DEFAULT_RM_BASE, "model": DEFAULT_POLICY, "max_steps": 20, "batch_size": 4,
              "lr": 1e-4, "lora_r": 8, "beta": 0.1, "k": 2, "max_new_tokens": 48, "limit": 20,
-             "max_prompts": 16},
+             "max_prompts": 16, "sft_weight": 1.0},
     "quality": {"base": DEFAULT_RM_BASE, "model": DEFAULT_POLICY, "max_steps": 500,
                 "batch_size": 16, "lr": 5e-5, "lora_r": 16, "beta": 0.1, "k": 4,
-                "max_new_tokens": 256, "limit": None, "max_prompts": None},
+                "max_new_tokens": 256, "limit": None, "max_prompts": None, "sft_weight": 1.0},
 }
 
 # `train rm`'s own defaults (rewardmodel.train.RMConfig: MiniLM, two epochs, lr 2e-4, LoRA r 16 on
@@ -205,7 +208,7 @@ def model_choices(runs_rows: list[dict], picker: str, workspace: Path) -> list[s
     the embedded models (base), finished reward models and ensembles (reward_model), and the
     judges those make (judge). A local model folder can be typed in any of them."""
     done = [r for r in runs_rows if r["status"] == "done"]
-    policies = [r["id"] for r in done if r["kind"] in ("sft", "rs", "dpo", "ppo", "rloo")]
+    policies = [r["id"] for r in done if r["kind"] in POLICY_KINDS]
     rms = [r["id"] for r in done if r["kind"] == "rm"]
     ensembles = sorted(str(p.relative_to(workspace)) for p in (workspace / "ensembles").glob("*.json")) \
         if (workspace / "ensembles").is_dir() else []

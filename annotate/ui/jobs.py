@@ -61,6 +61,7 @@ KINDS = {
     "rm": Kind("labels"), "sft": Kind("labels"), "dpo": Kind("labels"),
     "rs": Kind("prompts", trains=True), "ppo": Kind("prompts", trains=True),
     "rloo": Kind("prompts", trains=True),
+    "rrhf": Kind("labels"),
     "generate": Kind("prompts", out="run_dir"),
     "judge": Kind("tasks"),
     "eval_rm": Kind("labels"), "eval_policy": Kind("prompts"),
