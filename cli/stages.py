@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from .common import CliError
 
 RM, SFT, RS, DPO, PPO, RLOO = "rm", "sft", "rs", "dpo", "ppo", "rloo"
-TRAIN_KINDS = (RM, SFT, RS, DPO, PPO, RLOO)
-POLICY = (SFT, RS, DPO, PPO, RLOO)
+CAI = "cai"                       # Constitutional AI's supervised stage (policy/cai.py)
+TRAIN_KINDS = (RM, SFT, RS, DPO, PPO, RLOO, CAI)
+POLICY = (SFT, RS, DPO, PPO, RLOO, CAI)
 FROM_LABELS = (RM, SFT, DPO)      # read preference data (--data FILE or the store)
 ONLINE = (RS, PPO, RLOO)          # sample from --prompts and score with --rm or --reward
+PROMPTED = (*ONLINE, CAI)         # sample from --prompts
 EVAL_KINDS = ("rm", "policy")
 
 
@@ -51,7 +53,7 @@ TRAIN = {
     "inputs": [
         opt("--data", FROM_LABELS, "training file (any import format; sft also a chat file of "
             "{\"messages\": [...]}) instead of the store"),
-        opt("--prompts", ONLINE, "JSONL of {\"prompt\": text or messages}; rows marked "
+        opt("--prompts", PROMPTED, "JSONL of {\"prompt\": text or messages}; rows marked "
             "\"held_out\": true are skipped (default: the store's prompts that are not held out)"),
         opt("--model", POLICY, "policy to start from: model spec, folder, or run (folder or "
             "run id); default smollm2-135m-instruct"),
@@ -65,7 +67,7 @@ TRAIN = {
         opt("--max-steps", TRAIN_KINDS, "optimizer steps (ppo, rloo: rollout batches)", type=int),
         opt("--batch-size", TRAIN_KINDS, "examples per micro-batch per process (rm, dpo: pairs; "
             "sft, rs: chats; ppo, rloo: prompts)", type=int),
-        opt("--grad-accum", (RM, SFT, RS, DPO, RLOO), "micro-batches per optimizer step", type=int,
+        opt("--grad-accum", (RM, SFT, RS, DPO, RLOO, CAI), "micro-batches per optimizer step", type=int,
             hint="ppo splits a rollout batch with --minibatch-size"),
         opt("--lr", TRAIN_KINDS, "peak learning rate", type=float),
         opt("--seed", TRAIN_KINDS, "random seed", type=int),
@@ -112,13 +114,21 @@ TRAIN = {
         opt("--reference", (DPO,), "reference = the starting policy (initial, the default) or "
             "the bare base", choices=["initial", "base"]),
         opt("--k", (RS, RLOO), "samples per prompt", type=int),
-        opt("--rounds", (RS,), "sample-select-train rounds", type=int),
+        opt("--rounds", (RS,), "sample-select-train rounds (ReST: Grow steps)", type=int),
         opt("--select", (RS,), "best of K per prompt, or the top fraction overall (RAFT)",
             choices=["best", "top"]),
         opt("--top-fraction", (RS,), "fraction kept with --select top", type=float),
         opt("--min-reward", (RS,), "never keep a sample below this reward", type=float),
-        opt("--max-new-tokens", ONLINE, "response length limit", type=int),
-        opt("--temperature", ONLINE, "sampling temperature", type=float),
+        opt("--thresholds", (RS,), "ReST: one Improve step per quantile, each training on the "
+            "samples whose reward reaches that quantile of the round's rewards, e.g. "
+            "0.5,0.7,0.9 (rising, in (0, 1); replaces --select)"),
+        opt("--principles", (CAI,), "principles file the critiques and revisions follow "
+            "(default data/principles.md)"),
+        opt("--revisions", (CAI,), "critique-revision steps per answer (1 to 8; default 1)",
+            type=int),
+        opt("--round", (CAI,), "annotation round of the answer-vs-revisions tasks", type=int),
+        opt("--max-new-tokens", PROMPTED, "response length limit", type=int),
+        opt("--temperature", PROMPTED, "sampling temperature", type=float),
         opt("--kl-target", (PPO, RLOO), "adapt β towards this KL per response (nats)", type=float),
         opt("--critic", (PPO,), "value head on the policy's hidden states (shared) or its own "
             "adapter", choices=["shared", "adapter"]),
