@@ -85,7 +85,7 @@ def add_endpoints(studio: Studio) -> dict:
     @shows_errors
     def start_job(kind: str, params: dict = None, request: gr.Request = None) -> dict:
         """Admins: queue a job → {run_id}. kind: rm | sft | dpo | rs | ppo | rloo | generate |
-        judge | eval_rm | eval_policy; params keyed by the CLI option names with _ (e.g.
+        judge | eval_rm | eval_policy | cai | rest; params keyed by the CLI option names with _ (e.g.
         {"base": "minilm", "max_steps": 2}), plus prompts (a prompt set: all, round:N,
         source:NAME, held_out) and options (extra flags)."""
         return studio.start_job(username(request), kind, params or {})

@@ -29,6 +29,8 @@ COMMANDS = {
     "rs": ("train", "rs"), "ppo": ("train", "ppo"), "rloo": ("train", "rloo"),
     "generate": ("generate", "--run-only"), "judge": ("judge",),
     "eval_rm": ("eval", "rm"), "eval_policy": ("eval", "policy"),
+    "cai": ("train", "cai"),   # Constitutional AI's supervised stage (SL-CAI)
+    "rest": ("train", "rs"),   # rejection sampling with ReST's Improve steps (--thresholds)
 }
 FILTERS = ("source", "label_rounds", "min_agreement", "principle")
 TRAINING = ("max_steps", "batch_size", "lr", "lora_r")
@@ -43,6 +45,8 @@ FIELDS = {   # the fields a form shows first, in order (dests of the command's o
     "judge": ("judge", "principle", "limit"),
     "eval_rm": ("model", *FILTERS),
     "eval_policy": ("model", "rm", "prompts", "max_prompts", "max_new_tokens"),
+    "cai": ("model", "prompts", "principles", "revisions", *TRAINING, "max_new_tokens", "round"),
+    "rest": ("model", "rm", "prompts", *TRAINING, "k", "rounds", "thresholds", "max_new_tokens"),
 }
 # What a picker offers for a field: models to start from, reward models, judges.
 PICKERS = {"base": "base", "model": "policy", "rm": "reward_model", "judge": "judge"}
@@ -54,10 +58,11 @@ _UNSET = "\0set-by-the-studio"   # no option value can contain NUL
 PRESETS = {   # "fast": a few minutes on a laptop CPU; "quality": a real run (a GPU helps)
     "fast": {"base": DEFAULT_RM_BASE, "model": DEFAULT_POLICY, "max_steps": 20, "batch_size": 4,
              "lr": 1e-4, "lora_r": 8, "beta": 0.1, "k": 2, "max_new_tokens": 48, "limit": 20,
-             "max_prompts": 16},
+             "max_prompts": 16, "revisions": 1, "rounds": 1, "thresholds": "0.5,0.7,0.9"},
     "quality": {"base": DEFAULT_RM_BASE, "model": DEFAULT_POLICY, "max_steps": 500,
                 "batch_size": 16, "lr": 5e-5, "lora_r": 16, "beta": 0.1, "k": 4,
-                "max_new_tokens": 256, "limit": None, "max_prompts": None},
+                "max_new_tokens": 256, "limit": None, "max_prompts": None, "revisions": 2,
+                "rounds": 2, "thresholds": "0.5,0.7,0.9"},
 }
 
 
@@ -68,7 +73,7 @@ def preset(kind: str, name: str = "fast") -> dict:
     values = {k: v for k, v in PRESETS[name].items() if k in FIELDS[kind]}
     if kind == "eval_rm":
         values.pop("model", None)   # a reward model to pick, not a base
-    if kind in ("rs", "ppo", "rloo") and name == "fast":
+    if kind in ("rs", "ppo", "rloo", "rest") and name == "fast":
         values["max_steps"] = 5     # a step samples and scores a whole batch
     return values
 
@@ -142,6 +147,7 @@ def build_argv(kind: str, params: dict, parse_command, runs: Path,
 
 
 NEEDS = {"rs": ("rm", "reward"), "ppo": ("rm", "reward"), "rloo": ("rm", "reward"),
+         "rest": ("rm", "reward"),
          "judge": ("judge",), "eval_rm": ("model",), "eval_policy": ("model",)}
 
 
@@ -198,7 +204,7 @@ def model_choices(runs_rows: list[dict], picker: str, workspace: Path) -> list[s
     the embedded models (base), finished reward models and ensembles (reward_model), and the
     judges those make (judge). A local model folder can be typed in any of them."""
     done = [r for r in runs_rows if r["status"] == "done"]
-    policies = [r["id"] for r in done if r["kind"] in ("sft", "rs", "dpo", "ppo", "rloo")]
+    policies = [r["id"] for r in done if r["kind"] in ("sft", "rs", "dpo", "ppo", "rloo", "cai")]
     rms = [r["id"] for r in done if r["kind"] == "rm"]
     ensembles = sorted(str(p.relative_to(workspace)) for p in (workspace / "ensembles").glob("*.json")) \
         if (workspace / "ensembles").is_dir() else []
