@@ -77,7 +77,7 @@ class Chain:
     messages: list[dict]
     current: str                       # the text the next step critiques
     current_id: str
-    group: str                         # the task of the answer and its revisions
+    index: int                         # the prompt's position (SFT chats keep prompt order)
     texts: set[str] = field(default_factory=set)   # recorded texts (a response appears once)
     records: list[dict] = field(default_factory=list)
     revised: bool = False
@@ -88,15 +88,17 @@ class Chain:
 
     @classmethod
     def start(cls, messages: list[dict], answer: str, index: int) -> "Chain":
-        rid = store.response_id(store.prompt_id(messages), answer)
-        return cls(messages, answer, rid, group=f"{rid}:{index}")
+        return cls(messages, answer, store.response_id(store.prompt_id(messages), answer), index)
 
 
 def critique_and_revise(model, tok, prompts: Sequence[Sequence[dict]],
                         principles: Sequence[Principle], config: CAIConfig,
-                        identity: tuple[str, str | None]) -> tuple[list[dict], list[list[dict]]]:
-    """Answer, critique and revise; returns (responses.jsonl records, SFT chats of each
-    revised prompt followed by its final revision)."""
+                        identity: tuple[str, str | None],
+                        indices: Sequence[int] | None = None) -> tuple[list[dict], list[tuple]]:
+    """Answer, critique and revise distinct ``prompts`` (at ``indices`` of the whole set);
+    returns (responses.jsonl records, (index, SFT chat) of each revised prompt: the prompt
+    followed by its final revision)."""
+    indices = list(range(len(prompts))) if indices is None else list(indices)
     model_name, adapter = identity
 
     def sample(step: int, conversations: list[list[dict]]) -> list[dict]:
@@ -109,7 +111,7 @@ def critique_and_revise(model, tok, prompts: Sequence[Sequence[dict]],
                 for row in out]
 
     chains = []
-    for index, (messages, answer) in enumerate(zip(prompts, sample(0, [list(p) for p in prompts]))):
+    for index, messages, answer in zip(indices, prompts, sample(0, [list(p) for p in prompts])):
         if not answer["text"]:
             continue                   # nothing to critique (the store holds no empty text)
         chain = Chain.start(store.check_messages(list(messages)), answer["text"], index)
@@ -136,7 +138,8 @@ def critique_and_revise(model, tok, prompts: Sequence[Sequence[dict]],
             if new_id is not None:
                 chain.current, chain.current_id, chain.revised = revised["text"], new_id, True
     records = [r for c in chains for r in c.records]
-    chats = [c.messages + [{"role": "assistant", "content": c.current}] for c in chains if c.revised]
+    chats = [(c.index, c.messages + [{"role": "assistant", "content": c.current}])
+             for c in chains if c.revised]
     return records, chats
 
 
@@ -151,7 +154,7 @@ def _record(chain: Chain, sampled: dict, cai: dict, model: str, adapter: str | N
     record = {"prompt": chain.messages, "text": text, "model": model, "adapter": adapter,
               "gen_params": {**sampled["gen_params"], "cai": cai}}
     if task:   # the answer and its revisions share a group: one task once the run is done
-        record.update(group=chain.group, round=round)
+        record.update(group=chain.prompt_id, round=round)
     chain.records.append(record)
     return store.response_id(chain.prompt_id, text)
 
@@ -164,14 +167,22 @@ def train_cai(config: CAIConfig, prompts: Sequence[Sequence[dict]], out_dir: str
     revisions (SL-CAI). A resumed run keeps the revisions it made and only trains on."""
     config.check()
     principles = load_principles(config.principles)   # a bad file is refused before loading
+    # one chain (and one task) per distinct prompt
+    prompts = list({store.prompt_id(store.check_messages(list(p))): list(p) for p in prompts}.values())
     if not prompts:
         raise ValueError("no prompts")
+    from accelerate.utils import gather_object
     model, tok = load_for_training(config)
     with PolicyRun(config, out_dir, "cai", model, tok, parents=parents) as run:
         chats = run.state.get("chats")
-        if chats is None:
-            records, chats = critique_and_revise(run.unwrapped, tok, prompts, principles, config,
-                                                 model_identity(config.model))
+        if chats is None:   # each process revises its share of the prompts; all train on all
+            acc = run.accelerator
+            mine = list(range(acc.process_index, len(prompts), acc.num_processes))
+            records, indexed = critique_and_revise(run.unwrapped, tok, [prompts[i] for i in mine],
+                                                   principles, config,
+                                                   model_identity(config.model), mine)
+            records = gather_object(records)
+            chats = [chat for _, chat in sorted(gather_object(indexed), key=lambda x: x[0])]
             run.log.record("responses", records)
             steps = [r["gen_params"]["cai"]["step"] for r in records]
             run.metric(answers=steps.count("answer"), critiques=steps.count("critique"),
