@@ -72,6 +72,11 @@ def test_critique_revision_loop_stores_lineage_tasks_and_sl_cai_learns(tiny_poli
     loss = metric_series(read_metrics(out), "loss")
     assert len(loss) == 30 and sum(loss[-5:]) / 5 < 0.7 * sum(loss[:5]) / 5, loss
 
+    # the same run with more steps continues training on the revisions it made (no new samples)
+    config.max_steps = 33
+    train_cai(config, prompts, out)
+    assert read_run(out)["summary"]["steps"] == 33 and read_records(out, "responses") == records
+
 
 def test_train_cai_from_the_command_line_into_the_store(tiny_policy, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
