@@ -14,11 +14,13 @@ from .common import CliError
 
 RM, SFT, RS, DPO, PPO, RLOO = "rm", "sft", "rs", "dpo", "ppo", "rloo"
 RRHF = "rrhf"
-TRAIN_KINDS = (RM, SFT, RS, DPO, PPO, RLOO, RRHF)
-POLICY = (SFT, RS, DPO, PPO, RLOO, RRHF)
+CAI = "cai"                       # Constitutional AI's supervised stage (policy/cai.py)
+TRAIN_KINDS = (RM, SFT, RS, DPO, PPO, RLOO, RRHF, CAI)
+POLICY = (SFT, RS, DPO, PPO, RLOO, RRHF, CAI)
 FROM_LABELS = (RM, SFT, DPO, RRHF)  # read preference data (--data FILE or the store)
 ONLINE = (RS, PPO, RLOO)          # sample from --prompts and score with --rm or --reward
 SAMPLED = ONLINE + (RRHF,)        # rrhf: ranks samples of --prompts by --rm/--reward, if given
+PROMPTED = (*SAMPLED, CAI)        # sample from --prompts
 EVAL_KINDS = ("rm", "policy")
 
 
@@ -53,7 +55,7 @@ TRAIN = {
     "inputs": [
         opt("--data", FROM_LABELS, "training file (any import format; sft also a chat file of "
             "{\"messages\": [...]}) instead of the store"),
-        opt("--prompts", SAMPLED, "JSONL of {\"prompt\": text or messages}; rows marked "
+        opt("--prompts", PROMPTED, "JSONL of {\"prompt\": text or messages}; rows marked "
             "\"held_out\": true are skipped (default: the store's prompts that are not held out; "
             "rrhf: sample candidates from these instead of the labelled tasks')"),
         opt("--model", POLICY, "policy to start from: model spec, folder, or run (folder or "
@@ -68,9 +70,9 @@ TRAIN = {
         opt("--config", TRAIN_KINDS, "JSON file of config fields; options override it"),
         opt("--max-steps", TRAIN_KINDS, "optimizer steps (ppo, rloo: rollout batches)", type=int),
         opt("--batch-size", TRAIN_KINDS, "examples per micro-batch per process (rm, dpo: pairs; "
-            "sft, rs: chats; ppo, rloo: prompts; rrhf: prompts with their K candidates)",
+            "sft, rs, cai: chats; ppo, rloo: prompts; rrhf: prompts with their K candidates)",
             type=int),
-        opt("--grad-accum", (RM, SFT, RS, DPO, RLOO, RRHF), "micro-batches per optimizer step",
+        opt("--grad-accum", (RM, SFT, RS, DPO, RLOO, RRHF, CAI), "micro-batches per optimizer step",
             type=int, hint="ppo splits a rollout batch with --minibatch-size"),
         opt("--lr", TRAIN_KINDS, "peak learning rate", type=float),
         opt("--seed", TRAIN_KINDS, "random seed", type=int),
@@ -122,13 +124,21 @@ TRAIN = {
         opt("--k", (RS, RLOO, RRHF), "samples per prompt (rrhf: with --prompts)", type=int),
         opt("--sft-weight", (RRHF,), "λ of L_rank + λ·L_ft, the cross-entropy of the best "
             "candidate (1, as in the paper)", type=float),
-        opt("--rounds", (RS,), "sample-select-train rounds", type=int),
+        opt("--rounds", (RS,), "sample-select-train rounds (ReST: Grow steps)", type=int),
         opt("--select", (RS,), "best of K per prompt, or the top fraction overall (RAFT)",
             choices=["best", "top"]),
         opt("--top-fraction", (RS,), "fraction kept with --select top", type=float),
         opt("--min-reward", (RS,), "never keep a sample below this reward", type=float),
-        opt("--max-new-tokens", SAMPLED, "response length limit", type=int),
-        opt("--temperature", SAMPLED, "sampling temperature", type=float),
+        opt("--thresholds", (RS,), "ReST: one Improve step per quantile, each training on the "
+            "samples whose reward reaches that quantile of the round's rewards, e.g. "
+            "0.5,0.7,0.9 (rising, in (0, 1); replaces --select)"),
+        opt("--principles", (CAI,), "principles file the critiques and revisions follow "
+            "(default data/principles.md)"),
+        opt("--revisions", (CAI,), "critique-revision steps per answer (1 to 8; default 1)",
+            type=int),
+        opt("--round", (CAI,), "annotation round of the answer-vs-revisions tasks", type=int),
+        opt("--max-new-tokens", PROMPTED, "response length limit", type=int),
+        opt("--temperature", PROMPTED, "sampling temperature", type=float),
         opt("--kl-target", (PPO, RLOO), "adapt β towards this KL per response (nats)", type=float),
         opt("--critic", (PPO,), "value head on the policy's hidden states (shared) or its own "
             "adapter", choices=["shared", "adapter"]),

@@ -1,4 +1,4 @@
-"""prefstudio train rm|sft|rs|dpo|ppo|rloo|rrhf: build the stage's config, read its data, train,
+"""prefstudio train rm|sft|rs|dpo|ppo|rloo|rrhf|cai: build the stage's config, read its data, train,
 ingest the run folder. Which option applies to which stage is decided in ``stages``."""
 from __future__ import annotations
 
@@ -35,19 +35,21 @@ POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_
                   "gradient_checkpointing",
                   "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
                   "select", "top_fraction", "min_reward", "max_new_tokens", "temperature",
-                  "kl_target", "critic", "ppo_epochs", "minibatch_size", "sft_weight")
+                  "kl_target", "critic", "ppo_epochs", "minibatch_size", "sft_weight",
+                  "principles", "revisions", "round")
 
 
 def _train_policy(args) -> None:
     """train sft | rs | dpo | ppo | rloo: build the config, read the data (rs/ppo/rloo: prompts
     and a reward), run the trainer, ingest the run."""
     from annotate.runlog import read_run
-    from policy import dpo, ppo, rloo, rrhf, rs, sft
+    from policy import cai, dpo, ppo, rloo, rrhf, rs, sft
     from policy.rewards import load_reward
     from policy.train_utils import run_parents
 
     train = {"sft": sft.train_sft, "rs": rs.train_rs, "dpo": dpo.train_dpo,
-             "ppo": ppo.train_ppo, "rloo": rloo.train_rloo, "rrhf": rrhf.train_rrhf}[args.kind]
+             "ppo": ppo.train_ppo, "rloo": rloo.train_rloo, "rrhf": rrhf.train_rrhf,
+             "cai": cai.train_cai}[args.kind]
     args.model, args.rm = resolve_run(args.model, args.db), resolve_run(args.rm, args.db)
     try:
         config = policy_config(args)
@@ -61,6 +63,8 @@ def _train_policy(args) -> None:
             extra = {"scorer": scorer} if args.kind == "rs" else {}
             out = train(config, prompts, reward_fn, args.out,
                         parents=run_parents(config.model, args.rm), **extra)
+        elif args.kind == "cai":   # no reward: the policy critiques and revises itself
+            out = train(config, training_prompts(args), args.out, parents=run_parents(config.model))
         else:
             data, lineage = policy_data(args)
             out = train(config, data, args.out, parents=run_parents(config.model), **lineage)
@@ -106,14 +110,35 @@ def _train_rrhf(args, config):
 
 def policy_config(args):
     """The stage's config from --config JSON (optional), then the command-line options on top."""
-    from policy import dpo, ppo, rloo, rrhf, rs, sft
+    from policy import cai, dpo, ppo, rloo, rrhf, rs, sft
     from harness.config import build_config
     config_cls = {"sft": sft.SFTConfig, "rs": rs.RSConfig, "dpo": dpo.DPOConfig,
-                  "ppo": ppo.PPOConfig, "rloo": rloo.RLOOConfig, "rrhf": rrhf.RRHFConfig}[args.kind]
+                  "ppo": ppo.PPOConfig, "rloo": rloo.RLOOConfig, "rrhf": rrhf.RRHFConfig,
+                  "cai": cai.CAIConfig}[args.kind]
     options = {k: getattr(args, k, None) for k in POLICY_OPTIONS}
+    if getattr(args, "thresholds", None) is not None:
+        options["thresholds"] = _thresholds(args)
     options.update(model=args.model, max_steps=args.max_steps,
                    **_length_options(args.kind, args.max_length))
     return build_config(config_cls, options, args.config)
+
+
+def _thresholds(args) -> list[float]:
+    """--thresholds 0.5,0.7,0.9: ReST's rising quantiles, checked before anything loads."""
+    from policy.rs import check_thresholds
+    if args.select is not None or args.top_fraction is not None:
+        raise CliError("--thresholds replaces --select / --top-fraction: ReST keeps every "
+                       "sample above each Improve step's quantile")
+    try:
+        values = [float(x) for x in args.thresholds.split(",")]
+    except ValueError:
+        raise CliError(f"--thresholds: a comma list of quantiles in (0, 1), e.g. 0.5,0.7,0.9, "
+                       f"not {args.thresholds!r}") from None
+    try:
+        check_thresholds(values)
+    except ValueError as err:
+        raise CliError(f"--{err}") from None
+    return values
 
 
 def _length_options(kind: str, max_length: int | None) -> dict:

@@ -177,15 +177,22 @@ def train_sft(config: SFTConfig, chats: Sequence[Sequence[dict]], out_dir: str |
                      label_ids=label_ids) as run:
         run.log.log(f"{len(chats)} chats -> {len(examples)} rows (packing={config.packing})")
         batches = run.batches(examples, partial(collate, pad_id=tok.pad_token_id))
-        total = float("nan")
-        while not run.done:
-            total, tokens = 0.0, 0
-            for batch in run.accumulate(batches):
-                loss, n = sft_loss(run.model, batch)
-                run.backward(loss)
-                total, tokens = total + loss.item() / config.grad_accum, tokens + n
-            grad_norm = run.optimizer_step()
-            run.metric(loss=total, tokens=tokens, grad_norm=grad_norm,
-                       lr=run.scheduler.get_last_lr()[0])
-            run.maybe_checkpoint()
+        total = sft_steps(run, batches, run.total_steps)
         return run.finish(final_loss=total, examples=len(chats))
+
+
+def sft_steps(run, batches, until: int) -> float:
+    """Optimizer steps of the SFT loss on ``batches`` until ``run.step`` reaches ``until``
+    (train sft, each rejection-sampling / ReST Improve step, SL-CAI); the last step's loss
+    (NaN when no step was left to take)."""
+    total = float("nan")
+    while run.step < until:
+        total, tokens = 0.0, 0
+        for batch in run.accumulate(batches):
+            loss, n = sft_loss(run.model, batch)
+            run.backward(loss)
+            total, tokens = total + loss.item() / run.config.grad_accum, tokens + n
+        grad_norm = run.optimizer_step()
+        run.metric(loss=total, tokens=tokens, grad_norm=grad_norm, lr=run.lr)
+        run.maybe_checkpoint()
+    return total

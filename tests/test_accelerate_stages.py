@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="gloo CPU proces
 
 # large enough that step 2's loss shows whether step 1's update used the global batch
 LR = {"rm": "0.05", "rm-db": "0.05", "sft-db": "0.01", "dpo-db": "0.01", "sft": "0.01", "dpo": "0.01", "rs": "0.01", "rloo": "0.003", "ppo": "0.003",
-      "rrhf": "0.01", "rrhf-db": "0.01"}
+      "rrhf": "0.01", "rrhf-db": "0.01", "cai": "0.01"}
 RL_CONFIG = {"shaping": {"normalize": False, "clip": None, "missing_eos_penalty": 0.0}}
 
 # stage -> (data option, [options of both runs], {option: (one process, two processes)},
@@ -63,6 +63,9 @@ STAGES = {
                           "--ppo-epochs", "1"],
             {"--batch-size": ("2", "1"), "--minibatch-size": ("2", "1")},
             {**RL_CONFIG, "whiten_advantages": False}, ["loss", "reward"]),
+    # each process critiques and revises its share of the prompts; all train on every revision
+    "cai": ("--prompts", ["--batch-size", "1", "--temperature", "0", "--max-new-tokens", "6"],
+            {"--grad-accum": ("2", "1")}, None, ["loss", "revised_prompts"]),
 }
 # the sampling stages from the store too: without --prompts they sample its prompts (never
 # the held-out ones), every process reading the store read-only

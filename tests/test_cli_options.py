@@ -18,7 +18,7 @@ NOT_CONFIG = {"--data", "--prompts", "--rm", "--reward", "--config", "--source",
 # a value for each option that differs from every stage's default
 VALUES = {"--model": "other-model", "--base": "other-base", "--margin-values": '{"better": 0.3}',
           "--lora-targets": "q_proj,v_proj", "--train-modules": "pooler", "--max-length": "30",
-          "--label-rounds": "1"}
+          "--label-rounds": "1", "--thresholds": "0.5,0.7"}
 
 
 def train_options():

@@ -1,5 +1,6 @@
 """Rejection sampling / RAFT: selection rules, the records the store ingests, learning."""
 import random
+import re
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ from annotate.runlog import read_metrics, read_records, read_run
 from policy.generate import SamplingParams
 from harness.lora import LoraSettings
 from policy.rewards import keyword_reward
-from policy.rs import RSConfig, best_per_prompt, sample_records, top_fraction, train_rs
+from policy.rs import (RSConfig, best_per_prompt, check_thresholds, quantile_sets, sample_records,
+                       select, top_fraction, train_rs)
 from tiny_models import MARKERS, WORDS
 
 
@@ -88,3 +90,71 @@ def test_rejection_sampling_raises_the_reward_with_bounded_kl(tiny_policy, tmp_p
                       "WHERE r.run_id = ?", [run["id"]])
     assert len(stored) == len(scores) and sum(r["kept"] for r in stored) == len(kept)
     assert store.get_run(db, run["id"])["kind"] == "rs"
+
+
+# --- ReST (Gulcehre et al. 2023): Improve steps with rising reward quantiles -------------------
+
+def test_rest_thresholds_keep_the_samples_above_each_quantile():
+    # rewards 0..9 in a scrambled order; numpy's (linear) quantiles: 0.5 → 4.5, 0.7 → 6.3, 0.9 → 8.1
+    rewards = torch.tensor([3.0, 9.0, 0.0, 7.0, 5.0, 1.0, 8.0, 2.0, 6.0, 4.0])
+    cuts, sets = quantile_sets(rewards, [0.5, 0.7, 0.9])
+    assert cuts == pytest.approx([4.5, 6.3, 8.1])
+    kept = [{int(rewards[j]) for j, k in enumerate(keep) if k} for keep in sets]
+    assert kept == [{5, 6, 7, 8, 9}, {7, 8, 9}, {9}]
+    # a reward exactly at the cut is kept; min_reward still floors every step
+    cuts, sets = quantile_sets(torch.tensor([1.0, 2.0, 3.0]), [0.5], min_reward=2.5)
+    assert cuts == [2.0] and sets == [[False, False, True]]
+    config = RSConfig(thresholds=[0.5, 0.9])
+    assert select(config, list(range(10)), rewards) == quantile_sets(rewards, [0.5, 0.9])[1]
+    assert len(select(RSConfig(), [0, 0, 1, 1], torch.tensor([1.0, 2.0, 3.0, 0.0]))) == 1
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ([0.5, 0.5], "thresholds must rise"), ([0.7, 0.5], "thresholds must rise"),
+    ([0.0, 0.5], "0.0 is not a quantile in (0, 1)"), ([0.5, 1.0], "1.0 is not a quantile"),
+    ([], "give one or more quantiles")])
+def test_rest_thresholds_must_be_rising_quantiles(thresholds, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_thresholds(thresholds)
+
+
+def test_rest_records_which_samples_each_improve_step_kept(tiny_policy, tmp_path, db):
+    prompts = _prompts(8, seed=2)
+    config = RSConfig(model=str(tiny_policy), k=4, rounds=1, max_steps=6, thresholds=[0.5, 0.8],
+                      lr=1e-2, batch_size=4, save_every=0,
+                      sampling=SamplingParams(max_new_tokens=8, temperature=1.0, top_p=1.0),
+                      lora=LoraSettings(r=8, alpha=16))
+    out = train_rs(config, prompts, keyword_reward(MARKERS), tmp_path / "rest", scorer="reward:kw")
+    metrics = {m["name"]: m["value"] for m in read_metrics(out) if m["name"].startswith(("threshold", "kept"))}
+    cuts = [metrics["threshold_0"], metrics["threshold_1"]]
+    assert cuts[0] <= cuts[1]
+    # each Improve step's threshold is its quantile of the Grow set's rewards (every sample,
+    # repeats and empty texts included, as sampled)
+    scores = read_records(out, "scores")
+    for s in scores:
+        assert s["improve_steps"] == [i for i, cut in enumerate(cuts) if s["value"] >= cut]
+        assert s["kept"] == bool(s["improve_steps"])
+    assert metrics["kept_0"] >= metrics["kept_1"] >= 1
+    # two Improve steps of 3 optimizer steps each (max_steps split over rounds × steps)
+    assert len([m for m in read_metrics(out) if m["name"] == "loss"]) == 6
+    assert read_run(out)["config"]["thresholds"] == [0.5, 0.8]
+    store.ingest_run_dir(db, out)
+    kept = db.query("SELECT count(*) AS n FROM scores WHERE kept")[0]["n"]
+    assert kept == sum(1 for s in scores if s["kept"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--thresholds", "0.9,0.5"], "--thresholds must rise"),
+    (["--thresholds", "0.5,1.5"], "--thresholds: 1.5 is not a quantile in (0, 1)"),
+    (["--thresholds", "half"], "--thresholds: a comma list of quantiles"),
+    (["--thresholds", "0.5", "--select", "top"], "--thresholds replaces --select"),
+])
+def test_bad_thresholds_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    from app import main
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    code = main(["train", "rs", "--reward", "length", "--prompts", str(prompts), *argv,
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

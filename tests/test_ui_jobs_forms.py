@@ -11,6 +11,7 @@ from cli import parse_command
 
 # what a form needs besides its preset (the fields with no sensible default)
 REQUIRED = {"rs": {"rm": "rm-run"}, "ppo": {"rm": "rm-run"}, "rloo": {"rm": "rm-run"},
+            "rest": {"rm": "rm-run"},
             "judge": {"judge": "rm:rm-run"}, "eval_rm": {"model": "rm-run"},
             "eval_policy": {"model": "smollm2-135m-instruct", "rm": "rm-run"}}
 
@@ -22,7 +23,8 @@ def runner(db, tmp_path):
 
 def test_the_kinds_of_the_runner_and_of_the_forms_are_the_same():
     assert set(KINDS) == set(forms.COMMANDS) == set(forms.FIELDS) == {
-        "rm", "sft", "rs", "dpo", "ppo", "rloo", "rrhf", "generate", "judge", "eval_rm", "eval_policy"}
+        "rm", "sft", "rs", "dpo", "ppo", "rloo", "rrhf", "generate", "judge", "eval_rm",
+        "eval_policy", "cai", "rest"}
 
 
 @pytest.mark.parametrize("kind", sorted(forms.COMMANDS))
@@ -101,3 +103,20 @@ def test_a_prompt_set_with_no_prompts_is_refused_before_queueing(db, runner):
     with pytest.raises(store.StoreError, match="no held-out prompts yet"):
         runner.start("eval_policy", {"model": "m", "rm": "r", "prompts": "held_out"})
     assert store.list_runs(db) == []
+
+
+def test_the_cai_and_rest_forms_and_their_presets(runner, tmp_path):
+    rest = {f["dest"]: f for f in forms.form("rest", parse_command.options)}
+    assert rest["thresholds"]["value"] == "0.5,0.7,0.9" and rest["rounds"]["value"] == 1
+    argv = runner.argv("rest", {**forms.preset("rest"), "rm": "rm-run"}, runner.runs / "r")
+    assert argv[:2] == ["train", "rs"] and argv[argv.index("--thresholds") + 1] == "0.5,0.7,0.9"
+    cai = {f["dest"]: f for f in forms.form("cai", parse_command.options)}
+    assert cai["revisions"]["value"] == 1 and cai["principles"]["flag"] == "--principles"
+    assert forms.preset("cai", "quality")["revisions"] == 2
+    argv = runner.argv("cai", forms.preset("cai"), runner.runs / "c")
+    assert argv[:2] == ["train", "cai"] and "--rm" not in argv
+    with pytest.raises(store.StoreError, match="'thresholds' is not an option of train cai"):
+        runner.argv("cai", {"thresholds": "0.5"}, runner.runs / "c")
+    # an SL-CAI model is a policy to start the next stage from
+    runs = [{"id": "cai-1", "kind": "cai", "status": "done"}]
+    assert "cai-1" in forms.model_choices(runs, "policy", tmp_path)

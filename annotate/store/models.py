@@ -16,7 +16,7 @@ from collections import defaultdict
 from .db import Store, StoreError
 
 RM_KINDS = ("rm",)
-POLICY_KINDS = ("sft", "rs", "dpo", "ppo", "rloo", "rrhf")
+POLICY_KINDS = ("sft", "rs", "dpo", "ppo", "rloo", "rrhf", "cai")
 EVAL_OF = {"eval_rm": RM_KINDS, "eval_policy": POLICY_KINDS}
 RM_METRICS = ("accuracy", "calibration_error")
 POLICY_METRICS = ("reward_gain", "win_rate", "kl")

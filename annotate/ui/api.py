@@ -84,8 +84,8 @@ def add_endpoints(studio: Studio) -> dict:
     # -- jobs (admins): the Jobs page calls the same service methods ----------------------
     @shows_errors
     def start_job(kind: str, params: dict = None, request: gr.Request = None) -> dict:
-        """Admins: queue a job → {run_id}. kind: rm | sft | dpo | rs | ppo | rloo | rrhf | generate |
-        judge | eval_rm | eval_policy; params keyed by the CLI option names with _ (e.g.
+        """Admins: queue a job → {run_id}. kind: rm | sft | dpo | rs | ppo | rloo | rrhf | cai |
+        rest | generate | judge | eval_rm | eval_policy; params keyed by the CLI option names with _ (e.g.
         {"base": "minilm", "max_steps": 2}), plus prompts (a prompt set: all, round:N,
         source:NAME, held_out) and options (extra flags)."""
         return studio.start_job(username(request), kind, params or {})

@@ -31,6 +31,8 @@ COMMANDS = {
     "rrhf": ("train", "rrhf"),
     "generate": ("generate", "--run-only"), "judge": ("judge",),
     "eval_rm": ("eval", "rm"), "eval_policy": ("eval", "policy"),
+    "cai": ("train", "cai"),   # Constitutional AI's supervised stage (SL-CAI)
+    "rest": ("train", "rs"),   # rejection sampling with ReST's Improve steps (--thresholds)
 }
 FILTERS = ("source", "label_rounds", "min_agreement", "principle")
 TRAINING = ("max_steps", "batch_size", "lr", "lora_r")
@@ -46,6 +48,8 @@ FIELDS = {   # the fields a form shows first, in order (dests of the command's o
     "judge": ("judge", "principle", "limit"),
     "eval_rm": ("model", *FILTERS),
     "eval_policy": ("model", "rm", "prompts", "max_prompts", "max_new_tokens"),
+    "cai": ("model", "prompts", "principles", "revisions", *TRAINING, "max_new_tokens", "round"),
+    "rest": ("model", "rm", "prompts", *TRAINING, "k", "rounds", "thresholds", "max_new_tokens"),
 }
 # What a picker offers for a field: models to start from, reward models, judges.
 PICKERS = {"base": "base", "model": "policy", "rm": "reward_model", "judge": "judge"}
@@ -57,10 +61,12 @@ _UNSET = "\0set-by-the-studio"   # no option value can contain NUL
 PRESETS = {   # "fast": a few minutes on a laptop CPU; "quality": a real run (a GPU helps)
     "fast": {"base": DEFAULT_RM_BASE, "model": DEFAULT_POLICY, "max_steps": 20, "batch_size": 4,
              "lr": 1e-4, "lora_r": 8, "beta": 0.1, "k": 2, "max_new_tokens": 48, "limit": 20,
-             "max_prompts": 16, "sft_weight": 1.0},
+             "max_prompts": 16, "sft_weight": 1.0, "revisions": 1, "rounds": 1,
+             "thresholds": "0.5,0.7,0.9"},
     "quality": {"base": DEFAULT_RM_BASE, "model": DEFAULT_POLICY, "max_steps": 500,
                 "batch_size": 16, "lr": 5e-5, "lora_r": 16, "beta": 0.1, "k": 4,
-                "max_new_tokens": 256, "limit": None, "max_prompts": None, "sft_weight": 1.0},
+                "max_new_tokens": 256, "limit": None, "max_prompts": None, "sft_weight": 1.0,
+                "revisions": 2, "rounds": 2, "thresholds": "0.5,0.7,0.9"},
 }
 
 # `train rm`'s own defaults (rewardmodel.train.RMConfig: MiniLM, two epochs, lr 2e-4, LoRA r 16 on
@@ -76,7 +82,7 @@ def preset(kind: str, name: str = "fast") -> dict:
     values = {k: v for k, v in PRESETS[name].items() if k in FIELDS[kind]}
     if kind == "eval_rm":
         values.pop("model", None)   # a reward model to pick, not a base
-    if kind in ("rs", "ppo", "rloo") and name == "fast":
+    if kind in ("rs", "ppo", "rloo", "rest") and name == "fast":
         values["max_steps"] = 5     # a step samples and scores a whole batch
     if kind == "rm":
         values.update(RM_RECIPE)    # the measured recipe, in both presets
@@ -152,6 +158,7 @@ def build_argv(kind: str, params: dict, parse_command, runs: Path,
 
 
 NEEDS = {"rs": ("rm", "reward"), "ppo": ("rm", "reward"), "rloo": ("rm", "reward"),
+         "rest": ("rm", "reward"),
          "judge": ("judge",), "eval_rm": ("model",), "eval_policy": ("model",)}
 
 

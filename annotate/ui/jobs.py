@@ -65,6 +65,7 @@ KINDS = {
     "generate": Kind("prompts", out="run_dir"),
     "judge": Kind("tasks"),
     "eval_rm": Kind("labels"), "eval_policy": Kind("prompts"),
+    "cai": Kind("prompts", trains=True), "rest": Kind("prompts", trains=True),
 }
 SNAPSHOT = {"labels": ("data", "data.jsonl"), "prompts": ("prompts", "prompts.jsonl"),
             "tasks": ("tasks", "tasks.jsonl")}
