@@ -18,6 +18,7 @@ from annotate import store
 from annotate.store import models as model_queries
 from annotate.ui.forms import FIELDS
 from annotate.ui.jobs_tab import ALL_FIELDS
+from annotate.ui.models import MODEL_COLUMNS
 import studio_server
 from test_ui_browser import browser, expect, login, page, shot  # noqa: F401 (fixtures)
 
@@ -52,8 +53,10 @@ def job_form(page, kind):
     values in the same update, which must land before any field is touched)."""
     choose(page, "ps-job-kind", kind)
     for dest in ALL_FIELDS:
-        field = expect(page.locator(f"#ps-job-{dest}"))
-        field.to_be_visible() if dest in FIELDS[kind] else field.to_be_hidden()
+        if dest in FIELDS[kind]:
+            expect(page.locator(f"#ps-job-{dest}")).to_be_visible()
+        else:
+            expect(page.locator(f"#ps-job-{dest}")).to_be_hidden()
 
 
 def fill(page, field, value):
@@ -94,6 +97,12 @@ def label_everything(page) -> int:
         labelled += 1
         expect(page.locator("#ps-done-total b")).to_have_text(str(labelled), timeout=30_000)
     return labelled
+
+
+def cell(page, run_id, column):
+    """A cell of the Models page's table: the run's row, the column's place."""
+    row = page.locator("#ps-models tr").filter(has_text=run_id)
+    return row.locator("td").nth(MODEL_COLUMNS.index(column))
 
 
 def model(srv, run_id) -> dict:
@@ -144,6 +153,9 @@ def test_the_whole_loop_from_prompts_to_round_one_through_the_browser(page, brow
         fill(page, "batch_size", 2)
         fill(page, "lr", "0.001")
         rm_id = start_and_wait(page, "rm")
+        # it used the labels of every prompt but the held-out ones (lineage)
+        trained = [t for t in round0 if store.get_task(srv.db, t["id"])["prompt_id"] not in held_out]
+        assert model(srv, rm_id)["labels"] == len(trained) < len(round0)
 
         # 5. its accuracy: an evaluation job, whose numbers the Models page shows
         job_form(page, "eval_rm")
@@ -151,12 +163,10 @@ def test_the_whole_loop_from_prompts_to_round_one_through_the_browser(page, brow
         start_and_wait(page, "eval_rm")
         page.get_by_role("tab", name="Models & rounds").click()
         page.locator("#ps-models-refresh").click()
-        models = page.locator("#ps-models")
-        expect(models).to_contain_text(rm_id, timeout=30_000)
-        rm_row = models.locator("tr").filter(has_text=rm_id)
+        expect(page.locator("#ps-models")).to_contain_text(rm_id, timeout=30_000)
         accuracy = model(srv, rm_id)["accuracy"]
         assert accuracy is not None and 0 <= accuracy <= 1
-        expect(rm_row).to_contain_text(str(round(accuracy, 3)))
+        expect(cell(page, rm_id, "accuracy")).to_have_text(f"{round(accuracy, 3):g}")
 
         # 6. a policy trained against that reward model (rejection sampling), by name
         page.get_by_role("tab", name="Jobs").click()
@@ -187,22 +197,22 @@ def test_the_whole_loop_from_prompts_to_round_one_through_the_browser(page, brow
         page.get_by_role("tab", name="Models & rounds").click()
         page.locator("#ps-models-refresh").click()
         expect(page.locator("#ps-models")).to_contain_text(policy_id, timeout=30_000)
-        expect(page.locator("#ps-models tr").filter(has_text=policy_id)).to_contain_text(
-            str(round(model(srv, policy_id)["win_rate"], 3)))
+        win_rate = model(srv, policy_id)["win_rate"]
+        expect(cell(page, policy_id, "win_rate")).to_have_text(f"{round(win_rate, 3):g}")
         choose(page, "ps-model-pick", policy_id)
         page.get_by_label("Candidates per prompt (K)").fill("2")
         page.locator("#ps-next-round").click()
         expect(page.locator("#ps-models-result")).to_contain_text("generate-", timeout=30_000)
-        next_id = re.search(r"generate-\S+?(?=\")", page.locator("#ps-models-result").inner_text())
+        next_id = re.search(r"generate-[\w-]+", page.locator("#ps-models-result").text_content())[0]
         page.get_by_role("tab", name="Jobs").click()
-        choose(page, "ps-run-pick", next_id.group(0))
+        choose(page, "ps-run-pick", next_id)
         expect(page.locator("#ps-run-progress")).to_contain_text(
-            re.compile(rf"{next_id.group(0)} · (done|failed)"), timeout=JOB_TIMEOUT)
-        assert "· done" in page.locator("#ps-run-progress").inner_text()
+            re.compile(rf"{next_id} · (done|failed)"), timeout=JOB_TIMEOUT)
+        assert f"{next_id} · done" in page.locator("#ps-run-progress").text_content()
         page.get_by_role("tab", name="Models & rounds").click()
         page.locator("#ps-models-refresh").click()
-        expect(page.locator("#ps-lineage svg.ps-lineage")).to_contain_text("round 1 candidates",
-                                                               timeout=30_000)
+        lineage = page.locator("#ps-lineage svg.ps-lineage")   # policy → round 1's candidates
+        expect(lineage).to_contain_text("round 1 candidates", timeout=30_000)
         shot(page, "loop-admin-models")
 
         # 9. the annotator's queue now hands out round-1 tasks
