@@ -30,7 +30,11 @@ def add_parser(sub) -> None:
                          "(default 0.3,0.7,1.0,1.2)")
     sp.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (default 0.95)")
     sp.add_argument("--max-new-tokens", type=int, default=256, help="response length limit")
-    sp.add_argument("--seed", type=int, default=0, help="first candidate's seed (one per candidate)")
+    # (the default follows the round: candidates are content-addressed, so a new round from the
+    # same policy with the same seed would repeat the last round's texts and make no new task)
+    sp.add_argument("--seed", type=int, default=None,
+                    help="first candidate's seed (one per candidate; default: the --round number, "
+                         "so each round samples new candidates)")
     sp.add_argument("--batch-size", type=int, default=16, help="sequences per generate call")
     sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                     help="weights' dtype (bfloat16 on GPUs)")
@@ -68,7 +72,8 @@ def run(args) -> None:
     try:
         config = GenerateConfig(
             model=args.model, adapter=args.adapter, k=args.k, temperatures=args.temperature,
-            top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+            top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+            seed=args.round if args.seed is None else args.seed,
             batch_size=args.batch_size, task=args.task, round=args.round, dtype=args.dtype,
             server=ServerSettings(api_key_env=args.api_key_env, concurrency=args.concurrency,
                                   timeout=args.timeout, max_retries=args.max_retries)).check()

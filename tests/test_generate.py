@@ -341,3 +341,21 @@ def test_the_sample_project_loads_64_prompts_with_4_candidates_each(db):
     for t in tasks:  # pairwise tasks compare the coolest and the hottest sample
         temps = sorted(by_id[rid]["gen_params"]["temperature"] for rid in t["response_ids"])
         assert temps == ([0.3, 1.2] if t["kind"] == "pairwise" else [0.3, 0.7, 1.0, 1.2])
+
+
+def test_a_new_round_from_the_same_model_makes_new_tasks(tiny_lm, tmp_path, db):
+    """Tasks are content-addressed: with one seed for every round, round 1 from the model of
+    round 0 repeated round 0's texts and made no task. The seed follows --round by default."""
+    from cli import main
+    prompts = write_prompts(tmp_path / "prompts.jsonl", [{"prompt": SHORT}, {"prompt": LONG}])
+    for rnd in (0, 1):
+        folder = tmp_path / f"round-{rnd}"
+        assert main(["generate", "--run-only", "--prompts", str(prompts), "--run-dir", str(folder),
+                     "--model", str(tiny_lm), "--k", "2", "--temperature", "1.0",
+                     "--max-new-tokens", "6", "--round", str(rnd), "--json"]) in (0, None)
+        store.ingest_run_dir(db, folder)
+    tasks = {rnd: {r["id"] for r in db.query("SELECT id FROM tasks WHERE round = ?", [rnd])}
+             for rnd in (0, 1)}
+    assert len(tasks[0]) == len(tasks[1]) == 2 and not tasks[0] & tasks[1]
+    seeds = {json.loads(r["gen_params"])["seed"] for r in db.query("SELECT gen_params FROM responses")}
+    assert seeds == {0, 1}

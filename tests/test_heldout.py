@@ -155,3 +155,18 @@ def test_eval_policy_from_the_store_measures_on_the_held_out_prompts(tmp_path, t
     assert main(["eval", "policy", "--model", str(policy), "--reward", "length",
                  "--db", str(empty)]) == 2
     assert "has no held-out prompts" in capsys.readouterr().err
+
+
+def test_a_studio_training_job_counts_no_label_of_a_held_out_prompt_as_used(db, tmp_path):
+    """The labels a job lists as used (lineage, "labels used") are the ones it may train on: a
+    reward model never sees a held-out prompt's labels; its evaluation does."""
+    from annotate.ui import jobinputs
+    from test_ui_jobs import labelled_store
+    labelled_store(db)
+    rows = store.rankings(db, source="both", kind=None)
+    held = rows[0]["task_id"]
+    store.mark_held_out(db, [store.get_task(db, held)["prompt_id"]], True)
+    _, used = jobinputs.write_labels(db, tmp_path, training=True)
+    _, evaluated = jobinputs.write_labels(db, tmp_path, training=False)
+    assert sorted(evaluated) == sorted(r["label_id"] for r in rows)
+    assert sorted(used) == sorted(r["label_id"] for r in rows if r["task_id"] != held)

@@ -120,3 +120,22 @@ def test_the_cai_and_rest_forms_and_their_presets(runner, tmp_path):
     # an SL-CAI model is a policy to start the next stage from
     runs = [{"id": "cai-1", "kind": "cai", "status": "done"}]
     assert "cai-1" in forms.model_choices(runs, "policy", tmp_path)
+
+
+def test_a_local_model_folder_is_picked_by_name_and_given_to_the_job_by_folder(runner):
+    models = runner.workspace / "models"
+    (models / "tiny-lm").mkdir(parents=True)
+    (models / "tiny-lm" / "config.json").write_text("{}")
+    (models / "notes").mkdir()                      # no config.json: not a model
+    assert forms.model_choices([], "base", runner.workspace) == [*forms.EMBEDDED, "tiny-lm"]
+    assert "tiny-lm" in forms.model_choices([], "policy", runner.workspace)
+    assert "local:tiny-lm" in forms.model_choices([], "judge", runner.workspace)
+    argv = runner.argv("generate", {"model": "tiny-lm"}, runner.runs / "g")
+    assert argv[argv.index("--model") + 1] == str((models / "tiny-lm").resolve())
+    argv = runner.argv("judge", {"judge": "local:tiny-lm"}, runner.runs / "j")
+    assert argv[argv.index("--judge") + 1] == f"local:{(models / 'tiny-lm').resolve()}"
+
+
+def test_eval_rm_offers_reward_models_to_evaluate():
+    pickers = {f["dest"]: f["picker"] for f in forms.form("eval_rm", parse_command.options)}
+    assert pickers["model"] == "reward_model"

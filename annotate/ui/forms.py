@@ -22,6 +22,8 @@ from ..store import StoreError
 from ..store.models import POLICY_KINDS
 
 EMBEDDED = ("smollm2-135m-instruct", "minilm")   # the models the project ships specs for
+# <workspace>/models/NAME/ (a saved transformers model): offered by NAME in the model pickers
+MODELS_FOLDER = "models"
 DEFAULT_POLICY, DEFAULT_RM_BASE = "smollm2-135m-instruct", "minilm"  # (a SmolLM2 RM: 51 s/step on a CPU)
 
 # The CLI command of each kind. A new kind is one line here and one in jobs.KINDS.
@@ -99,7 +101,9 @@ def form(kind: str, options_of) -> list[dict]:
     for dest in FIELDS[kind]:
         o = options.get(dest) or {"flag": None, "dest": dest, "type": "str", "choices": None,
                                   "default": None, "help": "prompt set (a snapshot is given to the job)"}
-        fields.append({**o, "value": values.get(dest, o["default"]), "picker": PICKERS.get(dest)})
+        # (eval rm's --model is the reward model to evaluate, not a policy)
+        picker = "reward_model" if (kind, dest) == ("eval_rm", "model") else PICKERS.get(dest)
+        fields.append({**o, "value": values.get(dest, o["default"]), "picker": picker})
     return fields
 
 
@@ -203,26 +207,42 @@ def typed(kind: str, params: dict, options_of) -> dict:
 
 
 def resolve_run_name(value: str, runs: Path, judge: bool = False) -> str:
-    """A finished run named by its id becomes its folder (``rm:<run id>`` too, for a judge)."""
+    """A finished run named by its id becomes its folder (``rm:<run id>`` too, for a judge), and
+    so does a local model named as in ``<workspace>/models/`` (``runs`` is <workspace>/runs)."""
     prefix, name = (value.split(":", 1) if judge and ":" in value else ("", value))
-    if re.fullmatch(r"[\w.-]+", name) and (runs / name / runlog.RUN_FILE).exists():
-        name = str((runs / name).resolve())
+    if re.fullmatch(r"[\w.-]+", name) and not name.startswith("."):
+        if (runs / name / runlog.RUN_FILE).exists():
+            name = str((runs / name).resolve())
+        elif name in local_models(runs.parent):
+            name = str((runs.parent / MODELS_FOLDER / name).resolve())
     return f"{prefix}:{name}" if prefix else name
 
 
+def local_models(workspace: Path) -> list[str]:
+    """The names of the model folders in <workspace>/models/ (each a saved transformers model:
+    a config.json), so a model of one's own is picked by name like the embedded ones."""
+    folder = Path(workspace) / MODELS_FOLDER
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if not p.name.startswith(".") and (p / "config.json").is_file())
+
+
 def model_choices(runs_rows: list[dict], picker: str, workspace: Path) -> list[str]:
-    """What a picker offers, by name: the embedded models and finished policy runs (policy),
-    the embedded models (base), finished reward models and ensembles (reward_model), and the
-    judges those make (judge). A local model folder can be typed in any of them."""
+    """What a picker offers, by name: the embedded models, the local ones (<workspace>/models/)
+    and finished policy runs (policy), the embedded and local models (base), finished reward
+    models and ensembles (reward_model), and the judges those make (judge). A model folder can
+    still be typed in any of them."""
     done = [r for r in runs_rows if r["status"] == "done"]
     policies = [r["id"] for r in done if r["kind"] in POLICY_KINDS]
     rms = [r["id"] for r in done if r["kind"] == "rm"]
     ensembles = sorted(str(p.relative_to(workspace)) for p in (workspace / "ensembles").glob("*.json")) \
         if (workspace / "ensembles").is_dir() else []
+    local = local_models(workspace)
     if picker == "base":
-        return list(EMBEDDED)
+        return [*EMBEDDED, *local]
     if picker == "policy":
-        return [DEFAULT_POLICY, *policies]
+        return [DEFAULT_POLICY, *local, *policies]
     if picker == "reward_model":
         return [*rms, *ensembles]
-    return [*(f"rm:{r}" for r in rms), *(f"local:{m}" for m in (DEFAULT_POLICY, *policies))]
+    return [*(f"rm:{r}" for r in rms), *(f"local:{m}" for m in (DEFAULT_POLICY, *local, *policies))]

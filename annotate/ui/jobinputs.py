@@ -16,12 +16,16 @@ from .. import formats, judges, store
 from ..store import StoreError
 
 
-def write_labels(db: store.Store, folder: Path) -> tuple[Path, list[str]]:
+def write_labels(db: store.Store, folder: Path, training: bool = True) -> tuple[Path, list[str]]:
     """Every current label as a rankings file (the job's own --source / --label-rounds /
-    --min-agreement / --principle filter it as they filter the store), and their ids."""
-    label_ids = [r["label_id"] for r in store.rankings(db, source="both", kind=None)]
-    if not label_ids:
+    --min-agreement / --principle filter it as they filter the store), and the ids of those it
+    may use (lineage): a training job never uses the labels of held-out prompts (the file marks
+    them ``held_out``), an evaluation uses them too."""
+    rows = store.rankings(db, source="both", kind=None)
+    if not rows:
         raise StoreError("there are no labels yet: label some tasks (or import labels) first")
+    held_out = store.held_out_task_ids(db) if training else set()
+    label_ids = [r["label_id"] for r in rows if r["task_id"] not in held_out]
     path = folder / "data.jsonl"
     formats.export(db, "rankings", path, source="both")
     return path, label_ids

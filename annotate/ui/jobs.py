@@ -205,7 +205,7 @@ class JobRunner:
         a generation job sees the tasks that job made). Returns the total for progress."""
         reads = KINDS[kind].reads
         if reads == "labels":
-            _, label_ids = jobinputs.write_labels(self.db, folder)
+            _, label_ids = jobinputs.write_labels(self.db, folder, training=kind != "eval_rm")
             _write_json(folder / runlog.INPUTS_FILE, label_ids)
             return {"total": params.get("max_steps")}
         if reads == "prompts":

@@ -29,6 +29,10 @@ class JobsTab:
     def __init__(self, studio: Studio, t: gr.I18n):
         self.studio = studio
         self.t = t
+        # the run each browser tab last asked for (Start, Stop, Resume, a pick): the timer
+        # follows it, not the picker value its tick carried, since a tick that began before a
+        # Start and ended after it would otherwise put the previous run back on screen for good
+        self.focus: dict[str, str] = {}
 
     def build(self) -> gr.Tab:
         t = self.t
@@ -151,15 +155,18 @@ class JobsTab:
 
     @shows_errors
     def tick(self, run_id, seen, request: gr.Request):
-        return self.view(run_id, request, seen)
+        return self.view(self.focus.get(request.session_hash, run_id), request, seen, ask=False)
 
     @shows_errors
-    def view(self, run_id, request: gr.Request, seen=None):
-        """The runs table and the picked run's progress, command, plots, last lines, samples."""
+    def view(self, run_id, request: gr.Request, seen=None, ask: bool = True):
+        """The runs table and the picked run's progress, command, plots, last lines, samples
+        (``ask``: the user asked for this run, which the timer then follows)."""
         user = username(request)
         runs = self.studio.runs(user)
         choices = [r["run_id"] for r in runs]
         run_id = run_id if run_id in choices else (choices[0] if choices else None)
+        if ask and run_id is not None and request.session_hash:
+            self.focus[request.session_hash] = run_id
         table = frame(runs, TABLE)
         if run_id is None:
             hidden = [gr.update(visible=False) for _ in PLOTS]
