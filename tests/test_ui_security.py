@@ -37,6 +37,8 @@ ADMIN_CALLS = {
     "stop_job": [["train-rm-20260101-000000-abcdef"]],
     "resume_job": [["train-rm-20260101-000000-abcdef"]],
     "new_round": [["smollm2-135m-instruct", 2, 1, "all", ""]],
+    "set_queue_order": [["diverse", "", None], ["default", "", 0]],
+    "queue_order": [[]],
     "ui_start_job": [[None] * 21],
     "ui_stop_job": [[None]],
     "ui_resume_job": [[None]],

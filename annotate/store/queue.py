@@ -35,7 +35,6 @@ import datetime as dt
 import hashlib
 import random
 import threading
-import zlib
 from collections import Counter
 from concurrent.futures import Future
 from typing import Any, Sequence
@@ -173,7 +172,7 @@ class Queue:
         with ix.lock:
             if not ix.cycle:
                 return []
-            start = zlib.crc32(u.encode()) % len(ix.cycle)
+            start = ix.start_of(u)
             c = min(ix.cursors.get(u, {}).values(), default=0)
             out = []
             while c < len(ix.cycle) and len(out) < n:

@@ -29,6 +29,7 @@ COMMANDS = {
     "rs": ("train", "rs"), "ppo": ("train", "ppo"), "rloo": ("train", "rloo"),
     "generate": ("generate", "--run-only"), "judge": ("judge",),
     "eval_rm": ("eval", "rm"), "eval_policy": ("eval", "policy"),
+    "queue_order": ("queue-order",),
 }
 FILTERS = ("source", "label_rounds", "min_agreement", "principle")
 TRAINING = ("max_steps", "batch_size", "lr", "lora_r")
@@ -43,6 +44,7 @@ FIELDS = {   # the fields a form shows first, in order (dests of the command's o
     "judge": ("judge", "principle", "limit"),
     "eval_rm": ("model", *FILTERS),
     "eval_policy": ("model", "rm", "prompts", "max_prompts", "max_new_tokens"),
+    "queue_order": ("order", "rm", "round", "clusters"),
 }
 # What a picker offers for a field: models to start from, reward models, judges.
 PICKERS = {"base": "base", "model": "policy", "rm": "reward_model", "judge": "judge"}
