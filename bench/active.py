@@ -104,30 +104,29 @@ def choose(order: str, model: Path, pool: list[dict], unlabelled: list[int], n: 
     return [int(t) for t in active.rank(order, tasks, clusters, seed=seed)[:n]]
 
 
-def run_order(order, seed, args, work, pool, test, start, embeddings, results) -> None:
-    labelled = list(start)
-    model = work / f"s{seed}-start"
-    for rnd in range(1, args.rounds + 1):
-        key = f"{seed}/{order}/{args.start + rnd * args.batch}"
-        if key in results:
-            labelled += results[key]["picked"]
-            model = work / f"s{seed}-{order}-{rnd}"
-            continue
+def step(order, rnd, seed, args, work, pool, test, state, embeddings, results) -> None:
+    """One round of one order: choose ``--batch`` labels, retrain, measure (or reuse)."""
+    labelled, model = state[order]
+    key = f"{seed}/{order}/{args.start + rnd * args.batch}"
+    if key not in results:
         chosen = set(labelled)
         unlabelled = [i for i in range(len(pool)) if i not in chosen]
+        if args.candidates and len(unlabelled) > args.candidates:   # a random slice of the pool
+            unlabelled = sorted(random.Random(f"{seed}-{order}-{rnd}").sample(unlabelled,
+                                                                            args.candidates))
         t0 = time.perf_counter()
         picked = choose(order, model, pool, unlabelled, args.batch, embeddings, args.clusters,
                         seed, rnd)
         pick_s = time.perf_counter() - t0
-        labelled += picked
-        model, train_s = train(work, f"s{seed}-{order}-{rnd}", [pool[i] for i in labelled], seed,
-                               args.rm_options)
-        acc = accuracy(model, test)
-        results[key] = {"seed": seed, "order": order, "labels": len(labelled), "accuracy": acc,
-                        "picked": picked, "pick_s": pick_s, "train_s": train_s}
+        new_model, train_s = train(work, f"s{seed}-{order}-{rnd}",
+                                   [pool[i] for i in labelled + picked], seed, args.rm_options)
+        acc = accuracy(new_model, test)
+        results[key] = {"seed": seed, "order": order, "labels": len(labelled) + len(picked),
+                        "accuracy": acc, "picked": picked, "pick_s": pick_s, "train_s": train_s}
         save(work, results)
-        print(f"seed {seed} {order:<12} {len(labelled):>5} labels  accuracy {acc:.3f}  "
-              f"(pick {pick_s:.0f} s, train {train_s:.0f} s)", flush=True)
+        print(f"seed {seed} {order:<12} {len(labelled) + len(picked):>5} labels  accuracy "
+              f"{acc:.3f}  (pick {pick_s:.0f} s, train {train_s:.0f} s)", flush=True)
+    state[order] = (labelled + results[key]["picked"], work / f"s{seed}-{order}-{rnd}")
 
 
 def save(work: Path, results: dict) -> None:
@@ -187,6 +186,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=100, help="labels per round")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--test", type=int, default=300, help="last lines held out for testing")
+    ap.add_argument("--candidates", type=int, default=0,
+                    help="score a random slice of this many unlabelled pairs per round (0: all)")
     ap.add_argument("--clusters", type=int, default=active.DEFAULT_CLUSTERS)
     ap.add_argument("--rm-options", default=RM_OPTIONS,
                     help=f"options for `prefstudio train rm` (default {RM_OPTIONS!r})")
@@ -218,8 +219,10 @@ def main(argv=None) -> None:
             save(work, results)
             print(f"seed {seed} start {args.start} labels accuracy {results[key]['accuracy']:.3f}",
                   flush=True)
-        for order in args.orders:
-            run_order(order, seed, args, work, pool, test, start, embeddings, results)
+        state = {order: (list(start), work / f"s{seed}-start") for order in args.orders}
+        for rnd in range(1, args.rounds + 1):      # round by round: a cut-short run compares
+            for order in args.orders:
+                step(order, rnd, seed, args, work, pool, test, state, embeddings, results)
     report(results, args.orders, args.plot)
 
 
