@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     from rewardmodel.active import DEFAULT_CLUSTERS
 
     sp = sub.add_parser("queue-order", help=HELP, description=HELP)
-    sp.add_argument("--order", required=True, choices=ORDERS,
+    # required, but checked in run: the studio's form check parses the command without it
+    sp.add_argument("--order", choices=ORDERS,
                     help="the queue's order (default: the hashed order, nothing to rank)")
     sp.add_argument("--rm", help="reward model (run id, run folder or ensemble .json) for "
                                  "uncertainty, disagreement and mix")
@@ -63,6 +64,8 @@ def run(args) -> None:
     from annotate.runlog import new_run_id
     from rewardmodel import active
 
+    if args.order is None:
+        raise CliError("--order: required (" + ", ".join(active.ORDERS) + ")")
     if args.order == "default":
         if args.tasks:
             raise CliError("--order default: nothing to rank (it is the hashed order)")

@@ -193,3 +193,37 @@ def test_diverse_alternates_between_prompt_clusters_with_minilm(db, tmp_path):
     served_topics = [topic[r["task_id"]] for r in rows]
     assert served_topics in ([0, 1, 0, 1, 0, 1], [1, 0, 1, 0, 1, 0])
     assert len({r["cluster"] for r in rows}) == 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import studio_server
+    srv = studio_server.start(tmp_path_factory.mktemp("queue-order"), seed=build)
+    yield srv
+    srv.close()
+
+
+def post(session, server, name, **kwargs):
+    r = session.post(server.url + f"api/{name}", json=kwargs)
+    return r.status_code, r.json()
+
+
+def test_only_admins_choose_the_order_over_json(server):
+    from annotation_data import snapshot
+    before = snapshot(server.db)
+    for user in ("ann", None):
+        status, out = post(server.session(user), server, "set_queue_order", order="diverse")
+        assert 400 <= status < 500, (user, status, out)
+    assert snapshot(server.db) == before and store.priorities.queue_orders(server.db) == {}
+    admin = server.session("admin1")
+    status, out = post(admin, server, "set_queue_order", order="uncertainty", rm="rm-nope")
+    assert status == 400 and "not a reward-model run" in out["error"]
+    status, out = post(admin, server, "set_queue_order", order="uncertainty", rm="rm-sure", round=0)
+    assert status == 200 and out["order"] == "uncertainty" and out["round"] == 0, out
+    assert out["scoring_run"].startswith("queue-order-")    # nothing ranked yet: a job ranks them
+    job = server.studio.jobs.runs / out["scoring_run"] / "job.json"
+    assert '"queue-order", "--tasks"' in job.read_text()
+    post(admin, server, "stop_job", run_id=out["scoring_run"])
+    status, view = post(admin, server, "queue_order")
+    assert status == 200 and view["chosen"]["0"]["order"] == "uncertainty"
+    assert view["chosen"]["0"]["set_by"] == "admin1"

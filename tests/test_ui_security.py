@@ -39,6 +39,8 @@ ADMIN_CALLS = {
     "new_round": [["smollm2-135m-instruct", 2, 1, "all", ""]],
     "set_queue_order": [["diverse", "", None], ["default", "", 0]],
     "queue_order": [[]],
+    "ui_queue_order_set": [["diverse", "", ""]],
+    "ui_queue_order_view": [[]],
     "ui_start_job": [[None] * 21],
     "ui_stop_job": [[None]],
     "ui_resume_job": [[None]],

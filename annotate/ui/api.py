@@ -148,7 +148,8 @@ ENDPOINTS: dict[str, str] = {
     "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
     "agreement": "admin", "set_overlap": "admin", "start_job": "admin", "stop_job": "admin",
     "resume_job": "admin", "runs": "admin", "new_round": "admin",
-    "set_queue_order": "admin", "queue_order": "admin",
+    "set_queue_order": "admin", "queue_order": "admin", "ui_queue_order_set": "admin",
+    "ui_queue_order_view": "admin",
     # the Models & rounds tab and Browse's held-out controls (models.py)
     "models": "admin", "rounds": "admin", "mark_held_out": "admin", "compare_policies": "admin",
     "download_adapter": "admin", "use_as_judge": "admin", "next_round_from_policy": "admin",
