@@ -6,7 +6,6 @@ stores the ranks and sets the round's order in one go.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .common import CliError, emit, open_store, resolve_run, workspace
@@ -123,21 +122,13 @@ def _rank_into(out: Path, config: dict, tasks: list[dict], rm_path, rm_id: str, 
 
 
 def _read_snapshot(path: Path) -> list[dict]:
+    """The studio's snapshot (``jobinputs.write_round_tasks``), checked as a judge's is."""
+    from annotate import judges
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise CliError(f"--tasks: {path}: cannot read: {err.strerror or err}") from None
-    tasks = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            t = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CliError(f"{path}:{n}: invalid JSON: {err.msg}") from None
-        if not isinstance(t, dict) or not all(k in t for k in ("id", "messages", "responses")):
-            raise CliError(f"{path}:{n}: a task needs id, messages and responses")
-        tasks.append(t)
+        tasks = judges.read_task_snapshot(path)
+    except judges.JudgeConfigError as err:
+        raise CliError(f"--tasks: {err}") from None
     if not tasks:
         raise CliError(f"--tasks: {path}: no tasks")
     return tasks

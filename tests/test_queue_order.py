@@ -203,13 +203,12 @@ def server(tmp_path_factory):
     srv.close()
 
 
-def post(session, server, name, **kwargs):
-    r = session.post(server.url + f"api/{name}", json=kwargs)
-    return r.status_code, r.json()
-
-
 def test_only_admins_choose_the_order_over_json(server):
     from annotation_data import snapshot
+
+    def post(session, _, name, **kwargs):
+        answer = session.post(server.url + f"api/{name}", json=kwargs)
+        return answer.status_code, answer.json()
     before = snapshot(server.db)
     for user in ("ann", None):
         status, out = post(server.session(user), server, "set_queue_order", order="diverse")

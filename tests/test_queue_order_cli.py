@@ -1,4 +1,5 @@
 """prefstudio queue-order on a real database with a real (tiny) reward model."""
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +56,22 @@ def test_uncertainty_with_a_tiny_reward_model_and_refusals(tmp_path, tiny_lm):
         assert {r["rm"] for r in rows} == {"rm-tiny"}
         assert store.priorities.queue_orders(db)["*"]["order"] == "uncertainty"
         assert store.upcoming_tasks(db, "ann", 6) == [r["task_id"] for r in rows]
+
+    # the studio's way: a snapshot in, a run folder out, the server ingests it
+    from annotate.ui import jobinputs
+    job = tmp_path / "runs" / "queue-order-job"
+    job.mkdir()
+    with store.Store(db_path) as db:
+        snap, n = jobinputs.write_round_tasks(db, job, None)
+    assert n == 6
+    done = cli("queue-order", "--tasks", snap, "--out", job, "--order", "uncertainty", "--rm", rm_dir)
+    assert done.returncode == 0, done.stderr
+    with store.Store(db_path) as db:
+        assert store.ingest_run_dir(db, job)["priorities"] == 6
+        again = db.query("SELECT task_id FROM task_priorities ORDER BY rank")
+        assert [r["task_id"] for r in again] == sorted(margins, key=margins.get)
+        [ranked] = store.priorities.rankings(db)
+        assert ranked["tasks"] == 6 and ranked["rm"] == "rm-tiny"
+        job_id = json.loads((job / "run.json").read_text())["id"]
+        assert ranked["run_id"] == job_id       # the job's ranks replaced the CLI run's
+        assert {r["run_id"] for r in db.query("SELECT run_id FROM task_priorities")} == {job_id}

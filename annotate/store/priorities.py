@@ -162,7 +162,7 @@ def write_priorities(cur, rows: list[dict]) -> int:
 
 def tasks_to_rank(db: Store, round_: int | None = None) -> list[dict]:
     """The tasks a queue-order job ranks (one round's, or every task): ``{id, round,
-    messages, responses: [{id, text}], ai_ranking}``, ``ai_ranking`` being the newest current
+    messages, response_ids, responses: [{id, text}], ai_ranking}``, ``ai_ranking`` being the newest current
     AI label of the task (None without one), oldest task first."""
     where, params = ("WHERE round = ?", [round_]) if round_ is not None else ("", [])
     ids = [r["id"] for r in db.query(f"SELECT id FROM tasks {where} ORDER BY created_at, id", params)]
@@ -171,5 +171,6 @@ def tasks_to_rank(db: Store, round_: int | None = None) -> list[dict]:
         SELECT task_id, arg_max(ranking, (created_at, id)) AS ranking FROM labels
         WHERE source = 'ai' AND superseded_by IS NULL GROUP BY task_id""")}
     return [{"id": t, "round": full[t]["round"], "messages": full[t]["messages"],
+             "response_ids": list(full[t]["response_ids"]),
              "responses": [{"id": r["id"], "text": r["text"]} for r in full[t]["responses"]],
              "ai_ranking": ai.get(t)} for t in ids]
