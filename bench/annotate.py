@@ -31,6 +31,12 @@ queue, task text, label) with no HTTP and no Gradio. Label Studio and Argilla we
 Argilla's server needs Elasticsearch, and neither installs next to prefstudio's pinned stack.
 
     flock /work/heavy.lock python bench/annotate.py [--clients 8 32 64] [--seconds 20]
+
+Queue orders (issue 18): ``--orders default uncertainty --repeats 3`` runs each order on its
+own fresh workspace, A B A B A B (a loaded machine drifts: interleaving spreads the drift over
+both), an active order with every task ranked first (a random permutation, stored as a
+queue-order job would store it) and chosen for every round; at the end, next_task's p95 per
+order (the median over the repeats) against the first order's.
 """
 from __future__ import annotations
 
