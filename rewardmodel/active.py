@@ -154,7 +154,10 @@ def rank(order: str, tasks: Sequence[Task], clusters: Sequence[int] | None = Non
         raise ValueError(f"order must be one of {', '.join(ORDERS[1:])}, not {order!r}")
     if order in NEEDS_RM and any(not t.rewards for t in tasks):
         raise ValueError(f"the {order} order needs reward-model scores (score_responses)")
-    by_uncertainty = lambda t: (-uncertainty(t)[0], uncertainty(t)[1], _tiebreak(t.id, seed))  # noqa: E731
+    def by_uncertainty(t: Task) -> tuple:
+        minority, margin = uncertainty(t)
+        return -minority, margin, _tiebreak(t.id, seed)
+
     if order == "uncertainty":
         return [t.id for t in sorted(tasks, key=by_uncertainty)]
     if order == "disagreement":

@@ -226,3 +226,25 @@ def test_only_admins_choose_the_order_over_json(server):
     status, view = post(admin, server, "queue_order")
     assert status == 200 and view["chosen"]["0"]["order"] == "uncertainty"
     assert view["chosen"]["0"]["set_by"] == "admin1"
+
+
+def test_the_panel_shows_what_each_order_is_based_on(server, tmp_path):
+    import studio_server
+    admin = server.session("admin1")
+    fns = studio_server.endpoints(admin, server.url)
+    rank_and_store(server.db, tmp_path, "uncertainty", WrittenReward())
+    out = studio_server.raw_call(admin, server.url, fns["ui_queue_order_set"],
+                                 ["uncertainty", "rm-sure", "0"])
+    assert out["error"] is None, out
+    result, table = out["output"]
+    assert result["scoring_run"] is None          # every task of round 0 is ranked already
+    rows = {(r[0], r[2]): r for r in table["data"]}
+    based_on = rows[("uncertainty", "rm-sure")]
+    assert str(based_on[3]) == "6" and based_on[4] == "0" and based_on[6] == "round 0 (rm-sure)"
+    assert [r[0] for r in table["data"]].count("default") == 1
+    out = studio_server.raw_call(admin, server.url, fns["ui_queue_order_set"], ["default", "", "x"])
+    assert "round must be a round number" in (out["error"] or ""), out
+    assert store.priorities.queue_orders(server.db)["0"]["order"] == "uncertainty"
+    # a reward model left picked while choosing an order that uses none is no error
+    out = studio_server.raw_call(admin, server.url, fns["ui_queue_order_set"], ["default", "rm-sure", "0"])
+    assert out["error"] is None and store.priorities.queue_orders(server.db)["0"]["rm"] is None

@@ -93,6 +93,7 @@ class QueueOrderPanel:
         text_round = (round_text or "").strip()
         if text_round and not text_round.isdigit():
             raise store.StoreError(f"round must be a round number, not {text_round!r}")
-        result = self.studio.set_queue_order(user, order, rm or None,
+        uses_rm = order in store.priorities.NEEDS_RM    # (a model left picked is not an error)
+        result = self.studio.set_queue_order(user, order, (rm or None) if uses_rm else None,
                                              int(text_round) if text_round else None)
         return result, frame(order_rows(self.studio.queue_order(user)), COLUMNS)
