@@ -41,7 +41,7 @@ ADMIN_CALLS = {
     "queue_order": [[]],
     "ui_queue_order_set": [["diverse", "", ""]],
     "ui_queue_order_view": [[]],
-    "ui_start_job": [[None] * 21],
+    "ui_start_job": [[None] * 23],
     "ui_stop_job": [[None]],
     "ui_resume_job": [[None]],
     "ui_run_detail": [[None]],

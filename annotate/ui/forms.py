@@ -144,7 +144,8 @@ def build_argv(kind: str, params: dict, parse_command, runs: Path,
 
 
 NEEDS = {"rs": ("rm", "reward"), "ppo": ("rm", "reward"), "rloo": ("rm", "reward"),
-         "judge": ("judge",), "eval_rm": ("model",), "eval_policy": ("model",)}
+         "judge": ("judge",), "eval_rm": ("model",), "eval_policy": ("model",),
+         "queue_order": ("order",)}
 
 
 def check_parsed(words, args, studio_paths, options, parse_command, extra) -> None:
