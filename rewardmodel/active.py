@@ -49,7 +49,8 @@ class Task:
 
 def score_responses(scorer, tasks: Sequence[Task], batch_size: int = 16) -> None:
     """Fill ``task.rewards`` with each member's reward of every response (one member for a
-    single reward model; an ensemble's members separately, for their votes)."""
+    single reward model; an ensemble's members separately, weighted and normalised as the
+    ensemble does, for their votes; an ensemble's safety gate is not applied here)."""
     members = [(m.scorer, m.weight, m.mean, m.std) for m in getattr(scorer, "members", ())]
     if len(members) < 2:
         members = [(scorer, 1.0, 0.0, 1.0)]

@@ -248,3 +248,15 @@ def test_the_panel_shows_what_each_order_is_based_on(server, tmp_path):
     # a reward model left picked while choosing an order that uses none is no error
     out = studio_server.raw_call(admin, server.url, fns["ui_queue_order_set"], ["default", "rm-sure", "0"])
     assert out["error"] is None and store.priorities.queue_orders(server.db)["0"]["rm"] is None
+
+
+def test_prefetch_hint_widens_with_the_annotators_on_a_ranked_front(db, tmp_path):
+    """Under a ranked order everyone walks the same front: the texts worth prefetching for
+    one annotator are the next n per annotator at work, not n (service.py prefetches these)."""
+    ids = build(db)
+    rank_and_store(db, tmp_path, "uncertainty", WrittenReward())
+    store.priorities.set_queue_order(db, "uncertainty", "rm-sure")
+    for name in ("ann", "bob"):
+        store.next_task(db, name)
+    hint = store.upcoming_tasks(db, "cid", 2)
+    assert hint == [ids[i] for i in UNCERTAIN_FIRST[2:6]]   # 2 x 2 at work, past the taken two
