@@ -240,7 +240,7 @@ def test_the_panel_shows_what_each_order_is_based_on(server, tmp_path):
     assert result["scoring_run"] is None          # every task of round 0 is ranked already
     rows = {(r[0], r[2]): r for r in table["data"]}
     based_on = rows[("uncertainty", "rm-sure")]
-    assert str(based_on[3]) == "6" and based_on[4] == "0" and based_on[6] == "round 0 (rm-sure)"
+    assert based_on[3] == "6" and based_on[4] == "0" and based_on[1] == "round 0 (rm-sure)"
     assert [r[0] for r in table["data"]].count("default") == 1
     out = studio_server.raw_call(admin, server.url, fns["ui_queue_order_set"], ["default", "", "x"])
     assert "round must be a round number" in (out["error"] or ""), out

@@ -29,8 +29,7 @@ WHAT = {   # what each order serves first (rewardmodel/active.py has the referen
     "diverse": "MiniLM prompt clusters (k-means), one task from each in turn",
     "mix": "the clusters in turn, the most uncertain task of each first",
 }
-COLUMNS = ["order", "serves first", "reward_model", "ranked_tasks", "rounds", "scored_at",
-           "chosen_for"]
+COLUMNS = ["order", "chosen_for", "reward_model", "tasks", "rounds", "scored_at", "serves first"]
 
 
 def order_rows(status: dict) -> list[dict]:
@@ -43,13 +42,13 @@ def order_rows(status: dict) -> list[dict]:
     for order in store.priorities.ORDERS:
         ranked = [r for r in status["ranked"] if r["order"] == order] or [{}]
         for r in ranked:
-            rows.append({"order": order, "serves first": WHAT[order],
+            rows.append({"order": order, "chosen_for": ", ".join(chosen.get(order, [])),
                          "reward_model": r.get("rm") or ("-" if order not in
                                                          store.priorities.NEEDS_RM else ""),
-                         "ranked_tasks": r.get("tasks", 0 if order != "default" else "-"),
+                         "tasks": str(r.get("tasks", 0 if order != "default" else "-")),
                          "rounds": ", ".join(map(str, r.get("rounds") or [])),
-                         "scored_at": r.get("scored_at", ""),
-                         "chosen_for": ", ".join(chosen.get(order, []))})
+                         "scored_at": str(r.get("scored_at", ""))[:19],
+                         "serves first": WHAT[order]})
     return rows
 
 
