@@ -1,6 +1,7 @@
 """Does active selection of the next tasks pay? Held-out accuracy against the number of labels.
 
-    nice -n 10 python bench/active.py --workdir /tmp/active --seeds 0 1 2 --rounds 4
+    nice -n 10 python bench/active.py --workdir /tmp/active --seeds 0 1 2 --rounds 4 \
+        --plot docs/img/active.png
 
 Simulated annotators on ../shared/data/hh-harmless-1500.jsonl: the last ``--test`` lines are
 the held-out test (never labelled); the rest is the pool, whose own HH label is revealed
