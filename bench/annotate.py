@@ -31,6 +31,12 @@ queue, task text, label) with no HTTP and no Gradio. Label Studio and Argilla we
 Argilla's server needs Elasticsearch, and neither installs next to prefstudio's pinned stack.
 
     flock /work/heavy.lock python bench/annotate.py [--clients 8 32 64] [--seconds 20]
+
+Queue orders (issue 18): ``--orders default uncertainty --repeats 3`` runs each order on its
+own fresh workspace, A B A B A B (a loaded machine drifts: interleaving spreads the drift over
+both), an active order with every task ranked first (a random permutation, stored as a
+queue-order job would store it) and chosen for every round; at the end, next_task's p95 per
+order (the median over the repeats) against the first order's.
 """
 from __future__ import annotations
 
@@ -58,8 +64,10 @@ PASSWORD = "bench-password"
 MARGINS = ["significantly", "better", "slightly", "negligibly"]
 
 
-def seed(db_path: Path, tasks: int, clients: int) -> None:
-    """Pairwise tasks with two short Markdown answers each, and the annotator accounts."""
+def seed(db_path: Path, tasks: int, clients: int, order: str = "default") -> None:
+    """Pairwise tasks with two short Markdown answers each, and the annotator accounts; under
+    an active ``order``, every task ranked (a random permutation, as a queue-order job of a
+    reward model would store it) and that order chosen for every round."""
     with store.Store(db_path) as db:
         prompts, responses, rows = [], [], []
         for t in range(tasks):
@@ -77,6 +85,22 @@ def seed(db_path: Path, tasks: int, clients: int) -> None:
         store.add_tasks(db, rows)
         for c in range(clients):
             store.add_user(db, f"bench{c}", "annotator", PASSWORD)
+        if order != "default":
+            rank_all(db, [r["id"] for r in rows], order)
+
+
+def rank_all(db: store.Store, task_ids: list[str], order: str) -> None:
+    import datetime as dt
+    ranked = random.Random(0).sample(task_ids, len(task_ids))
+    rm = "" if order == "diverse" else "rm-bench"
+    if rm:
+        store.create_run(db, rm, "rm", {}, status="done")
+    with db.write() as cur:
+        store.priorities.write_priorities(cur, [
+            {"order_name": order, "rm": rm, "task_id": t, "rank": i, "score": None, "cluster": None,
+             "run_id": "queue-order-bench", "scored_at": dt.datetime.now()}
+            for i, t in enumerate(ranked)])
+    store.priorities.set_queue_order(db, order, rm or None)
 
 
 def free_port() -> int:
@@ -346,9 +370,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-def summary(name: str, clients: int, run: dict) -> dict:
+def summary(name: str, clients: int, run: dict, order: str = "default") -> dict:
     sub, nxt = run["latencies"]["submit_label"], run["latencies"]["next_task"]
-    return {"mode": name, "clients": clients, "labels": len(sub),
+    return {"mode": name, "order": order, "clients": clients, "labels": len(sub),
             "labels_per_s": len(sub) / run["elapsed"], "p50_ms": pct(sub, 0.50),
             "p95_ms": pct(sub, 0.95), "p99_ms": pct(sub, 0.99),
             "mean_ms": statistics.fmean(sub) * 1000 if sub else float("nan"),
@@ -357,8 +381,21 @@ def summary(name: str, clients: int, run: dict) -> dict:
             "errors": len(run["stats"]["errors"]), **run["check"]}
 
 
+def compare_orders(results: list[dict], base: str) -> None:
+    """next_task p95 per order (median over the repeats) against the first order's."""
+    groups: dict[tuple, list[float]] = {}
+    for r in results:
+        if r["mode"] != "in-process":
+            groups.setdefault((r["clients"], r["mode"], r["order"]), []).append(r["next_p95_ms"])
+    for (clients, mode, order), p95s in sorted(groups.items()):
+        ref = statistics.median(groups[(clients, mode, base)])
+        mid = statistics.median(p95s)
+        print(f"{clients:3d} clients  {mode:10s} {order:11s} next_task p95 median {mid:6.1f} ms "
+              f"(runs: {', '.join(f'{v:.1f}' for v in p95s)})  {mid / ref:.2f}x {base}", flush=True)
+
+
 def report(r: dict) -> None:
-    print(f"{r['clients']:3d} clients  {r['mode']:10s} {r['labels_per_s']:6.1f} labels/s  "
+    print(f"{r['clients']:3d} clients  {r['mode']:10s} {r['order']:11s} {r['labels_per_s']:6.1f} labels/s  "
           f"submit_label p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
           f"next_task p50 {r['next_p50_ms']:6.1f} ms  p95 {r['next_p95_ms']:6.1f} ms  "
           f"cpu server {r['server_cpu']:.2f} client {r['client_cpu']:.2f}  "
@@ -375,29 +412,33 @@ def main() -> None:
                    help="HTTP styles: rest = POST /api/<name> (plain JSON), run = one POST to "
                         "Gradio's endpoint, call = Gradio's queue + event stream")
     p.add_argument("--no-floor", action="store_true", help="skip the in-process floor")
+    p.add_argument("--orders", nargs="+", default=["default"], choices=store.priorities.ORDERS,
+                   help="queue orders to compare (an active order: every task ranked first)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every (clients, order, mode) this many times, interleaved (A B A B)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     results = []
-    for clients in args.clients:
-        for mode in args.modes:
-            with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
-                workspace = Path(tmp)
-                db_path = workspace / "prefstudio.duckdb"
-                seed(db_path, args.tasks, clients)
-                proc, port = start_server(workspace, db_path)
-                try:
-                    run = asyncio.run(http_run(port, proc.pid, clients, args.seconds, mode))
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=60)
-                with store.Store(db_path) as db:
-                    run["check"] = verify(db, run["stats"]["ok"])
-                if run["stats"]["errors"]:
-                    print(f"  first error: {run['stats']['errors'][0]}", file=sys.stderr)
-                results.append(summary(f"http-{mode}", clients, run))
-                report(results[-1])
-        if args.no_floor:
+    for clients, _, order, mode in ((c, r, o, m) for c in args.clients for r in range(args.repeats)
+                                    for o in args.orders for m in args.modes):
+        with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
+            workspace = Path(tmp)
+            db_path = workspace / "prefstudio.duckdb"
+            seed(db_path, args.tasks, clients, order)
+            proc, port = start_server(workspace, db_path)
+            try:
+                run = asyncio.run(http_run(port, proc.pid, clients, args.seconds, mode))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+            with store.Store(db_path) as db:
+                run["check"] = verify(db, run["stats"]["ok"])
+            if run["stats"]["errors"]:
+                print(f"  first error: {run['stats']['errors'][0]}", file=sys.stderr)
+            results.append(summary(f"http-{mode}", clients, run, order))
+            report(results[-1])
+        if args.no_floor or (order, mode) != (args.orders[-1], args.modes[-1]):
             continue
         with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
             db_path = Path(tmp) / "prefstudio.duckdb"
@@ -410,6 +451,8 @@ def main() -> None:
             print(f"{clients:3d} clients  {r['mode']}/in-process throughput: "
                   f"{r['labels_per_s'] / floor['labels_per_s']:.2f}", flush=True)
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
+    if len(args.orders) > 1:
+        compare_orders(results, args.orders[0])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     bad = [r for r in results if r["lost"] or r["extra"] or r["max_labels_per_task"] > 1]

@@ -17,7 +17,8 @@ from .common import CliError, Parser, add_common_options
 
 # command name → module (``import`` is a Python keyword, hence ``import_``)
 COMMANDS = {"serve": "serve", "import": "import_", "export": "export", "users": "users",
-            "generate": "generate", "judge": "judge", "train": "train", "eval": "eval"}
+            "generate": "generate", "judge": "judge", "train": "train", "eval": "eval",
+            "queue-order": "queue_order"}
 DESCRIPTION = ("prefstudio: label LLM responses (people and AI judges), train reward models "
                "and policies on the labels")
 

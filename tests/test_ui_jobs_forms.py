@@ -13,7 +13,8 @@ from cli import parse_command
 REQUIRED = {"rs": {"rm": "rm-run"}, "ppo": {"rm": "rm-run"}, "rloo": {"rm": "rm-run"},
             "rest": {"rm": "rm-run"},
             "judge": {"judge": "rm:rm-run"}, "eval_rm": {"model": "rm-run"},
-            "eval_policy": {"model": "smollm2-135m-instruct", "rm": "rm-run"}}
+            "eval_policy": {"model": "smollm2-135m-instruct", "rm": "rm-run"},
+            "queue_order": {"order": "uncertainty", "rm": "rm-run"}}
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def runner(db, tmp_path):
 def test_the_kinds_of_the_runner_and_of_the_forms_are_the_same():
     assert set(KINDS) == set(forms.COMMANDS) == set(forms.FIELDS) == {
         "rm", "sft", "rs", "dpo", "ppo", "rloo", "rrhf", "generate", "judge", "eval_rm",
-        "eval_policy", "cai", "rest"}
+        "eval_policy", "cai", "rest", "queue_order"}
 
 
 @pytest.mark.parametrize("kind", sorted(forms.COMMANDS))
@@ -44,7 +45,8 @@ def test_each_form_builds_a_command_the_cli_accepts(runner, kind, preset):
     # the run folder and the snapshot are the studio's
     out = parsed.run_dir if kind == "generate" else parsed.out
     assert out == str(folder)
-    reads = {"labels": "data", "prompts": "prompts", "tasks": "tasks"}[KINDS[kind].reads]
+    reads = {"labels": "data", "prompts": "prompts", "tasks": "tasks",
+             "round_tasks": "tasks"}[KINDS[kind].reads]
     assert getattr(parsed, reads) == str(folder / f"{reads}.jsonl")
 
 

@@ -10,6 +10,7 @@ from .heldout import held_out_ids, held_out_task_ids, mark_held_out, prompt_mess
 from .promptsets import (current_label_count, prompt_of_row, prompt_sets, select_prompts,
                          usual_overlap)
 from .ingest import ingest_run_dir
+from . import priorities
 from .items import (add_prompts, add_responses, add_tasks, canonical_prompt_id, check_messages,
                     counts, get_full_tasks, get_task, get_tasks, list_prompts, list_responses,
                     list_tasks, prompt_id, prompt_row,

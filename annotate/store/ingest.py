@@ -20,6 +20,7 @@ from .db import Store, StoreError, canonical_json, one
 from .items import (check_messages, get_tasks, insert_rows, prompt_id, prompt_row, response_id,
                     response_row, task_row)
 from .labels import imported_label_id, label_row, margin_levels
+from .priorities import read_priorities, write_priorities
 from .runs import STATUSES
 
 FINISHED = ("done", "failed", "stopped")
@@ -78,6 +79,8 @@ def ingest_run_dir(db: Store, folder: str | Path) -> dict[str, Any]:
               for n, rec in label_lines]
     scores_path = folder / "scores.jsonl"
     scores = [(n, _score_row(run_id, rec, scores_path, n)) for n, rec in read_jsonl_lines(scores_path)]
+    ranks_path = folder / "priorities.jsonl"
+    ranks = read_priorities(run_id, read_jsonl_lines(ranks_path), ranks_path)
 
     with db.write() as cur:
         counts = {"runs": _upsert_run(cur, run_row)}
@@ -97,7 +100,11 @@ def ingest_run_dir(db: Store, folder: str | Path) -> dict[str, Any]:
         counts["scores"] = _upsert(cur, "scores", ["response_id", "scorer", "value", "run_id", "kept"],
                                    [r for _, r in scores],
                                    "SELECT count(*) FROM scores WHERE run_id = ?", [run_id])
-        if not counts["tasks"] and not counts["labels"]:
+        bad = first_unknown(cur, "tasks", [r["task_id"] for r in ranks])
+        if bad is not None:
+            raise StoreError(f"{ranks_path}: task_id: unknown task id {ranks[bad]['task_id']!r}")
+        counts["priorities"] = write_priorities(cur, ranks)
+        if not counts["tasks"] and not counts["labels"] and not counts["priorities"]:
             db.queue_untouched()   # a training job's progress: the queue need not reload
     return {"run": run_id, "status": run_row["status"], **counts}
 

@@ -35,7 +35,6 @@ import datetime as dt
 import hashlib
 import random
 import threading
-import zlib
 from collections import Counter
 from concurrent.futures import Future
 from typing import Any, Sequence
@@ -123,7 +122,9 @@ def open_claims(db: Store) -> list[dict]:
 
 
 def upcoming_tasks(db: Store, annotator: str, n: int) -> list[str]:
-    """Up to ``n`` tasks this annotator is likely to get next (a hint, e.g. to prefetch texts)."""
+    """Up to ``n`` tasks this annotator is likely to get next (a hint, e.g. to prefetch texts).
+    Under a ranked order every annotator walks the same front, so which of the next tasks
+    this one gets depends on the others: then up to ``n`` per annotator holding a claim."""
     return queue(db).upcoming(annotator, n)
 
 
@@ -173,8 +174,10 @@ class Queue:
         with ix.lock:
             if not ix.cycle:
                 return []
-            start = zlib.crc32(u.encode()) % len(ix.cycle)
+            start = ix.start_of(u)
             c = min(ix.cursors.get(u, {}).values(), default=0)
+            if ix.ranked:     # (a prefetch of n would miss: the others take most of them)
+                n *= max(1, sum(1 for held in ix.claims_by.values() if held.live))
             out = []
             while c < len(ix.cycle) and len(out) < n:
                 t = ix.cycle[(start + c) % len(ix.cycle)]

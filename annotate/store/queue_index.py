@@ -19,6 +19,7 @@ from typing import Any
 
 from .db import Store, StoreError
 from .labels import margin_levels
+from .priorities import queue_orders, ranks_for_queue
 
 
 @dataclass
@@ -56,6 +57,11 @@ class QueueIndex:
     claims). A task passed over because it was full, labelled or taken stays passed over
     until something frees a slot on it; that event puts it in every annotator's ``extra`` set,
     which each pick looks at besides the cursor. So a pick is amortised O(1).
+
+    Under an active order (``priorities.py``) the cycle is sorted by the ranks a queue-order
+    job stored (unranked tasks after, by hash) and every annotator starts at the top; the
+    walk, the levels and the claims are the same, so fair overlap holds: every task gets
+    its first label before any gets its second, the most informative first.
     """
 
     def __init__(self, db: Store):
@@ -83,7 +89,8 @@ class QueueIndex:
 
     def _load(self) -> None:
         cur = self.db.cursor()
-        tasks = cur.execute("SELECT id, kind, response_ids, required_labels FROM tasks").fetchall()
+        tasks = cur.execute("SELECT id, kind, response_ids, required_labels, round FROM tasks"
+                            ).fetchall()
         current = cur.execute("""SELECT task_id, annotator, id, created_at::DATE FROM labels
                                  WHERE superseded_by IS NULL AND source = 'human'""").fetchall()
         history = cur.execute("SELECT DISTINCT task_id, annotator FROM labels").fetchall()
@@ -95,9 +102,10 @@ class QueueIndex:
                 self.claims_by[u] = Claim(t, since, now - (dt.datetime.now() - since).total_seconds())
             self._loaded_claims = True
 
-        self.kind = {t: k for t, k, _, _ in tasks}
-        self.response_ids = {t: tuple(ids) for t, _, ids, _ in tasks}
-        self.required = {t: int(r) for t, _, _, r in tasks}
+        self.kind = {t: k for t, k, _, _, _ in tasks}
+        self.response_ids = {t: tuple(ids) for t, _, ids, _, _ in tasks}
+        self.required = {t: int(r) for t, _, _, r, _ in tasks}
+        ranks = ranks_for_queue(cur, {t: rnd for t, _, _, _, rnd in tasks}, queue_orders(self.db))
         self.most_required = max(self.required.values(), default=0)
         self.labels: Counter[str] = Counter()
         self.labellers: dict[str, set[str]] = {}
@@ -121,10 +129,13 @@ class QueueIndex:
         for op in self.pending:         # written soon, not yet in the tables
             self.apply(op)
         self._count_open()
-        ids = sorted(self.required, key=lambda t: (zlib.crc32(t.encode()), t))
+        # ranked tasks first, by rank; the rest (default order, or not ranked yet) by hash
+        unranked = len(ranks)
+        ids = sorted(self.required, key=lambda t: (ranks.get(t, unranked), zlib.crc32(t.encode()), t))
         if ids != getattr(self, "cycle", None):
             self.cycle = ids
             self.position = {t: i for i, t in enumerate(ids)}
+        self.ranked = bool(ranks)
         self.cursors: dict[str, dict[int, int]] = {}
         self.extra: dict[str, set[str]] = {}
         self.synced = self.db.queue_commits
@@ -244,6 +255,12 @@ class QueueIndex:
         self.wake.notify()
 
     # -- picking ----------------------------------------------------------------------------
+    def start_of(self, u: str) -> int:
+        """Where ``u`` starts walking the cycle: a place of their own under the default order
+        (annotators do not all queue for one task), the top when tasks are ranked (the rank
+        is the point; claims still spread annotators over the top tasks)."""
+        return 0 if self.ranked or not self.cycle else zlib.crc32(u.encode()) % len(self.cycle)
+
     def level(self, t: str, u: str) -> int | None:
         """Labels + claims of others on ``t`` if ``u`` may take it (unskipped), else None."""
         if (t, u) in self.current or t in self.skips.get(u, ()):
@@ -263,7 +280,7 @@ class QueueIndex:
         n = len(self.cycle)
         if n == 0:
             return None
-        start = zlib.crc32(u.encode()) % n
+        start = self.start_of(u)
         rank = lambda t: (self.position[t] - start) % n     # noqa: E731  (order for this annotator)
         cursors = self.cursors.setdefault(u, {})
         extra = self.extra.setdefault(u, set())

@@ -160,6 +160,21 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE prompts ADD COLUMN held_out BOOLEAN DEFAULT false;
     """,
+    # 6: active selection: a queue-order job's rank of each task under one order and reward
+    #    model (rm '' for orders without one); the chosen order per round is in settings
+    """
+    CREATE TABLE task_priorities (
+        order_name VARCHAR NOT NULL,            -- uncertainty | disagreement | diverse | mix
+        rm         VARCHAR NOT NULL,            -- the reward model's run id, '' for diverse
+        task_id    VARCHAR NOT NULL,
+        rank       INTEGER NOT NULL,            -- 0 = label first
+        score      DOUBLE,                      -- what the rank came from (for people)
+        cluster    INTEGER,                     -- diverse, mix: the prompt's k-means cluster
+        run_id     VARCHAR NOT NULL,            -- the queue-order job
+        scored_at  TIMESTAMP NOT NULL,
+        PRIMARY KEY (order_name, rm, task_id)
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -14,6 +14,7 @@ from . import render
 from .common import frame, keeps_view, notify, private, shows_errors, username
 from .jobs_tab import JobsTab
 from .models import ModelsView
+from .queueorder import QueueOrderPanel
 from .service import Studio
 
 FORMATS = ["auto", "hh", "pairs", "rankings", "prompts", "responses"]
@@ -54,6 +55,7 @@ class AdminView:
         self.t = t
         self.tabs: list[gr.Tab] = []
         self.models = ModelsView(studio, t)
+        self.queue_order = QueueOrderPanel(studio, t)
 
     def build(self) -> None:
         t = self.t
@@ -122,6 +124,7 @@ class AdminView:
                 self.overlap_round = gr.Textbox(label=t("overlap_round"), placeholder="all", max_lines=1)
                 self.set_overlap = gr.Button(t("set_overlap"), elem_id="ps-set-overlap")
             self.overlap_result = gr.JSON(label=t("result"))
+            self.queue_order.build()
 
         self.jobs = JobsTab(self.studio, t)
         self.tabs.append(self.jobs.build())
@@ -149,6 +152,7 @@ class AdminView:
                                 [self.user_table, self.u_password], **private("set_password"))
         self.set_overlap.click(self.overlap_set, [self.overlap, self.overlap_round],
                                self.overlap_result, api_name="set_overlap")
+        self.queue_order.wire(self.users_tab)
         self.jobs.wire(demo)
         self.models.wire(self.rows)
 

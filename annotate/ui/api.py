@@ -7,7 +7,8 @@
     client.predict(task["id"], json.dumps(best_first), "better", "", api_name="/submit_label")
 
 Annotators: next_task, submit_label, skip_task, undo_label, my_labels, progress.
-Admins: users; jobs: start_job, runs, stop_job, resume_job, new_round; and the admin views'
+Admins: users; jobs: start_job, runs, stop_job, resume_job, new_round; the queue's order:
+set_queue_order, queue_order; and the admin views'
 named events import_file, export_pairs, browse, agreement, set_overlap. Every endpoint checks the caller's role itself (``Studio``);
 ``ENDPOINTS`` lists them all with the role each needs.
 """
@@ -114,9 +115,25 @@ def add_endpoints(studio: Studio) -> dict:
         over them → {run_id, judge_run_id}."""
         return studio.new_round(username(request), policy, k, round, prompts, judge or None)
 
+    @shows_errors
+    def set_queue_order(order: str, rm: str = "", round: int = None,
+                        request: gr.Request = None) -> dict:
+        """Admins: the order the queue serves a round's tasks in (round omitted: every round):
+        default (hashed, as before) | uncertainty | disagreement | mix (these three need rm, a
+        reward-model run id) | diverse. Tasks not ranked by this reward model yet get a
+        queue-order job → {order, rm, round, scoring_run}."""
+        return studio.set_queue_order(username(request), order, rm or None, round)
+
+    @shows_errors
+    def queue_order(request: gr.Request = None) -> dict:
+        """Admins: the chosen order per round ("*": every round) and what each ranked order
+        is based on: {chosen, ranked: [{order, rm, tasks, rounds, run_id, scored_at}]}."""
+        return studio.queue_order(username(request))
+
     handlers = {fn.__name__: fn for fn in (next_task, submit_label, skip_task, undo_label,
                                            my_labels, progress, users, start_job, runs,
-                                           stop_job, resume_job, new_round)}
+                                           stop_job, resume_job, new_round, set_queue_order,
+                                           queue_order)}
     for name, fn in handlers.items():
         gr.api(fn, api_name=name, concurrency_limit=None)
     return handlers
@@ -131,6 +148,8 @@ ENDPOINTS: dict[str, str] = {
     "users": "admin", "import_file": "admin", "export_pairs": "admin", "browse": "admin",
     "agreement": "admin", "set_overlap": "admin", "start_job": "admin", "stop_job": "admin",
     "resume_job": "admin", "runs": "admin", "new_round": "admin",
+    "set_queue_order": "admin", "queue_order": "admin", "ui_queue_order_set": "admin",
+    "ui_queue_order_view": "admin",
     # the Models & rounds tab and Browse's held-out controls (models.py)
     "models": "admin", "rounds": "admin", "mark_held_out": "admin", "compare_policies": "admin",
     "download_adapter": "admin", "use_as_judge": "admin", "next_round_from_policy": "admin",

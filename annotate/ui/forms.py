@@ -35,6 +35,7 @@ COMMANDS = {
     "eval_rm": ("eval", "rm"), "eval_policy": ("eval", "policy"),
     "cai": ("train", "cai"),   # Constitutional AI's supervised stage (SL-CAI)
     "rest": ("train", "rs"),   # rejection sampling with ReST's Improve steps (--thresholds)
+    "queue_order": ("queue-order",),
 }
 FILTERS = ("source", "label_rounds", "min_agreement", "principle")
 TRAINING = ("max_steps", "batch_size", "lr", "lora_r")
@@ -52,6 +53,7 @@ FIELDS = {   # the fields a form shows first, in order (dests of the command's o
     "eval_policy": ("model", "rm", "prompts", "max_prompts", "max_new_tokens"),
     "cai": ("model", "prompts", "principles", "revisions", *TRAINING, "max_new_tokens", "round"),
     "rest": ("model", "rm", "prompts", *TRAINING, "k", "rounds", "thresholds", "max_new_tokens"),
+    "queue_order": ("order", "rm", "round", "clusters"),
 }
 # What a picker offers for a field: models to start from, reward models, judges.
 PICKERS = {"base": "base", "model": "policy", "rm": "reward_model", "judge": "judge"}
@@ -163,7 +165,8 @@ def build_argv(kind: str, params: dict, parse_command, runs: Path,
 
 NEEDS = {"rs": ("rm", "reward"), "ppo": ("rm", "reward"), "rloo": ("rm", "reward"),
          "rest": ("rm", "reward"),
-         "judge": ("judge",), "eval_rm": ("model",), "eval_policy": ("model",)}
+         "judge": ("judge",), "eval_rm": ("model",), "eval_policy": ("model",),
+         "queue_order": ("order",)}
 
 
 def check_parsed(words, args, studio_paths, options, parse_command, extra) -> None:

@@ -1,5 +1,6 @@
 """What a job reads, frozen into its run folder when it starts: the labels (a ``rankings``
-file), a prompt set (``{"prompt": messages}`` lines) or the tasks a judge labels. The job
+file), a prompt set (``{"prompt": messages}`` lines), the tasks a judge labels or the
+tasks a queue-order job ranks. The job
 never opens the database (the server owns it); the snapshot is also what makes a run
 repeatable from its printed command.
 
@@ -50,3 +51,15 @@ def write_tasks(db: store.Store, folder: Path, spec: str, principle: str | None)
     if not tasks:
         raise StoreError(f"no open tasks for the judge {name!r}: every task has its label")
     return judges.write_task_snapshot(tasks, folder / "tasks.jsonl"), len(tasks)
+
+
+def write_round_tasks(db: store.Store, folder: Path, round_: int | None) -> tuple[Path, int]:
+    """The tasks a queue-order job ranks (one round's or all), with texts and AI labels."""
+    tasks = store.priorities.tasks_to_rank(db, round_)
+    if not tasks:
+        raise StoreError("there are no tasks to rank" + ("" if round_ is None else f" in round {round_}"))
+    path = folder / "tasks.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for t in tasks:
+            f.write(json.dumps(t, ensure_ascii=False, default=str) + "\n")
+    return path, len(tasks)

@@ -10,7 +10,8 @@ Starting a job (docs/architecture.md, "the database and who owns it"):
        and job.json (kind, params, argv); the run waits in the queue for a free slot
        (``max_jobs``, 1 by default: one job at a time on a CPU);
     3. when it starts, the data it reads is frozen into the folder (``jobinputs``: the labels,
-       a prompt set, or the judge's open tasks; inputs.json lists the label ids: lineage), and
+       a prompt set, the judge's open tasks or
+       the tasks a queue-order job ranks; inputs.json lists the label ids: lineage), and
        ``python -m app <argv>`` starts in its own session (a crash or a restart of the server
        leaves it alive); ``RunLog`` records its pid and start token in process.json;
     4. a watcher thread ingests every live run folder every few seconds
@@ -66,9 +67,10 @@ KINDS = {
     "judge": Kind("tasks"),
     "eval_rm": Kind("labels"), "eval_policy": Kind("prompts"),
     "cai": Kind("prompts", trains=True), "rest": Kind("prompts", trains=True),
+    "queue_order": Kind("round_tasks"),
 }
 SNAPSHOT = {"labels": ("data", "data.jsonl"), "prompts": ("prompts", "prompts.jsonl"),
-            "tasks": ("tasks", "tasks.jsonl")}
+            "tasks": ("tasks", "tasks.jsonl"), "round_tasks": ("tasks", "tasks.jsonl")}
 
 
 @dataclass
@@ -212,6 +214,9 @@ class JobRunner:
             _, n = jobinputs.write_prompts(self.db, folder, params.get("prompts"),
                                            KINDS[kind].trains)
             return {"total": params.get("max_steps") or (n if kind == "generate" else None)}
+        if reads == "round_tasks":
+            _, n = jobinputs.write_round_tasks(self.db, folder, params.get("round"))
+            return {"total": n}
         spec = forms.resolve_run_name(str(params.get("judge") or ""), self.runs, judge=True)
         _, n = jobinputs.write_tasks(self.db, folder, spec, params.get("principle"))
         return {"total": n}

@@ -238,6 +238,26 @@ class Studio:
         changed = store.set_required_labels(self.db, int(required), ids)
         return {"tasks": changed, "required_labels": int(required)}
 
+    def queue_order(self, user: str | None) -> dict:
+        """The queue's order per round ("*": every round) and what each ranked order is based on."""
+        self.require(user, admin=True)
+        return {"chosen": store.priorities.queue_orders(self.db),
+                "ranked": store.priorities.rankings(self.db)}
+
+    def set_queue_order(self, user: str | None, order: str, rm: str | None = None,
+                        round: int | None = None) -> dict:
+        """Serve a round's tasks (or every round's) in ``order``; when the tasks have no ranks
+        from this reward model yet, a queue-order job computes them (until it is done the
+        queue keeps its hashed order) → {order, rm, round, scoring_run}."""
+        self.require(user, admin=True)
+        order, rm, _ = store.priorities.check_choice(self.db, order, rm or None, round)
+        scoring = None
+        if order != "default" and not store.priorities.fully_ranked(self.db, order, rm, round):
+            params = {"order": order, "rm": rm, "round": round}
+            scoring = self.start_job(user, "queue_order", {k: v for k, v in params.items()
+                                                           if v is not None})["run_id"]
+        chosen = store.priorities.set_queue_order(self.db, order, rm, round, by=user)
+        return {**chosen, "scoring_run": scoring}
 
     # -- jobs (admins) ------------------------------------------------------------------------
     def start_job(self, user: str | None, kind: str, params: dict | None = None) -> dict:
