@@ -11,6 +11,8 @@ import pytest
 import requests
 from gradio_client.exceptions import AppError
 
+from annotate.ui.jobs_tab import ALL_FIELDS
+
 from annotate.ui.api import ENDPOINTS
 from annotation_data import seed_tasks, snapshot
 import studio_server
@@ -41,7 +43,7 @@ ADMIN_CALLS = {
     "queue_order": [[]],
     "ui_queue_order_set": [["diverse", "", ""]],
     "ui_queue_order_view": [[]],
-    "ui_start_job": [[None] * 23],
+    "ui_start_job": [[None] * (2 + len(ALL_FIELDS))],   # kind, options and every form field
     "ui_stop_job": [[None]],
     "ui_resume_job": [[None]],
     "ui_run_detail": [[None]],
