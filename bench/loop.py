@@ -216,10 +216,13 @@ def main() -> None:
     train_f = parts.write_prompts(work / "train-prompts.jsonl", train_p)
     held_f = parts.write_prompts(work / "heldout-prompts.jsonl", held_p, held_out=True)
     cli("import", str(held_f), "--format", "prompts", "--held-out", "--db", ctx["db"], log=log)
-    for f in (train_f, held_f):
-        cli("generate", "--model", args.policy, "--prompts", str(f), "--k", str(args.k),
-            "--max-new-tokens", str(mode["tokens"]), "--seed", str(args.seed), "--db", ctx["db"],
-            log=log)
+    # candidates for both sets: the held-out ones measure the proxy under the gold (their
+    # labels never train anything)
+    both = work / "all-prompts.jsonl"
+    both.write_text(train_f.read_text() + held_f.read_text())
+    cli("generate", "--model", args.policy, "--prompts", str(both), "--k", str(args.k),
+        "--max-new-tokens", str(mode["tokens"]), "--seed", str(args.seed), "--db", ctx["db"],
+        log=log)
     gold_fn = load_reward_spec(ctx["gold"], Path(ctx["db"]))
     labels = parts.label_as_annotators(Path(ctx["db"]), gold_fn, ANNOTATORS, overlap=2,
                                        target=args.agreement, seed=args.seed)
