@@ -228,7 +228,7 @@ def main() -> None:
                                        target=args.agreement, seed=args.seed)
     print(f"annotators: τ = {labels['tau']:.4g}, agreement {labels['annotator_agreement']:.3f} "
           f"(expected {labels['expected_agreement']:.3f}), with the gold "
-          f"{labels['annotator_gold_accuracy']:.3f}, {labels['labels']} labels")
+          f"{labels['annotator_gold_accuracy']:.3f}, {labels['labels']} labels", flush=True)
 
     proxy = work / "proxy-rm"
     cli("train", "rm", "--db", ctx["db"], "--out", str(proxy), *rm_options(args), log=log)
@@ -237,7 +237,7 @@ def main() -> None:
     n_pairs = parts.gold_pairs_file(Path(ctx["db"]), gold_fn, pairs_f)
     proxy_acc = cli("eval", "rm", "--model", str(proxy), "--data", str(pairs_f),
                     "--plot", str(work / "proxy-eval.png"), log=log)["accuracy"] if n_pairs else None
-    print(f"proxy: accuracy {proxy_acc} on {n_pairs} held-out pairs ranked by the gold")
+    print(f"proxy: accuracy {proxy_acc} on {n_pairs} held-out pairs ranked by the gold", flush=True)
     del gold_fn
     proxy_fn = load_reward_spec(["--rm", str(proxy)], Path(ctx["db"]))
     setup_s = time.perf_counter() - t0 - gold_s
