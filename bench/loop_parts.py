@@ -183,11 +183,16 @@ def plot_curve(points: list[dict], png: Path, title: str) -> None:
             "gold_gain_ci": [0.0, 0.0]}] + points
     kl = [p["kl"] for p in pts]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(kl, [p["proxy_gain"] for p in pts], "o--", label="proxy reward (trained on)")
+    # the proxy's scores have their own scale: a second axis
+    twin = ax.twinx()
+    twin.plot(kl, [p["proxy_gain"] for p in pts], "o--", color="tab:blue",
+              label="proxy reward (trained on), right axis")
+    twin.set_ylabel("proxy gain (its own units)")
+    twin.legend(fontsize=8, loc="lower right")
     ax.errorbar(kl, [p["gold_gain"] for p in pts],
                 yerr=[[p["gold_gain"] - p["gold_gain_ci"][0] for p in pts],
                       [p["gold_gain_ci"][1] - p["gold_gain"] for p in pts]],
-                fmt="o-", capsize=3, label="gold reward (never trained on), 95 % CI")
+                fmt="o-", capsize=3, color="tab:orange", label="gold reward (never trained on), 95 % CI")
     for p in pts:
         ax.annotate(str(p["step"]), (p["kl"], p["gold_gain"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
@@ -195,7 +200,7 @@ def plot_curve(points: list[dict], png: Path, title: str) -> None:
     ax.set_xlabel("KL(policy ‖ reference) per answer, nats")
     ax.set_ylabel("reward gain over the reference")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
