@@ -56,14 +56,20 @@ def _hash(rows: list) -> str:
 
 def from_store(db: store.Store, *, source: str = "both", rounds: Sequence[int] | None = None,
                judge: str | None = None, principle: str | None = None,
-               min_agreement: float | None = None, include_held_out: bool = False) -> TrainingData:
+               min_agreement: float | None = None, include_held_out: bool = False,
+               only_held_out: bool = False) -> TrainingData:
     """Aggregated pairs (majority direction, agreement as weight) and the current rankings.
     Labels of held-out prompts are left out unless ``include_held_out`` (evaluation only): a
-    policy or reward model trained here never sees the prompts it is measured on."""
-    held_out = set() if include_held_out else store.held_out_task_ids(db)
+    policy or reward model trained here never sees the prompts it is measured on.
+    ``only_held_out`` keeps nothing else (an evaluation on what no model trained on)."""
+    held = store.held_out_task_ids(db)
+    if only_held_out:
+        keep = lambda task_id: task_id in held            # noqa: E731
+    else:
+        keep = lambda task_id: include_held_out or task_id not in held   # noqa: E731
     rows = [r for r in store.pairs(db, source=source, rounds=rounds, judge=judge,
                                    principle=principle, min_agreement=min_agreement)
-            if r["task_id"] not in held_out]
+            if keep(r["task_id"])]
     pairs = [PairExample(prompt=json.loads(r["prompt"]), chosen=r["chosen"], rejected=r["rejected"],
                          margin=float(r["margin"] or 0.0), margin_level=r["margin_level"],
                          soft_prob=r["soft_prob"], weight=float(r["agreement"]),
@@ -71,7 +77,7 @@ def from_store(db: store.Store, *, source: str = "both", rounds: Sequence[int] |
              for r in rows]
     rankings = [_ranking_example(r) for r in store.rankings(db, source=source, rounds=rounds,
                                                               judge=judge, principle=principle)
-                if r["task_id"] not in held_out]
+                if keep(r["task_id"])]
     label_ids = sorted({lid for p in pairs for lid in p.label_ids}
                        | {lid for r in rankings for lid in r.label_ids})
     digest = _hash([[p.prompt, p.chosen, p.rejected, p.margin, p.soft_prob, p.weight] for p in pairs]

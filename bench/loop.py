@@ -62,7 +62,20 @@ METHODS = {
     "ppo": ["train ppo --rm {proxy} --max-new-tokens {tokens} --lr {ppo_lr} --beta {rl_beta}"
             " --batch-size {ppo_batch} --minibatch-size {ppo_minibatch} --ppo-epochs 2"
             " --save-every 0 --max-steps {ppo_steps}"],
+    # the seeds' other methods (issue 19), opt-in: --methods rs,dpo,rloo,ppo,rrhf,rest,cai
+    # RRHF: the store's labelled candidates re-ordered by the proxy (Yuan et al. 2023)
+    "rrhf": ["train rrhf --rm {proxy} --lr {dpo_lr} --batch-size 4 --max-length 320"
+             " --save-every 0 --max-steps {dpo_steps}"],
+    # ReST: one Grow, three Improve steps at rising reward quantiles (Gulcehre et al. 2023)
+    "rest": ["train rs --rm {proxy} --k {k} --rounds 1 --thresholds 0.5,0.7,0.9"
+             " --max-new-tokens {tokens} --temperature 1.0 --lr {sft_lr} --batch-size 8"
+             " --max-steps {rs_steps}"],
+    # SL-CAI: critique and revise under the principles, fine-tune on the revisions; no proxy
+    # (Bai et al. 2022) — the gold measures whether the revisions are what it prefers
+    "cai": ["train cai --revisions 1 --max-new-tokens {tokens} --lr {sft_lr} --batch-size 4"
+            " --max-steps {rs_steps}"],
 }
+DEFAULT_METHODS = ("rs", "dpo", "rloo", "ppo")   # issue 14's four; --quick is timed on them
 CURVE = {"rloo": "rloo_curve"}     # method → the MODES key listing the steps it is scored at
 
 MODES = {
@@ -175,7 +188,8 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="the slow test's setting (tiny models)")
     p.add_argument("--workdir", default="/tmp/prefstudio-loop")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--gold", help="rm:DIR, a folder, run id, ensemble .json or a programmatic "
                                   "reward (length:20); default: an RM trained on --gold-data")
     p.add_argument("--gold-data", default=str(HH))

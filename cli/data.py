@@ -27,12 +27,15 @@ def label_filters(args) -> dict:
                 principle=getattr(args, "principle", None))
 
 
-def preference_data(args, path: str | None = None, *, include_held_out: bool = False):
+def preference_data(args, path: str | None = None, *, include_held_out: bool = False,
+                    only_held_out: bool = False):
     """TrainingData (pairs and rankings) from ``path`` (any import format) or, without one,
     from the store opened read-only; filtered by the command line's label filters. Labels of
-    held-out prompts only with ``include_held_out`` (evaluation)."""
+    held-out prompts only with ``include_held_out`` (evaluation); ``only_held_out``: nothing
+    but them."""
     from annotate import trainingdata
-    filters = dict(label_filters(args), include_held_out=include_held_out)
+    filters = dict(label_filters(args), include_held_out=include_held_out,
+                   only_held_out=only_held_out)
     try:
         if path:
             return trainingdata.from_file(path, **filters)

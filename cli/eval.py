@@ -34,12 +34,16 @@ def _eval_rm(args) -> None:
         scorer = load_scorer(model)  # first: a wrong --model is reported before data is read
     except ValueError as err:  # a malformed ensemble config
         raise CliError(str(err)) from None
-    data = preference_data(args, args.data, include_held_out=True)
+    held_out = args.labels == "held-out"
+    data = preference_data(args, args.data, include_held_out=True, only_held_out=held_out)
     if not data.pairs:
-        raise CliError(f"{where(args, args.data)}: no preference pairs to evaluate")
+        raise CliError(f"{where(args, args.data)}: no preference pairs to evaluate" + (
+            " on held-out prompts (mark prompts held out in Browse or at import, label their "
+            "tasks, or give --labels all)" if held_out else ""))
     folder = Path(args.out) if args.out else (model if model.is_dir() else model.parent)
     plot = args.plot or folder / f"eval-{Path(args.data).stem if args.data else 'db'}.png"
-    log = _run_log(args, "eval_rm", {"model": str(model), "data": args.data}) if args.out else None
+    log = _run_log(args, "eval_rm", {"model": str(model), "data": args.data,
+                                     "labels": args.labels or "all"}) if args.out else None
     try:
         result = evaluate(scorer, data, batch_size=args.batch_size or 16, plot=plot)
     except BaseException as err:

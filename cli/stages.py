@@ -170,6 +170,8 @@ EVAL = {
         opt("--principle", ("rm", "policy"), "rm: only AI labels judged under this principle; "
             "policy: the --judge's principle")],
     "evaluation": [
+        opt("--labels", ("rm",), "which labels to measure on: all (default) or held-out (only "
+            "those of held-out prompts, which no training run uses)", choices=["all", "held-out"]),
         opt("--plot", ("rm",), "PNG of chosen vs rejected rewards (default: eval-<data>.png in "
             "the model folder)"),
         opt("--batch-size", EVAL_KINDS, "rm: pairs per batch; policy: prompts per generate call",

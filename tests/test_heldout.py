@@ -98,6 +98,14 @@ def test_held_out_prompts_never_reach_the_training_data(tmp_path):
         data = cli.data.preference_data(args)
         assert len(data.pairs) == 2 and held_label not in data.label_ids
         assert not any(held_text in json.dumps(p.prompt) for p in data.pairs)
+    # `eval rm --labels held-out`: nothing but the held-out prompt's labels (the studio's
+    # eval_rm form default, so the Models page's accuracy is on what no model trained on)
+    only = cli.data.preference_data(cli_args(db_path, kind="rm"), include_held_out=True,
+                                    only_held_out=True)
+    assert only.label_ids == [held_label] and held_text in json.dumps(only.pairs[0].prompt)
+    only_file = cli.data.preference_data(cli_args(db_path, db=None), str(snapshot),
+                                         include_held_out=True, only_held_out=True)
+    assert len(only_file.pairs) == 1 and held_text in json.dumps(only_file.pairs[0].prompt)
     chats, lineage = cli.data.policy_data(cli_args(db_path, kind="sft"))
     assert len(chats) == 2 and not any(held_text in json.dumps(c) for c in chats)
     assert held_label not in lineage["label_ids"]

@@ -138,6 +138,7 @@ def test_a_local_model_folder_is_picked_by_name_and_given_to_the_job_by_folder(r
     assert argv[argv.index("--judge") + 1] == f"local:{(models / 'tiny-lm').resolve()}"
 
 
-def test_eval_rm_offers_reward_models_to_evaluate():
-    pickers = {f["dest"]: f["picker"] for f in forms.form("eval_rm", parse_command.options)}
-    assert pickers["model"] == "reward_model"
+def test_eval_rm_offers_reward_models_to_evaluate_on_held_out_labels():
+    fields = {f["dest"]: f for f in forms.form("eval_rm", parse_command.options)}
+    assert fields["model"]["picker"] == "reward_model"
+    assert fields["labels"]["value"] == "held-out"      # never the labels it trained on

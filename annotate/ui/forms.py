@@ -49,7 +49,7 @@ FIELDS = {   # the fields a form shows first, in order (dests of the command's o
     "rrhf": ("model", *FILTERS, *TRAINING, "sft_weight", "rm"),   # rm: orders instead of labels
     "generate": ("model", "prompts", "k", "round", "max_new_tokens", "limit"),
     "judge": ("judge", "principle", "limit"),
-    "eval_rm": ("model", *FILTERS),
+    "eval_rm": ("model", "labels", *FILTERS),
     "eval_policy": ("model", "rm", "prompts", "max_prompts", "max_new_tokens"),
     "cai": ("model", "prompts", "principles", "revisions", *TRAINING, "max_new_tokens", "round"),
     "rest": ("model", "rm", "prompts", *TRAINING, "k", "rounds", "thresholds", "max_new_tokens"),
@@ -86,6 +86,7 @@ def preset(kind: str, name: str = "fast") -> dict:
     values = {k: v for k, v in PRESETS[name].items() if k in FIELDS[kind]}
     if kind == "eval_rm":
         values.pop("model", None)   # a reward model to pick, not a base
+        values["labels"] = "held-out"   # the Models page's headline: what it never trained on
     if kind in ("rs", "ppo", "rloo", "rest") and name == "fast":
         values["max_steps"] = 5     # a step samples and scores a whole batch
     if kind == "rm":
