@@ -101,20 +101,22 @@ class ChatServer:
                     reply = server.brain(req)
                     if reply.delay:
                         threading.Event().wait(reply.delay)
-                    if reply.drop:
-                        self.close_connection = True
-                        return
-                    payload = reply.raw if reply.raw is not None else json.dumps(reply.json).encode()
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(payload)
                 finally:
+                    # out of flight before the answer leaves: once the client has read it, it
+                    # may send its next request while this thread is still being scheduled
                     with server._lock:
                         server.in_flight -= 1
+                if reply.drop:
+                    self.close_connection = True
+                    return
+                payload = reply.raw if reply.raw is not None else json.dumps(reply.json).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
 
         ThreadingHTTPServer.allow_reuse_address = True
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)

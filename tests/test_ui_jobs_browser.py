@@ -46,7 +46,7 @@ def test_a_form_starts_a_job_whose_progress_and_plot_appear_without_console_warn
         page.locator("[role=tab]").filter(has_text="Jobs").click()
         # the reward-model form, with the fast preset's values shown
         expect(page.locator("#ps-job-base input")).to_have_value("minilm", timeout=30_000)
-        expect(page.locator("#ps-job-max_steps input")).to_have_value("20")
+        expect(page.locator("#ps-job-max_steps input")).to_have_value("")   # blank: epochs decide
         expect(page.locator("#ps-job-beta")).to_be_hidden()
         page.locator("#ps-job-max_steps input").fill("12")
         console.clear()   # (what the page logs while it loads is not the Jobs tab's)

@@ -13,7 +13,7 @@ from . import text
 from .common import frame, private, shows_errors, username
 
 text.STRINGS.update({
-    "queue_order": ("### Queue order (active selection)", "### 任务顺序（主动选择）"),
+    "queue_order": ("### Queue order (active selection)", "### 标注队列顺序（主动选择）"),
     "queue_order_pick": ("Order", "顺序"),
     "queue_order_rm": ("Reward model (uncertainty, disagreement, mix)",
                        "奖励模型（不确定性、分歧、混合）"),
