@@ -64,9 +64,7 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    options = argv[argv.index("--") + 1:] if "--" in argv else []
-    ours = argv[:argv.index("--")] if "--" in argv else argv
+    ours, options = rm_cv.split_argv(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  usage="%(prog)s [options] -- [train rm options]")
     ap.add_argument("--data", type=Path, default=rm_cv.DATA, help="pairs / HH / rankings file")

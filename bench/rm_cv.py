@@ -157,10 +157,15 @@ def slug(options: list[str]) -> str:
     return f"{readable}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(this script's arguments, the ``train rm`` options after ``--``)."""
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    options = argv[argv.index("--") + 1:] if "--" in argv else []
-    ours = argv[:argv.index("--")] if "--" in argv else argv
+    ours, options = split_argv(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  usage="%(prog)s [options] -- [train rm options]")
     ap.add_argument("--data", type=Path, default=DATA, help="pairs / HH / rankings file")
