@@ -182,49 +182,14 @@ def run_method(args, ctx: dict, name: str, proxy_fn) -> tuple[dict, list]:
     return result, curve
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="the ≤ 20-minute setting")
-    p.add_argument("--tiny", action="store_true", help="the slow test's setting (tiny models)")
-    p.add_argument("--workdir", default="/tmp/prefstudio-loop")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated, of {', '.join(METHODS)}")
-    p.add_argument("--gold", help="rm:DIR, a folder, run id, ensemble .json or a programmatic "
-                                  "reward (length:20); default: an RM trained on --gold-data")
-    p.add_argument("--gold-data", default=str(HH))
-    p.add_argument("--gold-dir", help="where the default gold is kept (default WORKDIR/gold-rm)")
-    p.add_argument("--prompts", type=int, help="training prompts (default per mode)")
-    p.add_argument("--heldout", type=int, help="held-out prompts (default per mode)")
-    p.add_argument("--prompt-file", default=str(HH), help="HH-format file the prompts come from")
-    p.add_argument("--k", type=int, default=4, help="candidates per prompt")
-    p.add_argument("--agreement", type=float, default=0.70, help="target annotator agreement")
-    p.add_argument("--policy", default="smollm2-135m-instruct")
-    p.add_argument("--rm-base", help="reward-model backbone of gold and proxy (default: the CLI's)")
-    p.add_argument("--rm-args", default="", help="extra `train rm` options of gold and proxy "
-                                                 "(default none: the default command)")
-    p.add_argument("--png", default=str(PNG))
-    args = p.parse_args()
-    mode_name = "tiny" if args.tiny else "quick" if args.quick else "full"
-    mode = dict(MODES[mode_name])
-    mode["prompts"] = args.prompts or mode["prompts"]
-    mode["heldout"] = args.heldout or mode["heldout"]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+SETUP_FILES = ("studio.duckdb", "proxy-rm", "heldout-gold-pairs.jsonl", "train-prompts.jsonl",
+               "heldout-prompts.jsonl", "all-prompts.jsonl", "setup.json")
 
-    t0 = time.perf_counter()
-    work = Path(args.workdir) / f"{mode_name}-seed{args.seed}"
-    if work.exists():
-        raise SystemExit(f"{work} exists: remove it or give another --workdir / --seed")
-    work.mkdir(parents=True)
-    log = work / "cli.log"
-    ctx = {"work": work, "log": log, "mode": mode, "db": str(work / "studio.duckdb")}
-    gold_start = time.perf_counter()
-    ctx["gold"] = gold_reward(args, log)
-    gold_s = time.perf_counter() - gold_start
 
+def build_setup(args, ctx: dict) -> dict:
+    """Prompts, candidates, the annotators' labels through the queue, the proxy and its accuracy
+    under the gold; written to WORK/setup.json so ``--setup-from`` can run more methods on it."""
+    work, log, mode = ctx["work"], ctx["log"], ctx["mode"]
     train_p, held_p = parts.split_prompts(parts.hh_prompts(Path(args.prompt_file)),
                                           mode["prompts"], mode["heldout"], args.seed)
     train_f = parts.write_prompts(work / "train-prompts.jsonl", train_p)
@@ -252,7 +217,79 @@ def main() -> None:
     proxy_acc = cli("eval", "rm", "--model", str(proxy), "--data", str(pairs_f),
                     "--plot", str(work / "proxy-eval.png"), log=log)["accuracy"] if n_pairs else None
     print(f"proxy: accuracy {proxy_acc} on {n_pairs} held-out pairs ranked by the gold", flush=True)
-    del gold_fn
+
+    setup = {"labels": labels, "proxy_accuracy_gold": proxy_acc, "pairs": n_pairs}
+    (work / "setup.json").write_text(json.dumps(setup))
+    return setup
+
+
+def reuse_setup(source: Path, work: Path, ctx: dict) -> dict:
+    """Copy another run's setup (its store, proxy and held-out files) into WORK: more methods on
+    the very same labels and proxy. The source's store must not be open in another process."""
+    import shutil
+    for name in SETUP_FILES:
+        src = source / name
+        if not src.exists():
+            raise SystemExit(f"--setup-from: {src} is missing (a finished setup writes it)")
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
+    if (source / "studio.duckdb.wal").exists():
+        shutil.copy2(source / "studio.duckdb.wal", work / "studio.duckdb.wal")
+    ctx["proxy"] = str(work / "proxy-rm")
+    print(f"setup copied from {source}", flush=True)
+    return json.loads((work / "setup.json").read_text())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the ≤ 20-minute setting")
+    p.add_argument("--tiny", action="store_true", help="the slow test's setting (tiny models)")
+    p.add_argument("--workdir", default="/tmp/prefstudio-loop")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, of {', '.join(METHODS)}")
+    p.add_argument("--gold", help="rm:DIR, a folder, run id, ensemble .json or a programmatic "
+                                  "reward (length:20); default: an RM trained on --gold-data")
+    p.add_argument("--gold-data", default=str(HH))
+    p.add_argument("--gold-dir", help="where the default gold is kept (default WORKDIR/gold-rm)")
+    p.add_argument("--prompts", type=int, help="training prompts (default per mode)")
+    p.add_argument("--heldout", type=int, help="held-out prompts (default per mode)")
+    p.add_argument("--prompt-file", default=str(HH), help="HH-format file the prompts come from")
+    p.add_argument("--k", type=int, default=4, help="candidates per prompt")
+    p.add_argument("--agreement", type=float, default=0.70, help="target annotator agreement")
+    p.add_argument("--policy", default="smollm2-135m-instruct")
+    p.add_argument("--rm-base", help="reward-model backbone of gold and proxy (default: the CLI's)")
+    p.add_argument("--rm-args", default="", help="extra `train rm` options of gold and proxy "
+                                                 "(default none: the default command)")
+    p.add_argument("--png", default=str(PNG))
+    p.add_argument("--setup-from", help="another run's WORKDIR/MODE-seedN: reuse its store, labels "
+                                        "and proxy (run more methods on the same setup)")
+    args = p.parse_args()
+    mode_name = "tiny" if args.tiny else "quick" if args.quick else "full"
+    mode = dict(MODES[mode_name])
+    mode["prompts"] = args.prompts or mode["prompts"]
+    mode["heldout"] = args.heldout or mode["heldout"]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
+
+    t0 = time.perf_counter()
+    work = Path(args.workdir) / f"{mode_name}-seed{args.seed}"
+    if work.exists():
+        raise SystemExit(f"{work} exists: remove it or give another --workdir / --seed")
+    work.mkdir(parents=True)
+    log = work / "cli.log"
+    ctx = {"work": work, "log": log, "mode": mode, "db": str(work / "studio.duckdb")}
+    gold_start = time.perf_counter()
+    ctx["gold"] = gold_reward(args, log)
+    gold_s = time.perf_counter() - gold_start
+
+    if args.setup_from:
+        setup = reuse_setup(Path(args.setup_from), work, ctx)
+    else:
+        setup = build_setup(args, ctx)
+    labels, proxy_acc, n_pairs = setup["labels"], setup["proxy_accuracy_gold"], setup["pairs"]
+    proxy = Path(ctx["proxy"])
     proxy_fn = load_reward_spec(["--rm", str(proxy)], Path(ctx["db"]))
     setup_s = time.perf_counter() - t0 - gold_s
 
