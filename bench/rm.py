@@ -57,10 +57,12 @@ def load_pairs(path: Path):
     return from_file(path)
 
 
-def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[int], str, int]:
+def fitting_pairs(data, spec: str, max_length: int, limit: int
+                  ) -> tuple[list[int], str, int, list[tuple[int, int]]]:
     """Indices of the pairs that neither side would truncate or drop (file order), the
-    backbone kind, and how many pairs were too long. Runs in the parent, so the tokenizer
-    pass does not count in either side's peak memory."""
+    backbone kind, how many pairs were too long, and the (chosen, rejected) token counts of
+    the pairs kept (for the model-FLOP count). Runs in the parent, so the tokenizer pass does
+    not count in either side's peak memory."""
     from harness.chat import render_plain
     from rewardmodel.model import RewardModel
 
@@ -77,7 +79,9 @@ def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[in
     keep = [i for i in range(len(data.pairs))
             if max(len(ours[2 * i].ids), len(ours[2 * i + 1].ids), theirs[2 * i], theirs[2 * i + 1])
             <= max_length]
-    return keep[:limit], rm.kind, len(data.pairs) - len(keep)
+    keep = keep[:limit]
+    lengths = [(len(ours[2 * i].ids), len(ours[2 * i + 1].ids)) for i in keep]
+    return keep, rm.kind, len(data.pairs) - len(keep), lengths
 
 
 def peak_rss_mb() -> float:
@@ -181,7 +185,7 @@ def main() -> None:
         return child(args)
 
     load = sides.load_average()
-    keep, kind, dropped = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
+    keep, kind, dropped, lengths = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
                                         args.max_length, args.pairs)
     with tempfile.NamedTemporaryFile("w", suffix=".json") as plan:
         plan.write(json.dumps({"keep": keep, "kind": kind}))
@@ -196,6 +200,12 @@ def main() -> None:
           f"LoRA r={args.lora_r} on {args.lora_targets}, {ours['threads']} threads")
     summary = sides.report(results, "prefstudio", labels={"trl": "TRL"}, load_at_start=load,
                            extra=lambda r: f"final loss {r['final_loss']:.4f}")
+    from mfu import matmul_peak, mfu_lines, model_shape, rm_flops_per_pair
+    shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
+    flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
+    for line in mfu_lines(flops, matmul_peak(), {side: s["samples_per_s"]["median"]
+                                                 for side, s in summary["sides"].items()}):
+        print(line)
     print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,
                               "load_at_start": load, "results": results, "summary": summary}))
 
