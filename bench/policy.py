@@ -34,14 +34,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))   # last: bench/annotate.py must not hide the annotate package
 import sides  # noqa: E402  (bench/sides.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from annotate.trainingdata import PairExample  # noqa: E402  (after the sys.path line)
 
-HH = ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl"
+# ../shared/data beside the checkout (or beside the folder of worktrees)
+HH = next((p for p in (ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl",
+                       ROOT.parent.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
+           if p.exists()), ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
 
 
 # --- DPO ------------------------------------------------------------------------------------

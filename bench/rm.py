@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-import sides  # noqa: E402  (bench/sides.py)
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))   # last: bench/annotate.py must not hide the annotate package
+import sides  # noqa: E402  (bench/sides.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
