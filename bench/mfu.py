@@ -136,7 +136,8 @@ def dpo_flops_per_pair(s: Shape, pairs: list[tuple[int, int, int]]) -> float:
 def mfu_lines(flops_per_sample: float, peak: float, throughputs: dict[str, float]) -> list[str]:
     """One line per side: its MFU at its median throughput."""
     lines = [f"model FLOPs per sample {flops_per_sample / 1e9:.2f} GFLOP; fp32 matmul peak "
-             f"{peak / 1e9:.0f} GFLOP/s (best of this run's repeats)"]
+             f"{peak / 1e9:.0f} GFLOP/s with {torch.get_num_threads()} thread(s), the sides' "
+             "(best of this run's repeats)"]
     for side, rate in throughputs.items():
         lines.append(f"MFU {side}: {100 * flops_per_sample * rate / peak:.1f} % "
                      f"({flops_per_sample * rate / 1e9:.1f} GFLOP/s)")

@@ -280,13 +280,16 @@ LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows], "ppo": list, "rloo
 # prefstudio with one of its speed-ups switched off, to measure what each one gains
 ABLATIONS = {"prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"}}   # harness/fused_lora.py
 for _part in ("dpo", "ppo"):
-    SIDES[_part].update({name: SIDES[_part]["prefstudio"] for name in ABLATIONS})
+    SIDES[_part].update({name: SIDES[_part]["prefstudio"] for name in (*ABLATIONS, "baseline")})
 OURS = {"dpo": "prefstudio", "ppo": "prefstudio", "rloo": "rloo"}
 
 
 def child(part: str, side: str, args) -> None:
     """One side in this process: prints one RESULT line with its time and peak RSS."""
+    sides.use_code_root()
     import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = LOAD[part](json.loads(Path(args.data_file).read_text()))
     with tempfile.TemporaryDirectory(prefix=f"bench-{part}-{side}-") as tmp:
@@ -316,12 +319,14 @@ def parent(part: str, args, argv: list[str]) -> None:
     rows = DATA[part](args)
     data_file = Path(tempfile.mkdtemp(prefix="bench-data-")) / f"{part}.json"
     data_file.write_text(json.dumps(rows, default=list))
-    names = (args.sides or ",".join(s for s in SIDES[part] if s not in ABLATIONS)).split(",")
+    names = (args.sides or ",".join(s for s in SIDES[part]
+                                    if s not in ABLATIONS and s != "baseline")).split(",")
     for side in names:
         if side not in SIDES[part]:
             raise SystemExit(f"unknown side {side!r} for {part}; known: {', '.join(SIDES[part])}")
     ours = OURS[part] if OURS[part] in names else names[0]
-    commands = {side: ["env", *(f"{k}={v}" for k, v in ABLATIONS.get(side, {}).items()),
+    envs = {**ABLATIONS, "baseline": {sides.CODE_ROOT: args.baseline}}
+    commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
                        sys.executable, __file__, part, "--child", side, "--data-file",
                        str(data_file), *argv] for side in names}
     results = sides.run_rounds(commands, args.rounds, cwd=str(ROOT))
@@ -335,7 +340,7 @@ def parent(part: str, args, argv: list[str]) -> None:
         from mfu import dpo_flops_per_pair, matmul_peak, mfu_lines, model_shape
         shape = model_shape(args.model, 16, "all-linear", causal_lm=True)
         flops = dpo_flops_per_pair(shape, dpo_lengths(args, rows))
-        for line in mfu_lines(flops, matmul_peak(), {side: s["samples_per_s"]["median"]
+        for line in mfu_lines(flops, matmul_peak(threads=args.threads), {side: s["samples_per_s"]["median"]
                                                      for side, s in summary["sides"].items()}):
             print(line)
     print("JSON " + json.dumps({"part": part, "load_at_start": load,
@@ -352,6 +357,9 @@ def main() -> None:
     p.add_argument("--sides", help="comma-separated, in the order each round runs them (default: "
                    "every side of the part but the ablations prefstudio-unfused-lora, ...)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (bench/sides.py)")
+    p.add_argument("--threads", type=int, help="torch threads on every side (default: torch's)")
+    p.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
+                   "prefstudio runs as the side 'baseline'")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--data", default=str(HH))
     p.add_argument("--pairs", type=int, default=32)

@@ -144,6 +144,7 @@ def run_trl(args, data, kind) -> dict:
 
 
 def child(args) -> None:
+    sides.use_code_root()
     import torch
     from annotate.trainingdata import TrainingData
     if args.threads:
@@ -178,7 +179,10 @@ def main() -> None:
     ap.add_argument("--sides", default="trl,prefstudio",
                     help="sides, in the order each round runs them: trl, prefstudio, and "
                          f"prefstudio with a speed-up switched off ({', '.join(ABLATIONS)})")
-    ap.add_argument("--side", choices=["prefstudio", "trl", *ABLATIONS], help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
+                    "prefstudio runs as the side 'baseline'")
+    ap.add_argument("--side", choices=["prefstudio", "trl", "baseline", *ABLATIONS],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
@@ -190,7 +194,8 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".json") as plan:
         plan.write(json.dumps({"keep": keep, "kind": kind}))
         plan.flush()
-        commands = {side: ["env", *(f"{k}={v}" for k, v in ABLATIONS.get(side, {}).items()),
+        envs = {**ABLATIONS, "baseline": {sides.CODE_ROOT: args.baseline}}
+        commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
                            sys.executable, __file__, "--side", side, "--plan", plan.name,
                            *sys.argv[1:]] for side in args.sides.split(",")}
         results = sides.run_rounds(commands, args.rounds)
@@ -203,7 +208,7 @@ def main() -> None:
     from mfu import matmul_peak, mfu_lines, model_shape, rm_flops_per_pair
     shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
     flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
-    for line in mfu_lines(flops, matmul_peak(), {side: s["samples_per_s"]["median"]
+    for line in mfu_lines(flops, matmul_peak(threads=args.threads), {side: s["samples_per_s"]["median"]
                                                  for side, s in summary["sides"].items()}):
         print(line)
     print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,

@@ -23,6 +23,22 @@ import time
 from typing import Callable, Sequence
 
 RESULT = "RESULT "
+CODE_ROOT = "PREFSTUDIO_CODE_ROOT"   # a side's product code from another checkout (a baseline)
+PACKAGES = ("annotate", "cli", "harness", "policy", "rewardmodel")
+
+
+def use_code_root() -> str | None:
+    """In a side's process: when ``PREFSTUDIO_CODE_ROOT`` names a checkout (say a worktree of
+    the commit before a change), import prefstudio's packages from there, so one run measures
+    the change against its baseline, interleaved like any other pair of sides."""
+    root = os.environ.get(CODE_ROOT)
+    if not root:
+        return None
+    for name in list(sys.modules):
+        if name.split(".")[0] in PACKAGES:
+            del sys.modules[name]
+    sys.path.insert(0, root)
+    return root
 
 
 def load_average() -> tuple[float, float, float]:
