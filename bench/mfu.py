@@ -133,14 +133,20 @@ def dpo_flops_per_pair(s: Shape, pairs: list[tuple[int, int, int]]) -> float:
     return total / len(pairs)
 
 
-def mfu_lines(flops_per_sample: float, peak: float, throughputs: dict[str, float]) -> list[str]:
-    """One line per side: its MFU at its median throughput."""
+def mfu_lines(flops_per_sample: float, peak: float, summary: dict) -> list[str]:
+    """One line per side of a ``sides.summarize`` summary: its MFU at its median throughput
+    per wall second and, when measured, per second of its own CPU time (what it would reach
+    on a machine of its own: the fraction of the time it did run)."""
     lines = [f"model FLOPs per sample {flops_per_sample / 1e9:.2f} GFLOP; fp32 matmul peak "
              f"{peak / 1e9:.0f} GFLOP/s with {torch.get_num_threads()} thread(s), the sides' "
              "(best of this run's repeats)"]
-    for side, rate in throughputs.items():
-        lines.append(f"MFU {side}: {100 * flops_per_sample * rate / peak:.1f} % "
-                     f"({flops_per_sample * rate / 1e9:.1f} GFLOP/s)")
+    for side, s in summary["sides"].items():
+        wall = flops_per_sample * s["samples_per_s"]["median"]
+        line = f"MFU {side}: {100 * wall / peak:.1f} % of wall time ({wall / 1e9:.1f} GFLOP/s)"
+        if "samples_per_cpu_s" in s:
+            cpu = flops_per_sample * s["samples_per_cpu_s"]["median"]
+            line += f", {100 * cpu / peak:.1f} % of its CPU time"
+        lines.append(line)
     return lines
 
 

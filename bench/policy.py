@@ -293,12 +293,12 @@ def child(part: str, side: str, args) -> None:
     torch.manual_seed(0)
     data = LOAD[part](json.loads(Path(args.data_file).read_text()))
     with tempfile.TemporaryDirectory(prefix=f"bench-{part}-{side}-") as tmp:
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         extra = SIDES[part][side](args, data, Path(tmp) / "run")
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
     samples = args.steps * args.batch
     sides.emit({"part": part, "side": side, "seconds": seconds, "samples": samples,
-                "samples_per_s": samples / seconds,
+                "samples_per_s": samples / seconds, "samples_per_cpu_s": samples / cpu_seconds,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra})
 
 
@@ -334,15 +334,14 @@ def parent(part: str, args, argv: list[str]) -> None:
     metric = "loss" if part == "dpo" else "reward"
     print(f"{part}: {data}, batch {args.batch}, {args.steps} steps, model {args.model}; "
           "time end to end (load, tokenize, reference, train, save)")
-    summary = sides.report(results, ours, labels={"trl": "TRL"}, load_at_start=load,
-                           extra=lambda r: f"{metric} {r['first']:.3f} -> {r['last']:.3f}")
+    notes = None
     if part == "dpo":
         from mfu import dpo_flops_per_pair, matmul_peak, mfu_lines, model_shape
         shape = model_shape(args.model, 16, "all-linear", causal_lm=True)
-        flops = dpo_flops_per_pair(shape, dpo_lengths(args, rows))
-        for line in mfu_lines(flops, matmul_peak(threads=args.threads), {side: s["samples_per_s"]["median"]
-                                                     for side, s in summary["sides"].items()}):
-            print(line)
+        flops, peak = dpo_flops_per_pair(shape, dpo_lengths(args, rows)), matmul_peak(threads=args.threads)
+        notes = lambda summary: mfu_lines(flops, peak, summary)
+    summary = sides.report(results, ours, labels={"trl": "TRL"}, load_at_start=load, notes=notes,
+                           extra=lambda r: f"{metric} {r['first']:.3f} -> {r['last']:.3f}")
     print("JSON " + json.dumps({"part": part, "load_at_start": load,
                                 "config": {k: v for k, v in vars(args).items()
                                            if k not in ("child", "data_file")},

@@ -104,8 +104,12 @@ def run_prefstudio(args, data, kind) -> dict:
                           warmup_ratio=args.warmup / args.steps, eval_fraction=0,
                           eval_every=10**9, save_every=0, log_every=10, use_margin=False, seed=0)
         summary = train(config, data)
-    return {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
-            "final_loss": summary["final_loss"]}
+    result = {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
+              "final_loss": summary["final_loss"]}
+    if "cpu_seconds" in summary:   # (a --baseline checkout may be older than that figure)
+        samples = summary["samples_per_s"] * summary["seconds"]
+        result["samples_per_cpu_s"] = samples / summary["cpu_seconds"]
+    return result
 
 
 def run_trl(args, data, kind) -> dict:
@@ -135,11 +139,12 @@ def run_trl(args, data, kind) -> dict:
         trainer = RewardTrainer(model=resolve(args.backbone), args=config,
                                 train_dataset=Dataset.from_list(rows), peft_config=lora)
         kept = len(trainer.train_dataset)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         trainer.train()
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"samples_per_s": args.steps * args.batch_size / seconds, "seconds": seconds,
+            "samples_per_cpu_s": args.steps * args.batch_size / cpu_seconds,
             "final_loss": losses[-1] if losses else None, "trl_kept_pairs": kept}
 
 
@@ -203,14 +208,13 @@ def main() -> None:
     print(f"backbone {args.backbone}, {ours['pairs']} pairs (dropped {dropped} "
           f"longer than {args.max_length} tokens), batch {args.batch_size}, {args.steps} steps, "
           f"LoRA r={args.lora_r} on {args.lora_targets}, {ours['threads']} threads")
-    summary = sides.report(results, "prefstudio", labels={"trl": "TRL"}, load_at_start=load,
-                           extra=lambda r: f"final loss {r['final_loss']:.4f}")
     from mfu import matmul_peak, mfu_lines, model_shape, rm_flops_per_pair
     shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
     flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
-    for line in mfu_lines(flops, matmul_peak(threads=args.threads), {side: s["samples_per_s"]["median"]
-                                                 for side, s in summary["sides"].items()}):
-        print(line)
+    peak = matmul_peak(threads=args.threads)
+    summary = sides.report(results, "prefstudio", labels={"trl": "TRL"}, load_at_start=load,
+                           extra=lambda r: f"final loss {r['final_loss']:.4f}",
+                           notes=lambda summary: mfu_lines(flops, peak, summary))
     print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,
                               "load_at_start": load, "results": results, "summary": summary}))
 

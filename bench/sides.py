@@ -88,19 +88,18 @@ def spread(values: Sequence[float]) -> dict:
 
 
 def summarize(results: dict[str, list[dict]], ours: str) -> dict:
-    """Per side: spread of throughput and peak RSS; per peer: spread of our/peer ratios,
-    each ratio taken within one round."""
-    sides = {side: {"samples_per_s": spread([r["samples_per_s"] for r in runs]),
-                    "peak_rss_mb": spread([r["peak_rss_mb"] for r in runs])}
+    """Per side: spread of throughput (per wall second and, when the sides report it, per CPU
+    second of their own) and peak RSS; per peer: spread of our/peer ratios, each ratio taken
+    within one round."""
+    keys = ["samples_per_s", "peak_rss_mb"]
+    if all("samples_per_cpu_s" in r for runs in results.values() for r in runs):
+        keys.append("samples_per_cpu_s")
+    sides = {side: {key: spread([r[key] for r in runs]) for key in keys}
              for side, runs in results.items()}
-    ratios = {}
-    for peer, runs in results.items():
-        if peer == ours:
-            continue
-        pairs = list(zip(results[ours], runs))
-        ratios[peer] = {
-            "throughput": spread([a["samples_per_s"] / b["samples_per_s"] for a, b in pairs]),
-            "peak_rss": spread([a["peak_rss_mb"] / b["peak_rss_mb"] for a, b in pairs])}
+    names = {"samples_per_s": "throughput", "peak_rss_mb": "peak_rss", "samples_per_cpu_s": "cpu_throughput"}
+    ratios = {peer: {names[key]: spread([a[key] / b[key] for a, b in zip(results[ours], runs)])
+                     for key in keys}
+              for peer, runs in results.items() if peer != ours}
     return {"sides": sides, "ratios": ratios}
 
 
@@ -111,9 +110,14 @@ def ratio_line(ours: str, peer: str, ratio: dict) -> str:
 
 
 def report(results: dict[str, list[dict]], ours: str, *, labels: dict[str, str] | None = None,
-           load_at_start: Sequence[float], extra: Callable[[dict], str] | None = None) -> dict:
-    """Print the table (median [min-max] per side) and one ratio line per peer, in the order
-    of ``results`` (plain peer first); return the summary."""
+           load_at_start: Sequence[float], extra: Callable[[dict], str] | None = None,
+           notes: Callable[[dict], list[str]] | None = None) -> dict:
+    """Print the table (median [min-max] per side), ``notes(summary)`` and, last, one ratio
+    line per peer, in the order of ``results`` (plain peer first); return the summary.
+
+    When the sides report ``samples_per_cpu_s`` (samples per second of their own CPU time),
+    its medians and ratios are printed too: on a loaded machine the wall-clock figure moves
+    with what else runs, the CPU-time one much less."""
     labels = labels or {}
     name = lambda side: labels.get(side, side)
     summary = summarize(results, ours)
@@ -121,12 +125,24 @@ def report(results: dict[str, list[dict]], ours: str, *, labels: dict[str, str] 
     print(f"{rounds} rounds, sides interleaved; load average at start "
           f"{load_at_start[0]:.2f} {load_at_start[1]:.2f} {load_at_start[2]:.2f} "
           f"(1/5/15 min), {os.cpu_count()} CPUs")
-    print(f"{'side':<30}{'samples/s median [min-max]':>30}{'peak RSS MB median [min-max]':>32}")
+    cpu = "samples_per_cpu_s" in summary["sides"][ours]
+    print(f"{'side':<26}{'samples/s median [min-max]':>28}{'peak RSS MB median [min-max]':>30}"
+          + (f"{'samples/CPU-s median [min-max]':>32}" if cpu else ""))
     for side, s in summary["sides"].items():
         t, m = s["samples_per_s"], s["peak_rss_mb"]
-        tail = f"  {extra(results[side][-1])}" if extra else ""
-        print(f"{name(side):<30}{t['median']:>12.3f} [{t['min']:.3f}-{t['max']:.3f}]"
-              f"{m['median']:>14.0f} [{m['min']:.0f}-{m['max']:.0f}]{tail}")
+        row = (f"{name(side):<26}{t['median']:>10.3f} [{t['min']:.3f}-{t['max']:.3f}]"
+               f"{m['median']:>14.0f} [{m['min']:.0f}-{m['max']:.0f}]")
+        if cpu:
+            c = s["samples_per_cpu_s"]
+            row += f"{c['median']:>14.3f} [{c['min']:.3f}-{c['max']:.3f}]"
+        print(row + (f"  {extra(results[side][-1])}" if extra else ""))
+    if cpu:
+        for peer, ratio in summary["ratios"].items():
+            c = ratio["cpu_throughput"]
+            print(f"per CPU-second of each side: {name(ours)}/{name(peer)} median {c['median']:.2f}x "
+                  f"[{c['min']:.2f}-{c['max']:.2f}]")
+    for line in notes(summary) if notes else []:
+        print(line)
     for peer, ratio in summary["ratios"].items():
         print(ratio_line(name(ours), name(peer), ratio))
     return summary

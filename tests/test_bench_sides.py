@@ -57,3 +57,15 @@ def test_a_failing_side_stops_the_run_with_its_error(tmp_path):
     bad = [sys.executable, "-c", "import sys; sys.exit('no model here')"]
     with pytest.raises(SystemExit, match="(?s)bad failed in round 1.*no model here"):
         sides.run_rounds({"bad": bad}, rounds=2, log=lambda _: None)
+
+
+def test_cpu_time_throughput_is_summarised_when_every_run_reports_it():
+    run = lambda wall, cpu: {"samples_per_s": wall, "peak_rss_mb": 1.0, "samples_per_cpu_s": cpu}
+    results = {"peer": [run(1.0, 2.0), run(2.0, 2.0), run(1.0, 1.0)],
+               "ours": [run(3.0, 8.0), run(3.0, 4.0), run(3.0, 3.0)]}
+    summary = sides.summarize(results, "ours")
+    assert summary["sides"]["ours"]["samples_per_cpu_s"] == {"median": 4.0, "min": 3.0, "max": 8.0}
+    assert summary["ratios"]["peer"]["cpu_throughput"] == {"median": 3.0, "min": 2.0, "max": 4.0}
+    assert summary["ratios"]["peer"]["throughput"]["median"] == 3.0
+    del results["peer"][0]["samples_per_cpu_s"]                 # one run without it: left out
+    assert "cpu_throughput" not in sides.summarize(results, "ours")["ratios"]["peer"]
