@@ -278,7 +278,8 @@ LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows], "ppo": list, "rloo
 
 
 # prefstudio with one of its speed-ups switched off, to measure what each one gains
-ABLATIONS = {"prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"}}   # harness/fused_lora.py
+ABLATIONS = {"prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"},   # harness/fused_lora.py
+             "prefstudio-no-trim": {"PREFSTUDIO_HEAP_TRIM": "0"}}              # harness/heap.py
 for _part in ("dpo", "ppo"):
     SIDES[_part].update({name: SIDES[_part]["prefstudio"] for name in (*ABLATIONS, "baseline")})
 OURS = {"dpo": "prefstudio", "ppo": "prefstudio", "rloo": "rloo"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 4 << 20
@@ -41,5 +42,8 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
 
 
 def trim() -> bool:
-    """Return the heap's free pages to the operating system (True if any were returned)."""
+    """Return the heap's free pages to the operating system (True if any were returned).
+    ``PREFSTUDIO_HEAP_TRIM=0`` skips it (benchmarks: what it costs in speed, saves in memory)."""
+    if os.environ.get("PREFSTUDIO_HEAP_TRIM", "1") == "0":
+        return False
     return bool(_LIBC and _LIBC.malloc_trim(0))
