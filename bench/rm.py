@@ -59,10 +59,10 @@ def load_pairs(path: Path):
 
 
 def fitting_pairs(data, spec: str, max_length: int, limit: int
-                  ) -> tuple[list[int], str, int, list[tuple[int, int]]]:
+                  ) -> tuple[list[int], str, int, list[tuple[int, int]], list[int]]:
     """Indices of the pairs that neither side would truncate or drop (file order), the
-    backbone kind, how many pairs were too long, and the (chosen, rejected) token counts of
-    the pairs kept (for the model-FLOP count). Runs in the parent, so the tokenizer pass does
+    backbone kind, how many pairs were too long, the (chosen, rejected) token counts of the
+    pairs kept (for the model-FLOP count) and TRL's longer sequence of each (its "length"). Runs in the parent, so the tokenizer pass does
     not count in either side's peak memory."""
     from harness.chat import render_plain
     from rewardmodel.model import RewardModel
@@ -82,7 +82,8 @@ def fitting_pairs(data, spec: str, max_length: int, limit: int
             <= max_length]
     keep = keep[:limit]
     lengths = [(len(ours[2 * i].ids), len(ours[2 * i + 1].ids)) for i in keep]
-    return keep, rm.kind, len(data.pairs) - len(keep), lengths
+    return keep, rm.kind, len(data.pairs) - len(keep), lengths, [max(theirs[2 * i], theirs[2 * i + 1])
+                                                                 for i in keep]
 
 
 def peak_rss_mb() -> float:
@@ -113,7 +114,10 @@ def run_prefstudio(args, data, kind) -> dict:
     return result
 
 
-def run_trl(args, data, kind) -> dict:
+def run_trl(args, data, kind, lengths: list[int] | None = None) -> dict:
+    """TRL's RewardTrainer; with ``lengths`` (each pair's longer sequence) its Trainer's own
+    length grouping (``train_sampling_strategy="group_by_length"``, the counterpart of
+    prefstudio's length-bucketed batches)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
@@ -127,6 +131,8 @@ def run_trl(args, data, kind) -> dict:
     else:
         rows = [{"prompt": render_plain(p.prompt) + "\n", "chosen": p.chosen, "rejected": p.rejected}
                 for p in data.pairs]
+    if lengths:
+        rows = [dict(row, length=n) for row, n in zip(rows, lengths)]
     with tempfile.TemporaryDirectory() as out:
         config = RewardConfig(output_dir=out, per_device_train_batch_size=args.batch_size,
                               max_steps=args.steps, learning_rate=args.lr,
@@ -134,7 +140,9 @@ def run_trl(args, data, kind) -> dict:
                               logging_steps=10, save_strategy="no", eval_strategy="no",
                               report_to="none", use_cpu=True, seed=0, max_length=args.max_length,
                               disable_dropout=True, max_grad_norm=1.0, dataloader_num_workers=0,
-                              eos_token="[SEP]" if kind == "encoder" else None)
+                              eos_token="[SEP]" if kind == "encoder" else None,
+                              **({"train_sampling_strategy": "group_by_length",
+                                  "remove_unused_columns": False} if lengths else {}))
         lora = LoraConfig(task_type="SEQ_CLS", r=args.lora_r, lora_alpha=2 * args.lora_r,
                           lora_dropout=0.0, target_modules=lora_targets(args))
         trainer = RewardTrainer(model=resolve(args.backbone), args=config,
@@ -159,8 +167,10 @@ def child(args) -> None:
     data = load_pairs(Path(args.data))
     data = TrainingData(pairs=[data.pairs[i] for i in plan["keep"]], data_hash=data.data_hash)
     torch.manual_seed(0)
-    run = run_trl if args.side == "trl" else run_prefstudio
-    result = run(args, data, plan["kind"])
+    if args.side == "trl+group-by-length":
+        result = run_trl(args, data, plan["kind"], plan["trl_lengths"])
+    else:
+        result = (run_trl if args.side == "trl" else run_prefstudio)(args, data, plan["kind"])
     result.update(side=args.side, pairs=len(data.pairs), peak_rss_mb=peak_rss_mb(),
                   threads=torch.get_num_threads())
     sides.emit(result)
@@ -183,11 +193,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads on both sides (default: torch's)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (bench/sides.py)")
     ap.add_argument("--sides", default="trl,prefstudio",
-                    help="sides, in the order each round runs them: trl, prefstudio, and "
+                    help="sides, in the order each round runs them: trl, trl+group-by-length, "
+                         "prefstudio, and "
                          f"prefstudio with a speed-up switched off ({', '.join(ABLATIONS)})")
     ap.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
                     "prefstudio runs as the side 'baseline'")
-    ap.add_argument("--side", choices=["prefstudio", "trl", "baseline", *ABLATIONS],
+    ap.add_argument("--side", choices=["prefstudio", "trl", "trl+group-by-length", "baseline",
+                                       *ABLATIONS],
                     help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -195,10 +207,10 @@ def main() -> None:
         return child(args)
 
     load = sides.load_average()
-    keep, kind, dropped, lengths = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
+    keep, kind, dropped, lengths, trl_lengths = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
                                         args.max_length, args.pairs)
     with tempfile.NamedTemporaryFile("w", suffix=".json") as plan:
-        plan.write(json.dumps({"keep": keep, "kind": kind}))
+        plan.write(json.dumps({"keep": keep, "kind": kind, "trl_lengths": trl_lengths}))
         plan.flush()
         envs = {**ABLATIONS, "baseline": {sides.CODE_ROOT: args.baseline}}
         commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
@@ -213,7 +225,8 @@ def main() -> None:
     shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
     flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
     peak = matmul_peak(threads=args.threads)
-    summary = sides.report(results, "prefstudio", labels={"trl": "TRL"}, load_at_start=load,
+    summary = sides.report(results, "prefstudio",
+                           labels={"trl": "TRL", "trl+group-by-length": "TRL group_by_length"}, load_at_start=load,
                            extra=lambda r: f"final loss {r['final_loss']:.4f}",
                            notes=lambda summary: mfu_lines(flops, peak, summary))
     print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,
