@@ -10,7 +10,7 @@ the MiniLM benchmark, 1.7 GB after 40). Two glibc knobs stop that:
   unmapped the moment the tensor is freed, and the threshold no longer drifts upwards;
 * ``malloc_trim(0)`` after each optimizer step: free pages inside the heap go back as well.
 
-Measured on ``bench/rm.py``'s prefstudio side (BENCHMARKS.md): peak RSS 1.65 GB → 1.21 GB for
+Measured on ``bench/rm.py``'s prefstudio side (2026-12-01, alone): peak RSS 1.65 GB → 1.21 GB for
 about 10 % of the throughput; DPO (``bench/policy.py dpo``) 4.1 GB → 3.7 GB at the same speed.
 Every trainer gets it through ``harness.run.TrainingRun`` on the CPU. Elsewhere (macOS, musl,
 Windows) both calls are no-ops.
