@@ -12,8 +12,9 @@ and in backward, with the frozen W and b getting no gradient (no weight-gradient
 
     g_B = s · gᵀ h,   u = s · g B,   g_A = uᵀ x,   g_x = g W + u A  (the second term accumulated)
 
-The scaling moves to the [N, r] side, so the result equals peft's up to float rounding. Measured
-on the MiniLM reward model (BENCHMARKS.md) the elementwise passes it removes were ~13 % of a step.
+The scaling moves to the [N, r] side, so the result equals peft's up to float rounding. On the
+MiniLM reward model (BENCHMARKS.md) elementwise ops fell from 17.6 % to 2.8 % of a step's op
+time, and the step ran 1.38× faster.
 
 ``install(model)`` gives every peft ``lora.Linear`` of ``model`` this forward for the cases it
 covers exactly (one active vanilla adapter, no dropout, not merged, an ``nn.Linear`` base whose

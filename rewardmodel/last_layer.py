@@ -7,8 +7,9 @@ attention output, dense projections and feed-forward block are not. ``reading_cl
 last layer compute K and V for every token and the rest for [CLS] alone, and return hidden
 states [B, 1, H], which the head reads exactly as before. Rewards and gradients are the same
 as the full layer's up to float rounding; the saving is the feed-forward block (two thirds of
-the layer's matmuls) and the Q/output projections for all but one token — about 1/7 of a
-6-layer MiniLM step (BENCHMARKS.md).
+the layer's matmuls) and the Q/output projections for all but one token: on paper about
+1/7 of a 6-layer MiniLM's layer products; measured, within the noise of a loaded machine
+(BENCHMARKS.md).
 
 Set ``PREFSTUDIO_FULL_LAST_LAYER=1`` to switch it off (benchmark ablations).
 """
