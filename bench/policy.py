@@ -1,10 +1,12 @@
 """Policy-optimisation benchmarks: prefstudio vs its peers, side by side in one run.
 
-    flock /work/heavy.lock python bench/policy.py dpo [--pairs 32] [--batch 4] [--steps 16]
+    python bench/policy.py dpo [--pairs 32] [--batch 4] [--steps 16] [--rounds 3] [--sides trl,prefstudio]
 
-Each side runs in its own subprocess (so its peak RSS is its own) on the same model, data,
-batch size and number of optimizer steps; the parent prints a table and the ratios against
-prefstudio, then one JSON line with everything. Parts: ``dpo`` (vs TRL's DPOTrainer), ``ppo``
+Each side runs in a fresh subprocess (so its peak RSS is its own) on the same model, data,
+batch size and number of optimizer steps, the sides interleaved for ``--rounds`` rounds
+(``bench/sides.py``); the parent prints each side's median and spread, one ratio line per
+peer (``ratio prefstudio/TRL: throughput median …``), for DPO the model FLOPs utilisation
+(``bench/mfu.py``), then one JSON line with everything. Parts: ``dpo`` (vs TRL's DPOTrainer), ``ppo``
 (vs TRL's experimental PPOTrainer) and ``rloo`` (vs prefstudio's own PPO):
 
     flock /work/heavy.lock python bench/policy.py ppo --prompts 32 --batch 8 --steps 4 \
@@ -32,12 +34,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))   # last: bench/annotate.py must not hide the annotate package
+import sides  # noqa: E402  (bench/sides.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from annotate.trainingdata import PairExample  # noqa: E402  (after the sys.path line)
 
-HH = ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl"
+# ../shared/data beside the checkout (or beside the folder of worktrees)
+HH = next((p for p in (ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl",
+                       ROOT.parent.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
+           if p.exists()), ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
 
 
 # --- DPO ------------------------------------------------------------------------------------
@@ -270,52 +277,76 @@ DATA = {"dpo": lambda args: [vars(p) for p in dpo_pairs(args)], "ppo": rl_prompt
 LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows], "ppo": list, "rloo": list}
 
 
+# prefstudio with one of its speed-ups switched off, to measure what each one gains
+ABLATIONS = {"prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"},   # harness/fused_lora.py
+             "prefstudio-no-trim": {"PREFSTUDIO_HEAP_TRIM": "0"}}              # harness/heap.py
+for _part in ("dpo", "ppo"):
+    SIDES[_part].update({name: SIDES[_part]["prefstudio"] for name in (*ABLATIONS, "baseline")})
+OURS = {"dpo": "prefstudio", "ppo": "prefstudio", "rloo": "rloo"}
+
+
 def child(part: str, side: str, args) -> None:
-    """One side in this process: prints one JSON line with its time and peak RSS."""
+    """One side in this process: prints one RESULT line with its time and peak RSS."""
+    sides.use_code_root()
     import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = LOAD[part](json.loads(Path(args.data_file).read_text()))
     with tempfile.TemporaryDirectory(prefix=f"bench-{part}-{side}-") as tmp:
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         extra = SIDES[part][side](args, data, Path(tmp) / "run")
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu0
     samples = args.steps * args.batch
-    print(json.dumps({"part": part, "side": side, "seconds": seconds, "samples": samples,
-                      "samples_per_s": samples / seconds,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      **extra}))
+    sides.emit({"part": part, "side": side, "seconds": seconds, "samples": samples,
+                "samples_per_s": samples / seconds, "samples_per_cpu_s": samples / cpu_seconds,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra})
+
+
+def dpo_lengths(args, pairs: list[dict]) -> list[tuple[int, int, int]]:
+    """(prompt, chosen, rejected) tokens of each pair, for the model-FLOP count."""
+    from harness.chat import render_chat
+    from policy.dpo import response_text
+    from policy.lm import load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    n = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+    return [(n(render_chat(tok, p["prompt"])), n(response_text(tok, p["prompt"], p["chosen"])),
+             n(response_text(tok, p["prompt"], p["rejected"]))) for p in pairs]
 
 
 def parent(part: str, args, argv: list[str]) -> None:
-    results = []
+    load = sides.load_average()
+    rows = DATA[part](args)
     data_file = Path(tempfile.mkdtemp(prefix="bench-data-")) / f"{part}.json"
-    data_file.write_text(json.dumps(DATA[part](args), default=list))
-    for side in (args.sides or ",".join(SIDES[part])).split(","):
+    data_file.write_text(json.dumps(rows, default=list))
+    names = (args.sides or ",".join(s for s in SIDES[part]
+                                    if s not in ABLATIONS and s != "baseline")).split(",")
+    for side in names:
         if side not in SIDES[part]:
             raise SystemExit(f"unknown side {side!r} for {part}; known: {', '.join(SIDES[part])}")
-        proc = subprocess.run([sys.executable, __file__, part, "--child", side,
-                               "--data-file", str(data_file), *argv],
-                              capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-4000:])
-            raise SystemExit(f"{part}/{side} failed (exit {proc.returncode})")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    ours = next((r for r in results if r["side"] in ("prefstudio", "rloo")), results[0])
+    ours = OURS[part] if OURS[part] in names else names[0]
+    envs = {**ABLATIONS, "baseline": {sides.CODE_ROOT: args.baseline}}
+    commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
+                       sys.executable, __file__, part, "--child", side, "--data-file",
+                       str(data_file), *argv] for side in names}
+    results = sides.run_rounds(commands, args.rounds, cwd=str(ROOT))
     data = f"{args.pairs} pairs" if part == "dpo" else f"{args.prompts} prompts"
     metric = "loss" if part == "dpo" else "reward"
-    print(f"{part}: {data}, batch {args.batch}, {args.steps} steps, model {args.model}")
-    print(f"{'side':<28}{'seconds':>9}{'samples/s':>11}{'peak RSS MB':>13}"
-          f"{'speed ×':>9}{'memory ×':>10}{metric + ' first→last':>22}")
-    for r in results:
-        print(f"{r['side']:<28}{r['seconds']:>9.1f}{r['samples_per_s']:>11.3f}"
-              f"{r['peak_rss_mb']:>13.0f}{ours['samples_per_s'] / r['samples_per_s']:>9.2f}"
-              f"{ours['peak_rss_mb'] / r['peak_rss_mb']:>10.2f}"
-              f"{r['first']:>13.3f} → {r['last']:.3f}")
-    print(f"(speed × = {ours['side']} samples/s ÷ this side's; "
-          f"memory × = {ours['side']} peak RSS ÷ this side's)")
-    print(json.dumps({"part": part, "config": {k: v for k, v in vars(args).items()
-                                               if k not in ("child", "data_file")},
-                      "results": results}))
+    print(f"{part}: {data}, batch {args.batch}, {args.steps} steps, model {args.model}; "
+          "time end to end (load, tokenize, reference, train, save)")
+    notes = None
+    if part == "dpo":
+        from mfu import dpo_flops_per_pair, matmul_peak, mfu_lines, model_shape
+        shape = model_shape(args.model, 16, "all-linear", causal_lm=True)
+        flops, peak = dpo_flops_per_pair(shape, dpo_lengths(args, rows)), matmul_peak(threads=args.threads)
+        notes = lambda summary: mfu_lines(flops, peak, summary)
+    summary = sides.report(results, ours, labels={"trl": "TRL"}, load_at_start=load, notes=notes,
+                           extra=lambda r: f"{metric} {r['first']:.3f} -> {r['last']:.3f}")
+    print("JSON " + json.dumps({"part": part, "load_at_start": load,
+                                "config": {k: v for k, v in vars(args).items()
+                                           if k not in ("child", "data_file")},
+                                "results": results, "summary": summary}))
 
 
 def main() -> None:
@@ -323,7 +354,12 @@ def main() -> None:
     p.add_argument("part", choices=sorted(SIDES))
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--data-file", help=argparse.SUPPRESS)
-    p.add_argument("--sides", help="comma-separated (default: every side of the part)")
+    p.add_argument("--sides", help="comma-separated, in the order each round runs them (default: "
+                   "every side of the part but the ablations prefstudio-unfused-lora, ...)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (bench/sides.py)")
+    p.add_argument("--threads", type=int, help="torch threads on every side (default: torch's)")
+    p.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
+                   "prefstudio runs as the side 'baseline'")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--data", default=str(HH))
     p.add_argument("--pairs", type=int, default=32)

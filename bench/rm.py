@@ -1,12 +1,15 @@
 """Reward-model training speed: prefstudio vs TRL's RewardTrainer, side by side in one run.
 
-    flock /work/heavy.lock python bench/rm.py --backbone minilm --steps 100 --batch-size 8
+    python bench/rm.py --backbone minilm --steps 40 --batch-size 8 [--rounds 3]
+        [--lora-targets all-linear|peft-default]
 
-Both sides train the same backbone with the same LoRA settings (r, alpha, no dropout, peft's
-default target modules, the head trained in full), the same pairs, batch size, learning-rate
-schedule and number of optimizer steps, fp32 on the CPU. Each side runs in its own process
-(so peak RSS is its own) and reports samples (pairs) per second of the training loop, peak
-RSS and the final logged loss; the parent prints both and the ratios.
+Both sides train the same backbone with the same LoRA settings (r, alpha, no dropout, the same
+target modules: every linear layer as in the default recipe, or peft's default for the
+architecture; the head trained in full), the same pairs, batch size, learning-rate schedule
+and number of optimizer steps, fp32 on the CPU. Each side runs in a fresh process (so peak
+RSS is its own) and reports samples (pairs) per second of the training loop, peak RSS and the
+final logged loss; the sides run interleaved for ``--rounds`` rounds (``bench/sides.py``) and
+the parent prints medians, spreads and the ratios.
 
 Same pairs: TRL 1.12 silently drops every pair whose chosen or rejected sequence exceeds
 ``max_length`` (prefstudio truncates the prompt from the left instead), so the benchmark keeps
@@ -29,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))   # last: bench/annotate.py must not hide the annotate package
+import sides  # noqa: E402  (bench/sides.py)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,15 +44,26 @@ DATA = next((p for p in (ROOT.parent / "shared" / "data" / "hh-harmless-1500.jso
              if p.exists()), ROOT.parent / "shared" / "data" / "hh-harmless-1500.jsonl")
 
 
+# prefstudio with one of its speed-ups switched off, to measure what each one gains
+ABLATIONS = {
+    "prefstudio-plain": {"PREFSTUDIO_FUSED_LORA": "0", "PREFSTUDIO_FULL_LAST_LAYER": "1"},
+    "prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"},       # harness/fused_lora.py
+    "prefstudio-full-last-layer": {"PREFSTUDIO_FULL_LAST_LAYER": "1"},  # rewardmodel/last_layer.py
+    "prefstudio-no-trim": {"PREFSTUDIO_HEAP_TRIM": "0"},              # harness/heap.py
+}
+
+
 def load_pairs(path: Path):
     from annotate.trainingdata import from_file
     return from_file(path)
 
 
-def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[int], str, int]:
+def fitting_pairs(data, spec: str, max_length: int, limit: int
+                  ) -> tuple[list[int], str, int, list[tuple[int, int]], list[int]]:
     """Indices of the pairs that neither side would truncate or drop (file order), the
-    backbone kind, and how many pairs were too long. Runs in the parent, so the tokenizer
-    pass does not count in either side's peak memory."""
+    backbone kind, how many pairs were too long, the (chosen, rejected) token counts of the
+    pairs kept (for the model-FLOP count) and TRL's longer sequence of each (its "length"). Runs in the parent, so the tokenizer pass does
+    not count in either side's peak memory."""
     from harness.chat import render_plain
     from rewardmodel.model import RewardModel
 
@@ -64,11 +80,19 @@ def fitting_pairs(data, spec: str, max_length: int, limit: int) -> tuple[list[in
     keep = [i for i in range(len(data.pairs))
             if max(len(ours[2 * i].ids), len(ours[2 * i + 1].ids), theirs[2 * i], theirs[2 * i + 1])
             <= max_length]
-    return keep[:limit], rm.kind, len(data.pairs) - len(keep)
+    keep = keep[:limit]
+    lengths = [(len(ours[2 * i].ids), len(ours[2 * i + 1].ids)) for i in keep]
+    return keep, rm.kind, len(data.pairs) - len(keep), lengths, [max(theirs[2 * i], theirs[2 * i + 1])
+                                                                 for i in keep]
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def lora_targets(args) -> str | None:
+    """The same LoRA targets on both sides: None lets peft choose (attention q, v)."""
+    return None if args.lora_targets == "peft-default" else args.lora_targets
 
 
 def run_prefstudio(args, data, kind) -> dict:
@@ -77,15 +101,23 @@ def run_prefstudio(args, data, kind) -> dict:
     with tempfile.TemporaryDirectory() as out:
         config = RMConfig(out=out, base=args.backbone, max_length=args.max_length,
                           lora_r=args.lora_r, lora_alpha=2 * args.lora_r, batch_size=args.batch_size,
+                          lora_targets=lora_targets(args),
                           max_steps=args.steps, lr=args.lr, scheduler="cosine",
                           warmup_ratio=args.warmup / args.steps, eval_fraction=0,
                           eval_every=10**9, save_every=0, log_every=10, use_margin=False, seed=0)
         summary = train(config, data)
-    return {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
-            "final_loss": summary["final_loss"]}
+    result = {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
+              "final_loss": summary["final_loss"]}
+    if "cpu_seconds" in summary:   # (a --baseline checkout may be older than that figure)
+        samples = summary["samples_per_s"] * summary["seconds"]
+        result["samples_per_cpu_s"] = samples / summary["cpu_seconds"]
+    return result
 
 
-def run_trl(args, data, kind) -> dict:
+def run_trl(args, data, kind, lengths: list[int] | None = None) -> dict:
+    """TRL's RewardTrainer; with ``lengths`` (each pair's longer sequence) its Trainer's own
+    length grouping (``train_sampling_strategy="group_by_length"``, the counterpart of
+    prefstudio's length-bucketed batches)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
@@ -99,6 +131,8 @@ def run_trl(args, data, kind) -> dict:
     else:
         rows = [{"prompt": render_plain(p.prompt) + "\n", "chosen": p.chosen, "rejected": p.rejected}
                 for p in data.pairs]
+    if lengths:
+        rows = [dict(row, length=n) for row, n in zip(rows, lengths)]
     with tempfile.TemporaryDirectory() as out:
         config = RewardConfig(output_dir=out, per_device_train_batch_size=args.batch_size,
                               max_steps=args.steps, learning_rate=args.lr,
@@ -106,21 +140,25 @@ def run_trl(args, data, kind) -> dict:
                               logging_steps=10, save_strategy="no", eval_strategy="no",
                               report_to="none", use_cpu=True, seed=0, max_length=args.max_length,
                               disable_dropout=True, max_grad_norm=1.0, dataloader_num_workers=0,
-                              eos_token="[SEP]" if kind == "encoder" else None)
+                              eos_token="[SEP]" if kind == "encoder" else None,
+                              **({"train_sampling_strategy": "group_by_length",
+                                  "remove_unused_columns": False} if lengths else {}))
         lora = LoraConfig(task_type="SEQ_CLS", r=args.lora_r, lora_alpha=2 * args.lora_r,
-                          lora_dropout=0.0)
+                          lora_dropout=0.0, target_modules=lora_targets(args))
         trainer = RewardTrainer(model=resolve(args.backbone), args=config,
                                 train_dataset=Dataset.from_list(rows), peft_config=lora)
         kept = len(trainer.train_dataset)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         trainer.train()
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"samples_per_s": args.steps * args.batch_size / seconds, "seconds": seconds,
+            "samples_per_cpu_s": args.steps * args.batch_size / cpu_seconds,
             "final_loss": losses[-1] if losses else None, "trl_kept_pairs": kept}
 
 
 def child(args) -> None:
+    sides.use_code_root()
     import torch
     from annotate.trainingdata import TrainingData
     if args.threads:
@@ -129,10 +167,13 @@ def child(args) -> None:
     data = load_pairs(Path(args.data))
     data = TrainingData(pairs=[data.pairs[i] for i in plan["keep"]], data_hash=data.data_hash)
     torch.manual_seed(0)
-    result = (run_prefstudio if args.side == "prefstudio" else run_trl)(args, data, plan["kind"])
+    if args.side == "trl+group-by-length":
+        result = run_trl(args, data, plan["kind"], plan["trl_lengths"])
+    else:
+        result = (run_trl if args.side == "trl" else run_prefstudio)(args, data, plan["kind"])
     result.update(side=args.side, pairs=len(data.pairs), peak_rss_mb=peak_rss_mb(),
                   threads=torch.get_num_threads())
-    print("RESULT " + json.dumps(result), flush=True)
+    sides.emit(result)
 
 
 def main() -> None:
@@ -142,43 +183,54 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-targets", default="all-linear",
+                    help="all-linear (the default recipe's) or peft-default (peft's choice for "
+                         "the architecture: attention query and value), on both sides")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=1200, help="use at most this many pairs")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--threads", type=int, help="torch threads on both sides (default: torch's)")
-    ap.add_argument("--side", choices=["prefstudio", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (bench/sides.py)")
+    ap.add_argument("--sides", default="trl,prefstudio",
+                    help="sides, in the order each round runs them: trl, trl+group-by-length, "
+                         "prefstudio, and "
+                         f"prefstudio with a speed-up switched off ({', '.join(ABLATIONS)})")
+    ap.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
+                    "prefstudio runs as the side 'baseline'")
+    ap.add_argument("--side", choices=["prefstudio", "trl", "trl+group-by-length", "baseline",
+                                       *ABLATIONS],
+                    help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
-    ap.add_argument("--order", default="trl,prefstudio", help="which side runs first")
     args = ap.parse_args()
     if args.side:
         return child(args)
 
-    keep, kind, dropped = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
+    load = sides.load_average()
+    keep, kind, dropped, lengths, trl_lengths = fitting_pairs(load_pairs(Path(args.data)), args.backbone,
                                         args.max_length, args.pairs)
-    results = {}
     with tempfile.NamedTemporaryFile("w", suffix=".json") as plan:
-        plan.write(json.dumps({"keep": keep, "kind": kind}))
+        plan.write(json.dumps({"keep": keep, "kind": kind, "trl_lengths": trl_lengths}))
         plan.flush()
-        for side in args.order.split(","):
-            cmd = [sys.executable, __file__, "--side", side, "--plan", plan.name] + sys.argv[1:]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
-            if done.returncode != 0 or not line:
-                sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
-            results[side] = json.loads(line[-1][len("RESULT "):])
-    ours, trl = results["prefstudio"], results["trl"]
+        envs = {**ABLATIONS, "baseline": {sides.CODE_ROOT: args.baseline}}
+        commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
+                           sys.executable, __file__, "--side", side, "--plan", plan.name,
+                           *sys.argv[1:]] for side in args.sides.split(",")}
+        results = sides.run_rounds(commands, args.rounds)
+    ours = results["prefstudio"][0]
     print(f"backbone {args.backbone}, {ours['pairs']} pairs (dropped {dropped} "
           f"longer than {args.max_length} tokens), batch {args.batch_size}, {args.steps} steps, "
-          f"LoRA r={args.lora_r}, {ours['threads']} threads")
-    print(f"{'':12}{'samples/s':>12}{'peak RSS MB':>14}{'final loss':>12}{'loop s':>10}")
-    for name, r in (("TRL", trl), ("prefstudio", ours)):
-        print(f"{name:12}{r['samples_per_s']:12.2f}{r['peak_rss_mb']:14.0f}"
-              f"{r['final_loss']:12.4f}{r['seconds']:10.1f}")
-    print(f"ratio prefstudio/TRL: throughput {ours['samples_per_s'] / trl['samples_per_s']:.2f}x, "
-          f"peak RSS {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
-    print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped, "trl": trl,
-                              "prefstudio": ours}))
+          f"LoRA r={args.lora_r} on {args.lora_targets}, {ours['threads']} threads")
+    from mfu import matmul_peak, mfu_lines, model_shape, rm_flops_per_pair
+    shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
+    flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
+    peak = matmul_peak(threads=args.threads)
+    summary = sides.report(results, "prefstudio",
+                           labels={"trl": "TRL", "trl+group-by-length": "TRL group_by_length"}, load_at_start=load,
+                           extra=lambda r: f"final loss {r['final_loss']:.4f}",
+                           notes=lambda summary: mfu_lines(flops, peak, summary))
+    print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,
+                              "load_at_start": load, "results": results, "summary": summary}))
 
 
 if __name__ == "__main__":

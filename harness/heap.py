@@ -10,7 +10,7 @@ the MiniLM benchmark, 1.7 GB after 40). Two glibc knobs stop that:
   unmapped the moment the tensor is freed, and the threshold no longer drifts upwards;
 * ``malloc_trim(0)`` after each optimizer step: free pages inside the heap go back as well.
 
-Measured on ``bench/rm.py``'s prefstudio side (BENCHMARKS.md): peak RSS 1.65 GB → 1.21 GB for
+Measured on ``bench/rm.py``'s prefstudio side (2026-12-01, alone): peak RSS 1.65 GB → 1.21 GB for
 about 10 % of the throughput; DPO (``bench/policy.py dpo``) 4.1 GB → 3.7 GB at the same speed.
 Every trainer gets it through ``harness.run.TrainingRun`` on the CPU. Elsewhere (macOS, musl,
 Windows) both calls are no-ops.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 4 << 20
@@ -41,5 +42,8 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
 
 
 def trim() -> bool:
-    """Return the heap's free pages to the operating system (True if any were returned)."""
+    """Return the heap's free pages to the operating system (True if any were returned).
+    ``PREFSTUDIO_HEAP_TRIM=0`` skips it (benchmarks: what it costs in speed, saves in memory)."""
+    if os.environ.get("PREFSTUDIO_HEAP_TRIM", "1") == "0":
+        return False
     return bool(_LIBC and _LIBC.malloc_trim(0))

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from annotate.runlog import RunLog
 
-from . import heap
+from . import fused_lora, heap
 from .config import TrainSettings
 
 CHECKPOINT_DIR = "checkpoint"
@@ -133,6 +133,7 @@ class TrainingRun:
                                       weight_decay=config.weight_decay)
         warmup_steps += int(warmup_ratio * self.total_steps)
         self.scheduler = make_schedule(optimizer, schedule, warmup_steps, self.total_steps)
+        fused_lora.install(model)   # peft's LoRA layers in two GEMMs (fused_lora.py: why)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0                      # optimizer steps done
         self.state: dict[str, Any] = {}    # trainer-specific, JSON, saved with every checkpoint

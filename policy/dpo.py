@@ -3,12 +3,14 @@
 One base model in memory. The reference log-probabilities are computed once, before the
 first step, and cached (``reference_logps.pt`` in the run folder, so a resumed run reuses
 them): the training loop then runs one forward pass per batch instead of two. Chosen and
-rejected replies go through that pass together, concatenated after their shared prompt:
+rejected replies go through that pass together, concatenated after their shared prompt, and
+short pairs share a row:
 
-    one row per pair   [left pad | prompt | chosen | rejected]
+    [prompt₁ | chosen₁ | rejected₁ | prompt₂ | chosen₂ | rejected₂ | pad]
 
-with a mask that hides the chosen reply from the rejected one (``collate_pairs``). The prompt
-is computed once per pair, and only the columns that predict reply tokens reach the LM head.
+with a mask that hides the chosen reply from the rejected one and each pair from the others
+(``collate_pairs``). The prompt is computed once per pair, little is padding, and only the
+positions that predict reply tokens reach the LM head.
 
 The reference is the policy before training. For a fresh adapter that is exactly the base
 with the adapter disabled; when ``--model`` is an SFT run it is that SFT policy, which is
@@ -27,7 +29,7 @@ from typing import Sequence
 import torch
 
 from harness.chat import render_chat, render_reply
-from harness.packing import pack_shared_prompts
+from harness.packing import pack_groups_in_rows
 from harness.run import shard_batches
 
 from .lm import logprobs_from_logits, reference
@@ -70,22 +72,34 @@ def tokenize_pair(tok, pair, config: DPOConfig) -> dict:
 
 
 def collate_pairs(examples: list[dict], pad_id: int) -> dict:
-    """One row per pair, the prompt shared by both replies (``harness.packing``):
+    """Each pair as ``prompt, chosen, rejected`` with its prompt shared by both replies, and
+    several pairs per row (``harness.packing.pack_groups_in_rows``):
 
-        [left pad | prompt (P) | chosen, right-padded to C | rejected, right-padded to R]
+        [prompt₁ chosen₁ rejected₁ prompt₂ chosen₂ rejected₂ | pad]   [prompt₃ chosen₃ rejected₃ …]
 
-    The rejected reply sees the prompt but not the chosen one, so each reply is scored exactly
-    as if it followed the prompt alone; the prompt goes through the model once, not twice.
+    The rejected reply sees its prompt but not the chosen one, no pair sees another, and
+    position ids restart with each pair, so each reply is scored exactly as if it followed its
+    prompt alone; the prompt goes through the model once, not twice. A row holds pairs until the
+    next would make it longer than the batch's longest pair, so rows stay as short as the
+    longest pair while the short pairs fill the padding the old one-pair-per-row layout had.
+
+    ``source``/``target``: the flat positions (row·T + column) whose hidden states predict a
+    reply token, and the positions of those tokens; ``owner``: 2b for pair b's chosen reply,
+    2b + 1 for its rejected one.
     """
-    packed, _ = pack_shared_prompts([(e["prompt"], [e["chosen"], e["rejected"]]) for e in examples],
-                                    pad_id, aligned=True)
-    seg = packed.pop("segments")                                                     # [B, T]
-    P = max(len(e["prompt"]) for e in examples)
-    C = max(len(e["chosen"]) for e in examples)
-    return {**packed,                                 # input_ids, position_ids [B, T]; mask [B, 1, T, T]
-            "chosen_mask": (seg[:, P:P + C] == 1).float(),                            # [B, C]
-            "rejected_mask": (seg[:, P + C:] == 2).float(),                           # [B, R]
-            "prompt_len": P, "chosen_len": C,
+    groups = [(e["prompt"], [e["chosen"], e["rejected"]]) for e in examples]
+    width = max(len(p) + sum(map(len, rs)) for p, rs in groups)
+    packed, columns = pack_groups_in_rows(groups, pad_id, width)
+    packed.pop("segments")
+    source, target, owner = [], [], []
+    for b, (prompt, *replies) in enumerate(columns):
+        for k, reply in enumerate(replies):          # the first token from the prompt's last
+            source += [prompt[-1], *reply[:-1]]
+            target += reply
+            owner += [2 * b + k] * len(reply)
+    return {**packed,                         # input_ids, position_ids [R, T]; mask [R, 1, T, T]
+            "source": torch.tensor(source), "target_ids": packed["input_ids"].view(-1)[target],
+            "owner": torch.tensor(owner),                                             # [K]
             "index": torch.tensor([e["index"] for e in examples]),                   # [B]
             "offset": torch.tensor([e["offset"] for e in examples]),
             "weight": torch.tensor([e["weight"] for e in examples])}
@@ -94,27 +108,24 @@ def collate_pairs(examples: list[dict], pad_id: int) -> dict:
 def sequence_logps(model, batch: dict, average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) log π summed over reply tokens (or averaged, for IPO): [B], [B].
 
-    Only the positions that predict a reply token reach the LM head (``logits_to_keep``):
-    chosen tokens are predicted from the last prompt token and the chosen block, rejected
-    tokens from the last prompt token and the rejected block.
+    Only the positions that predict a reply token reach the LM head: the forward pass (through
+    ``model``, so DDP sees it) returns the final hidden states, the reply-predicting ones are
+    picked out of every row, and the frozen LM head runs on those alone.
     """
     ids = batch["input_ids"]
-    P, C, T = batch["prompt_len"], batch["chosen_len"], ids.shape[1]
-    device = ids.device
-    source = torch.cat([torch.arange(P - 1, P + C - 1), torch.tensor([P - 1]),
-                        torch.arange(P + C, T - 1)]).to(device)                       # [C + R]
-    target = torch.arange(P, T, device=device)                                        # [C + R]
     dtype = next(model.parameters()).dtype
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(dtype),
-                   position_ids=batch["position_ids"], use_cache=False,
-                   logits_to_keep=source).logits                                      # [B, C+R, V]
-    logp = logprobs_from_logits(logits, ids[:, target])                               # [B, C+R]
-    chosen = (logp[:, :C] * batch["chosen_mask"]).sum(-1)
-    rejected = (logp[:, C:] * batch["rejected_mask"]).sum(-1)
+    out = model(input_ids=ids, attention_mask=batch["attention_mask"].to(dtype),
+                position_ids=batch["position_ids"], use_cache=False, logits_to_keep=1,
+                output_hidden_states=True)
+    hidden = out.hidden_states[-1]                                                    # [R, T, H]
+    picked = hidden.reshape(-1, hidden.shape[-1])[batch["source"]]                   # [K, H]
+    head = getattr(model, "module", model).get_output_embeddings()
+    logp = logprobs_from_logits(head(picked)[None], batch["target_ids"][None])[0]   # [K]
+    n = 2 * len(batch["index"])
+    sums = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, batch["owner"], logp)
     if average:
-        chosen = chosen / batch["chosen_mask"].sum(-1).clamp(min=1)
-        rejected = rejected / batch["rejected_mask"].sum(-1).clamp(min=1)
-    return chosen, rejected
+        sums = sums / torch.bincount(batch["owner"], minlength=n).clamp(min=1)
+    return sums[0::2], sums[1::2]                                                     # [B], [B]
 
 
 def pairs_hash(pairs) -> str:

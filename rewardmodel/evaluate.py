@@ -132,12 +132,14 @@ def plot_rewards(r_chosen: torch.Tensor, r_rejected: torch.Tensor, path: str | P
 
 
 @torch.inference_mode()
+@torch.no_grad()
 def evaluate_comparisons(model, comparisons: list[B.Comparison], batch_size: int,
                          share_prompt: bool = True) -> torch.Tensor:
     """Sums over the comparisons: [pairs, correct, -log σ(r_w − r_l), responses, Σr, Σr²].
 
     The last three give the reward's mean and spread, kept with the model so that an ensemble
-    can put members of different scales on one (score.py, ``"normalize"``).
+    can put members of different scales on one (score.py, ``"normalize"``). Without gradients:
+    during training no autograd graph (twice a training batch's activations) is kept.
     """
     totals = torch.zeros(6, dtype=torch.float64)
     order = sorted(range(len(comparisons)), key=lambda i: comparisons[i].length)

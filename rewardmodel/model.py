@@ -28,6 +28,7 @@ from torch import nn
 from harness import hub
 from harness.lora import LoraSettings
 
+from . import last_layer
 from .encoding import (Encoded, encode_decoder, encode_encoder, pack_batch, pad_batch,
                        scoring_groups)
 
@@ -73,6 +74,8 @@ class RewardModel(nn.Module):
         self.adapter = adapter
         self._owner = [backbone_owner] if backbone_owner is not None else []  # not a submodule
         self.pad_id = _pad_id(tokenizer)
+        # encoders: the last layer computes only the [CLS] position the head reads (last_layer.py)
+        self._cls_layer = (last_layer.install(model) if kind == "encoder" else None,)  # not a submodule
         self._shared = False  # True when the backbone belongs to another model (on_backbone)
         # {"mean", "std", "n", "on"} of its rewards, measured when it was trained (rm.json)
         self.reward_stats: dict | None = None
@@ -217,8 +220,6 @@ class RewardModel(nn.Module):
         tmp.write_text(json.dumps(info, indent=2))
         tmp.replace(run_dir / RM_FILE)
 
-    # --- text -> token ids ------------------------------------------------------------------
-
     # --- text -> token ids -> batches (encoding.py) -------------------------------------------
 
     def encode(self, prompts: Sequence[Sequence[dict]], responses: Sequence[str]) -> list[Encoded]:
@@ -244,7 +245,7 @@ class RewardModel(nn.Module):
                 read_index: torch.Tensor | None = None) -> torch.Tensor:
         """Rewards [B] for a padded batch [B, T] (``collate``), or rewards [N] for packed rows
         (``collate_shared_prompt``: 4-D mask, position ids and where to read each reward)."""
-        with self._own_adapter():
+        with self._own_adapter(), last_layer.reading_cls(self._cls_layer[0]):
             if read_index is not None:
                 seq_cls = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
                 backbone = getattr(seq_cls, seq_cls.base_model_prefix)  # LoRA layers live inside

@@ -160,7 +160,7 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
     best = run.state.get("best")          # [accuracy, -loss] of the best evaluation
     bad_evals = run.state.get("bad_evals", 0)
     last_loss, last_eval, stopped_early, samples = None, None, False, 0
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with run:
         run.log.log(f"train {len(train_set)} comparisons, held out {len(eval_set)}, "
                     f"{run.total_steps} steps, {run.accelerator.num_processes} process(es)")
@@ -207,12 +207,12 @@ def train(config: RMConfig, data: TrainingData, *, eval_data: TrainingData | Non
                                         on="training sample")
             save = partial(model.save, config.out, best_step=run.step,
                            reward_stats=last_eval.reward_stats)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         world = run.accelerator.num_processes
         summary = {"total_steps": run.total_steps, "final_loss": last_loss,
                    "train_comparisons": len(train_set), "eval_comparisons": len(eval_set),
                    "samples_per_s": samples * world / seconds if seconds > 0 else None,
-                   "seconds": seconds, "stopped_early": stopped_early,
+                   "seconds": seconds, "cpu_seconds": cpu_seconds, "stopped_early": stopped_early,
                    "best_eval_accuracy": best[0] if best else None,
                    "best_eval_loss": -best[1] if best else None, "processes": world}
         run.finish(save=save, **summary)

@@ -46,17 +46,21 @@ def _pairs(n, seed=0):
 
 
 def test_prefix_shared_pass_equals_separate_passes(tiny_policy):
-    """Chosen and rejected share one pass after their prompt; each is scored as if alone."""
+    """Chosen and rejected share one pass after their prompt, short pairs share a row; each
+    reply is scored as if it followed its prompt alone."""
     model, tok = load_policy(str(tiny_policy))
     config = DPOConfig()
-    pairs = _pairs(3)
-    pairs[0].prompt = [{"role": "user", "content": "a much longer prompt about the sun and the moon"}]
+    pairs = _pairs(4)
+    pairs[0].prompt = [{"role": "user", "content": "a much longer prompt about the sun and the moon"
+                                                   " and the stars and the sea and the sky"}]
     pairs[1].chosen = "a much longer chosen reply that pads the others in the chosen block"
     pairs[2].rejected = "no"       # padding inside the rejected block, too
     examples = [dict(tokenize_pair(tok, p, config), index=i) for i, p in enumerate(pairs)]
     assert tok.convert_ids_to_tokens(examples[0]["chosen"])[-1] == "<|im_end|>"
+    batch = collate_pairs(examples, tok.pad_token_id)
+    assert batch["input_ids"].shape[0] < len(pairs)     # short pairs share a row
     with torch.no_grad():
-        chosen, rejected = sequence_logps(model, collate_pairs(examples, tok.pad_token_id))
+        chosen, rejected = sequence_logps(model, batch)
         for i, e in enumerate(examples):
             for key, got in (("chosen", chosen[i]), ("rejected", rejected[i])):
                 ids = torch.tensor([e["prompt"] + e[key]])

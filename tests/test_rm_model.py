@@ -63,3 +63,32 @@ def test_score_groups_responses_by_prompt_without_changing_rewards(tiny_lm):
     grouped = rm.score(prompts, responses, batch_size=4)
     one_by_one = torch.cat([rm.score([p], [r]) for p, r in zip(prompts, responses)])
     assert torch.allclose(grouped, one_by_one, atol=1e-5)
+
+
+def test_encoder_last_layer_at_cls_only_gives_the_full_layers_rewards_and_gradients(tiny_bert):
+    """rewardmodel/last_layer.py: padded rows of different lengths, an adapter on every linear
+    layer; the [CLS]-only last layer must change neither the rewards nor any gradient."""
+    rm = RewardModel.from_spec(str(tiny_bert), max_length=40,
+                               lora=LoraSettings(r=4, target_modules="all-linear"))
+    assert rm._cls_layer[0] is not None
+    with torch.no_grad():
+        for _, p in rm.trainable_parameters():
+            p.normal_(0, 0.3)
+    comparisons = B.comparisons_from(marker_data(4, seed=5))
+    B.encode_all(rm, comparisons)
+    inputs = B.collate(rm, comparisons).inputs
+    assert (inputs["attention_mask"] == 0).any()          # some padding, so the mask matters
+
+    def rewards_and_grads():
+        rm.zero_grad()
+        rewards = rm(**inputs)
+        (rewards * torch.linspace(-1, 1, len(rewards))).sum().backward()
+        return rewards.detach(), {n: p.grad.clone() for n, p in rm.trainable_parameters()}
+
+    fast, fast_grads = rewards_and_grads()
+    rm._cls_layer = (None,)                               # the full last layer
+    full, full_grads = rewards_and_grads()
+    torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5)
+    for name, grad in full_grads.items():   # equal up to float rounding, relative to the tensor
+        assert (fast_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max(), name
+    assert any(g.abs().sum() > 0 for n, g in full_grads.items() if "layer.1." in n)
