@@ -42,9 +42,35 @@ from bench.interleave import load_line, ratio_line, show  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# where the time goes, from inside the page: when the queue join was answered, and when the
+# event stream brought process_starts and process_completed (Gradio's client reads the stream
+# with fetch and a stream reader; both are wrapped to timestamp, nothing else is changed)
+PHASES_JS = """(() => {
+  window.__phases = {};
+  const fetch0 = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const response = await fetch0(input, init);
+    const url = typeof input === 'string' ? input : String((input && input.url) || input);
+    if (url.includes('/queue/join')) window.__phases.joined = performance.now();
+    return response;
+  };
+  const read0 = ReadableStreamDefaultReader.prototype.read;
+  const decoder = new TextDecoder();
+  ReadableStreamDefaultReader.prototype.read = async function () {
+    const chunk = await read0.call(this);
+    if (chunk.value !== undefined) {
+      const text = typeof chunk.value === 'string' ? chunk.value
+        : chunk.value instanceof Uint8Array ? decoder.decode(chunk.value, {stream: true}) : '';
+      for (const msg of ['process_starts', 'process_completed'])
+        if (text.includes(msg) && !(msg in window.__phases)) window.__phases[msg] = performance.now();
+    }
+    return chunk;
+  };
+})();"""
 ROUND_TRIP_JS = """async (previous) => {
   const info = document.querySelector('#ps-task-info');
   const taskOnScreen = () => { const m = /Task (\\S+) ·/.exec(info.innerText); return m && m[1]; };
+  window.__phases = {};
   const t0 = performance.now();
   document.querySelector('#ps-submit').click();
   await new Promise((resolve) => {
@@ -55,7 +81,8 @@ ROUND_TRIP_JS = """async (previous) => {
     observer.observe(info, {subtree: true, childList: true, characterData: true});
   });
   await new Promise((resolve) => requestAnimationFrame(() => resolve()));
-  return [performance.now() - t0, taskOnScreen()];
+  const t1 = performance.now(), at = (name) => (window.__phases[name] ?? NaN) - t0;
+  return [t1 - t0, taskOnScreen(), [at('joined'), at('process_starts'), at('process_completed')]];
 }"""
 
 
@@ -66,9 +93,14 @@ async def page_task_id(page) -> str:
     return text.split("Task ", 1)[1].split(" ")[0]
 
 
-async def browser_annotator(browser, url: str, user: str, labels: int, times: list, ok: dict):
+PHASES = ["joined", "process_starts", "process_completed"]
+
+
+async def browser_annotator(browser, url: str, user: str, labels: int, times: list, ok: dict,
+                            phase_times: dict):
     context = await browser.new_context(viewport={"width": 1300, "height": 1000}, locale="en-US")
     page = await context.new_page()
+    await page.add_init_script(PHASES_JS)
     try:
         await page.goto(url)
         await page.locator("input[type=password]").wait_for(timeout=60_000)
@@ -79,8 +111,10 @@ async def browser_annotator(browser, url: str, user: str, labels: int, times: li
         for _ in range(labels):
             await page.locator("#ps-choice label").filter(has_text="A is better").first.click()
             await page.locator("#ps-margin label").filter(has_text="Better").first.click()
-            took, task = await page.evaluate(ROUND_TRIP_JS, task)
+            took, task, phases = await page.evaluate(ROUND_TRIP_JS, task)
             times.append(took / 1000)
+            for name, ms in zip(PHASES, phases):
+                phase_times[name].append((ms or float("nan")) / 1000)
             ok[user] = ok.get(user, 0) + 1
     finally:
         await context.close()
@@ -95,6 +129,7 @@ async def one_round(port: int, pid: int, clients: int, pages: int, labels: int, 
     sessions = await asyncio.gather(*[login(port, u, mode) for u in users[pages:]])
     browser_times: list[float] = []
     browser_ok: dict[str, int] = {}
+    phases = {name: [] for name in PHASES}
     stop = asyncio.Event()
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -104,13 +139,13 @@ async def one_round(port: int, pid: int, clients: int, pages: int, labels: int, 
                       for i, (http, u) in enumerate(zip(sessions, users[pages:]))]
         try:
             await asyncio.gather(*[browser_annotator(browser, url, u, labels, browser_times,
-                                                     browser_ok) for u in users[:pages]])
+                                                     browser_ok, phases) for u in users[:pages]])
         finally:
             stop.set()
             await asyncio.gather(*background)
             await browser.close()
         elapsed = time.perf_counter() - start
-    return {"browser": browser_times, "browser_ok": browser_ok, "latencies": lat, "stats": stats,
+    return {"browser": browser_times, "browser_ok": browser_ok, "phases": phases, "latencies": lat, "stats": stats,
             "elapsed": elapsed, "server_cpu": (cpu_seconds(pid) - server0) / elapsed}
 
 
@@ -126,6 +161,8 @@ def main() -> None:
     ap.add_argument("--roots", type=Path, nargs="+", default=[ROOT],
                     help="checkouts whose server to run, interleaved A B A B in every round")
     ap.add_argument("--json", help="also write the rounds to this file")
+    ap.add_argument("--profile", type=Path, help="profile the server's threads (bench/annotate.py "
+                    "--profile): DIR/<round>-<checkout>/<thread>.txt")
     args = ap.parse_args()
     print(load_line(), flush=True)
     rounds = []
@@ -134,7 +171,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="bench-browser-") as tmp:
                 db_path = Path(tmp) / "prefstudio.duckdb"
                 seed(db_path, args.tasks, args.clients)
-                proc, port = start_server(Path(tmp), db_path, root=root)
+                proc, port = start_server(Path(tmp), db_path, args.profile and
+                                          args.profile / f"{rep}-{root.name}", root)
                 try:
                     r = asyncio.run(one_round(port, proc.pid, args.clients, args.pages,
                                               args.labels, args.mode))
@@ -147,14 +185,17 @@ def main() -> None:
             rounds.append({"root": str(root), "round": rep, "browser_p50_ms": pct(b, 0.5),
                            "browser_p95_ms": pct(b, 0.95), "browser_labels": len(b),
                            "http_submit_p95_ms": pct(sub, 0.95), "http_labels_per_s": len(sub) / r["elapsed"],
-                           "server_cpu": r["server_cpu"], "errors": len(r["stats"]["errors"]), **check})
+                           "server_cpu": r["server_cpu"], "errors": len(r["stats"]["errors"]), **check,
+                           **{f"{name}_p50_ms": pct(v, 0.5) for name, v in r["phases"].items()}})
             x = rounds[-1]
             print(f"round {rep} {root.name:12s} browser click→next task p50 {x['browser_p50_ms']:6.1f} ms "
                   f"p95 {x['browser_p95_ms']:6.1f} ms ({x['browser_labels']} labels, {args.pages} page(s)); "
                   f"{args.clients - args.pages} HTTP ({args.mode}) submit p95 {x['http_submit_p95_ms']:6.1f} ms, "
                   f"{x['http_labels_per_s']:.0f} labels/s; server cpu {x['server_cpu']:.2f}; "
-                  f"submitted {x['submitted']} in db {x['in_db']} lost {x['lost']} extra {x['extra']}",
-                  flush=True)
+                  f"submitted {x['submitted']} in db {x['in_db']} lost {x['lost']} extra {x['extra']}\n"
+                  f"    after the click (p50): join answered {x['joined_p50_ms']:.1f} ms, process_starts "
+                  f"{x['process_starts_p50_ms']:.1f} ms, process_completed {x['process_completed_p50_ms']:.1f} ms, "
+                  f"next task painted {x['browser_p50_ms']:.1f} ms", flush=True)
     for root in args.roots:
         mine = [x for x in rounds if x["root"] == str(root)]
         print(f"{root}: browser p95 {show([x['browser_p95_ms'] for x in mine], ' ms')}, "

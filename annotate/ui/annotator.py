@@ -96,14 +96,18 @@ class AnnotatorView:
     def wire(self, demo: gr.Blocks) -> None:
         outs = self.task_outputs
         ranks = self.ranks
+        # the "processing" overlay on the task header only: by default Gradio draws it over
+        # each of the ~40 outputs when the click goes out and takes it off each when the
+        # answer comes, which the browser paid for on every label (BENCHMARKS.md)
+        spinner = {"show_progress_on": [self.info]}
         demo.load(self.on_open, outputs=outs, **private("load_task"))
-        self.start.click(self.show_next, outputs=outs, **private("start_annotating"))
+        self.start.click(self.show_next, outputs=outs, **spinner, **private("start_annotating"))
         # a set of inputs arrives as one {component: value} dict (nine rank radios)
         self.submit.click(self.on_submit, {self.state, self.choice, self.margin, self.rationale, *ranks},
-                          outputs=outs, **private("submit"))
-        self.skip.click(self.on_skip, [self.state], outputs=outs, **private("skip"))
-        self.undo.click(self.on_undo, outputs=outs, **private("undo"))
-        self.cancel.click(self.show_next, outputs=outs, **private("cancel_edit"))
+                          outputs=outs, **spinner, **private("submit"))
+        self.skip.click(self.on_skip, [self.state], outputs=outs, **spinner, **private("skip"))
+        self.undo.click(self.on_undo, outputs=outs, **spinner, **private("undo"))
+        self.cancel.click(self.show_next, outputs=outs, **spinner, **private("cancel_edit"))
         mine_outs = [self.mine, self.pick]
         self.refresh.click(self.my_labels, outputs=mine_outs, **private("my_labels"))
         self.tabs.select(self.my_labels, outputs=mine_outs, **private("my_labels_on_tab"))
