@@ -73,12 +73,14 @@ ROUND_TRIP_JS = """async (previous) => {
   window.__phases = {};
   const t0 = performance.now();
   document.querySelector('#ps-submit').click();
-  await new Promise((resolve) => {
+  await new Promise((resolve, reject) => {
     const observer = new MutationObserver(() => {
       const now = taskOnScreen();
       if (now && now !== previous) { observer.disconnect(); resolve(); }
     });
     observer.observe(info, {subtree: true, childList: true, characterData: true});
+    setTimeout(() => { observer.disconnect();
+                       reject(new Error('no next task within 30 s: ' + info.innerText)); }, 30000);
   });
   await new Promise((resolve) => requestAnimationFrame(() => resolve()));
   const t1 = performance.now(), at = (name) => (window.__phases[name] ?? NaN) - t0;
