@@ -7,6 +7,7 @@ supplies the task id or the order shown: the server knows what it showed.
 """
 # (No `from __future__ import annotations`: Gradio reads every handler's type hints on every
 # call, and hints that are strings cost ~10x more to read than real ones.)
+import asyncio
 import logging
 import string
 import time
@@ -16,7 +17,7 @@ import gradio as gr
 from ..store import StoreError
 from ..store.items import MAX_K
 from . import render
-from .common import frame, keeps_view, notify, private, username
+from .common import claim_next_view, frame, keeps_view, notify, private, username
 from .service import Studio
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,10 @@ class AnnotatorView:
         return self.task_updates(user, self.studio.next_task(user))
 
     @keeps_view
-    def on_submit(self, values: dict, request: gr.Request):
+    async def on_submit(self, values: dict, request: gr.Request):
+        """On the server's event loop, as the API's submit_label: the wait for the label's
+        COMMIT is awaited, not a worker thread blocked (which then fought the event loop for
+        the GIL at every step of the next task's view: BENCHMARKS.md, the browser's round trip)."""
         user = self.studio.require(username(request))
         state, choice, margin = values[self.state], values[self.choice], values[self.margin]
         ranks = [values[self.ranks[slot]] for slot in slots(len(state["shown"]))] if state else []
@@ -232,11 +236,11 @@ class AnnotatorView:
             order = sorted({int(r) for r in given})
             ranking = [[shown[i] for i, r in enumerate(given) if int(r) == level] for level in order]
             margin = None
-        self.studio.submit_label(user, state["task_id"], ranking,
-                                 margin if choice != "tie" else None, values[self.rationale],
-                                 duration_ms=int(1000 * (time.time() - state["opened"])))
+        await asyncio.wrap_future(self.studio.submit_label_later(
+            user, state["task_id"], ranking, margin if choice != "tie" else None,
+            values[self.rationale], duration_ms=int(1000 * (time.time() - state["opened"]))))
         notify("Saved", "已保存", duration=2)
-        return self.task_updates(user, self.studio.next_task(user))
+        return self.task_updates(user, await claim_next_view(self.studio, user))
 
     @keeps_view
     def on_skip(self, state, request: gr.Request):

@@ -5,6 +5,7 @@ import functools
 import html
 import inspect
 
+import anyio
 import gradio as gr
 import pandas as pd
 
@@ -14,6 +15,18 @@ from ..store import StoreError
 def username(request: gr.Request | None) -> str | None:
     """The logged-in user Gradio attached to this request (None when there is none)."""
     return getattr(request, "username", None) if request is not None else None
+
+
+async def claim_next_view(studio, user: str) -> dict | None:
+    """``studio.next_task`` for handlers on the event loop: the claim is in memory, the texts
+    usually too (else the database is read in a worker thread). None when nothing is left."""
+    task_id = studio.claim_next(user)
+    if task_id is None:
+        return None
+    view = studio.cached_task_view(user, task_id)
+    if view is None:
+        view = await anyio.to_thread.run_sync(studio.task_view, user, task_id)
+    return view
 
 
 def private(name: str) -> dict:
@@ -57,15 +70,27 @@ def keeps_view(fn):
     from .service import Refused
     from .text import bilingual_message
 
+    def refused(err: StoreError):
+        if isinstance(err, Refused):
+            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+        gr.Warning(bilingual_message(str(err)), duration=6, title="")
+        return gr.skip()  # one skip() leaves every output unchanged
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except StoreError as err:
+                return refused(err)
+        return async_wrapper
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except Refused as err:
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
         except StoreError as err:
-            gr.Warning(bilingual_message(str(err)), duration=6, title="")
-            return gr.skip()  # one skip() leaves every output unchanged
+            return refused(err)
     return wrapper
 
 
