@@ -23,7 +23,7 @@ many requests in flight. ``--no-peer`` skips the one-at-a-time loop.
 
     flock /work/heavy.lock python bench/generate.py --n 32 --batch-size 16 --max-new-tokens 128
     flock /work/heavy.lock python bench/generate.py --n 16 --max-new-tokens 64 --served 1,4,16 --no-peer
-    python bench/generate.py --n 32 --max-new-tokens 32 --sweep 1,2,4,8,16,32 --rounds 3
+    python bench/generate.py --n 32 --max-new-tokens 32 --sweep 1,2,4,8,16,32 --rounds 3 --threads 1
 """
 from __future__ import annotations
 
@@ -148,7 +148,12 @@ def main() -> None:
     ap.add_argument("--sweep", help="comma list of batch sizes: the interleaved table (above)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of --sweep")
     ap.add_argument("--side", help=argparse.SUPPRESS)   # one side of --sweep, in its own process
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's). On a loaded "
+                    "machine use 1: two threads that wait for each other at every op ran the "
+                    "loop at 1 token/s where one thread ran it at 14 (2026-12-06)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.sweep:
         return sweep(args)
 

@@ -1,5 +1,5 @@
 """How cost grows with the store: rankings → pairs, import, the queue and the server's memory at
-a million rows and more (``python bench/store.py --scale``, or this file).
+a million rows and more (bench/store.py points here).
 
 Synthetic rows are made by DuckDB SQL (seconds for millions of rows, no Python loop), with
 DuckDB held to --memory-limit so the whole run stays under ~8 GB.
@@ -19,7 +19,8 @@ DuckDB held to --memory-limit so the whole run stays under ~8 GB.
    --queue-calls labels: first next_task (the queue's index loaded from the tables), then
    next_task p50/p95 and submit p50/p95, and the server's peak RSS (VmHWM).
 
-Every measure runs --repeats times on the same database (median [min-max]).
+The pairs queries run --repeats times, the import and each queue server --slow-repeats times
+(median [min-max]).
 """
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def bench_pairs(sizes: list[int], repeats: int, tmp: Path, memory: str) -> list[
         counted, times = None, []
         for _ in range(repeats):
             start = time.perf_counter()
-            counted = con.execute(sql + "SELECT count(*), sum(rank_gap) FROM label_pairs").fetchone()
+            counted = con.execute(sql + "SELECT count(*), sum(rank_gap) FROM label_pairs").fetchall()[0]
             times.append(time.perf_counter() - start)
         arrow = []
         if n == sizes[0]:
@@ -143,10 +144,10 @@ def bench_import(lines: int, repeats: int, tmp: Path, memory: str) -> dict:
     con.execute(f"SET memory_limit = '{memory}'")
     words = "['the','a','cat','dog','sun','moon','tea','code','python','list','sort','write','story','why']"
     text = lambda k, salt: (f"array_to_string(list_transform(range({k}), lambda w: {words}"  # noqa: E731
-                            f"[1 + hash(i, w, {salt}) % 14]), ' ')")
+                            f"[(1 + hash(i, w, {salt}) % 14)::BIGINT]), ' ')")
     con.execute(f"""COPY (SELECT 'q' || i || ': ' || {text(12, 1)} || '?' AS prompt,
                                  {text(40, 2)} AS chosen, {text(40, 3)} AS rejected,
-                                 [0, 1/3, 2/3, 1][1 + hash(i) % 4] AS margin
+                                 [0, 1/3, 2/3, 1][(1 + hash(i) % 4)::BIGINT] AS margin
                           FROM range({lines}) r(i)) TO '{path}' (FORMAT json)""")
     con.close()
     runs = []
@@ -252,7 +253,9 @@ def main(argv=None) -> None:
     ap.add_argument("--import-lines", type=int, default=1_000_000, help="0: skip")
     ap.add_argument("--queue-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--queue-calls", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="of the pairs queries")
+    ap.add_argument("--slow-repeats", type=int, default=1,
+                    help="of the import and of each queue server (minutes each at 1M)")
     ap.add_argument("--memory-limit", default="5GB", help="DuckDB's, for the SQL that makes rows")
     ap.add_argument("--tmp", default=None, help="where the databases go (default: the system's)")
     ap.add_argument("--json", help="also write the results here")
@@ -263,9 +266,9 @@ def main(argv=None) -> None:
         if args.pair_sizes:
             out["pairs"] = bench_pairs(args.pair_sizes, args.repeats, Path(tmp), args.memory_limit)
         if args.import_lines:
-            out["import"] = bench_import(args.import_lines, args.repeats, Path(tmp), args.memory_limit)
+            out["import"] = bench_import(args.import_lines, args.slow_repeats, Path(tmp), args.memory_limit)
         if args.queue_sizes:
-            out["queue"] = bench_queue(args.queue_sizes, args.queue_calls, args.repeats, Path(tmp),
+            out["queue"] = bench_queue(args.queue_sizes, args.queue_calls, args.slow_repeats, Path(tmp),
                                        args.memory_limit)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.json:

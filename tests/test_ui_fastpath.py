@@ -7,16 +7,11 @@ import json
 import pytest
 
 from annotate import store
-from annotation_data import seed_tasks, snapshot
+from annotation_data import snapshot
 import studio_server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = studio_server.start(tmp_path_factory.mktemp("fast"),
-                              seed=lambda db: seed_tasks(db, pairwise=4, ranking=1, k=3))
-    yield srv
-    srv.close()
+server = studio_server.module_server("fast", pairwise=4, ranking=1, k=3)
 
 
 def run(session, server, name, data, session_hash, gradio=False, **headers):

@@ -35,19 +35,16 @@ def private(name: str) -> dict:
     return {"api_visibility": "private", "api_name": f"ui_{name}"}
 
 
-def shows_errors(fn):
-    """Report a refused or invalid action as one line in the UI / to the API client.
-
-    The message is HTML-escaped (Gradio renders error text as HTML, and messages can quote
-    file contents or ids a caller chose). Works for ``async def`` handlers too.
-    """
+def _on_store_error(fn, handle):
+    """``fn`` (sync or ``async def``) with a StoreError it raises given to ``handle(err)``,
+    whose return value (or exception) stands for the handler's."""
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def async_wrapper(*args, **kwargs):
             try:
                 return await fn(*args, **kwargs)
             except StoreError as err:
-                raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+                return handle(err)
         return async_wrapper
 
     @functools.wraps(fn)
@@ -55,8 +52,23 @@ def shows_errors(fn):
         try:
             return fn(*args, **kwargs)
         except StoreError as err:
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+            return handle(err)
     return wrapper
+
+
+def _ui_error(err: StoreError) -> gr.Error:
+    return gr.Error(html.escape(str(err), quote=False), print_exception=False)
+
+
+def shows_errors(fn):
+    """Report a refused or invalid action as one line in the UI / to the API client.
+
+    The message is HTML-escaped (Gradio renders error text as HTML, and messages can quote
+    file contents or ids a caller chose). Works for ``async def`` handlers too.
+    """
+    def handle(err: StoreError):
+        raise _ui_error(err) from None
+    return _on_store_error(fn, handle)
 
 
 def keeps_view(fn):
@@ -70,28 +82,12 @@ def keeps_view(fn):
     from .service import Refused
     from .text import bilingual_message
 
-    def refused(err: StoreError):
+    def handle(err: StoreError):
         if isinstance(err, Refused):
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
+            raise _ui_error(err) from None
         gr.Warning(bilingual_message(str(err)), duration=6, title="")
         return gr.skip()  # one skip() leaves every output unchanged
-
-    if inspect.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def async_wrapper(*args, **kwargs):
-            try:
-                return await fn(*args, **kwargs)
-            except StoreError as err:
-                return refused(err)
-        return async_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StoreError as err:
-            return refused(err)
-    return wrapper
+    return _on_store_error(fn, handle)
 
 
 def notify(en: str, zh: str, duration: float = 3) -> None:
