@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from annotate import store  # noqa: E402
+from bench.interleave import load_line, ratio_line, show  # noqa: E402
 
 PASSWORD = "bench-password"
 MARGINS = ["significantly", "better", "slightly", "negligibly"]
@@ -109,11 +110,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(workspace: Path, db_path: Path) -> tuple[subprocess.Popen, int]:
+def start_server(workspace: Path, db_path: Path, profile: Path | None = None,
+                 root: Path = ROOT) -> tuple[subprocess.Popen, int]:
+    """``prefstudio serve`` of the checkout at ``root`` as its own process; with ``profile``,
+    every thread of it under pyinstrument (bench/profile_threads.py), one text profile per
+    thread name there."""
     port = free_port()
     env = {**os.environ, "PREFSTUDIO_WORKSPACE": str(workspace), "GRADIO_ANALYTICS_ENABLED": "False",
            "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "serve", "--db", str(db_path),
+    entry = [str(root / "app.py")]
+    if profile is not None:
+        env["PROFILE_DIR"] = str(profile)
+        entry = [str(ROOT / "bench" / "profile_threads.py")]
+    proc = subprocess.Popen([sys.executable, *entry, "serve", "--db", str(db_path),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
@@ -275,10 +284,11 @@ async def login(port: int, user: str, mode: str) -> Http:
     return http
 
 
-async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict, rng, mode: str):
+async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict, rng, mode: str,
+                    stop: asyncio.Event | None = None):
     await http.open()
     try:
-        while time.perf_counter() < until:
+        while time.perf_counter() < until and not (stop and stop.is_set()):
             t0 = time.perf_counter()
             task = await call(http, "next_task", [], mode)
             lat["next_task"].append(time.perf_counter() - t0)
@@ -394,8 +404,35 @@ def compare_orders(results: list[dict], base: str) -> None:
               f"(runs: {', '.join(f'{v:.1f}' for v in p95s)})  {mid / ref:.2f}x {base}", flush=True)
 
 
+def compare_roots(results: list[dict], roots: list[Path]) -> None:
+    """Per clients and mode: each checkout's submit p95, next_task p95 and labels/s over the
+    rounds (median [min-max]), then the paired ratio of the last checkout to the first."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if "root" in r:
+            groups.setdefault((r["clients"], r["mode"], r["order"], r["root"]), []).append(r)
+    for (clients, mode, order, root), runs in sorted(groups.items()):
+        print(f"{clients:3d} clients  {mode:10s} {order:8s} {root}: submit p95 "
+              f"{show([r['p95_ms'] for r in runs], ' ms')}, next_task p95 "
+              f"{show([r['next_p95_ms'] for r in runs], ' ms')}, labels/s "
+              f"{show([r['labels_per_s'] for r in runs])}, lost {sum(r['lost'] for r in runs)}",
+              flush=True)
+    if len(roots) < 2:
+        return
+    new, old = str(roots[-1]), str(roots[0])
+    for (clients, mode, order, root), runs in sorted(groups.items()):
+        if root != new:
+            continue
+        base = groups[(clients, mode, order, old)]
+        print(f"{clients:3d} clients  {mode:10s} " + ratio_line(Path(new).name, Path(old).name, {
+            "submit p95": ([r["p95_ms"] for r in runs], [r["p95_ms"] for r in base]),
+            "labels/s": ([r["labels_per_s"] for r in runs], [r["labels_per_s"] for r in base])}),
+            flush=True)
+
+
 def report(r: dict) -> None:
-    print(f"{r['clients']:3d} clients  {r['mode']:10s} {r['order']:11s} {r['labels_per_s']:6.1f} labels/s  "
+    print(f"{r['clients']:3d} clients  {r['mode']:10s} {r['order']:11s} {Path(r.get('root', '')).name:12s} "
+          f"{r['labels_per_s']:6.1f} labels/s  "
           f"submit_label p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
           f"next_task p50 {r['next_p50_ms']:6.1f} ms  p95 {r['next_p95_ms']:6.1f} ms  "
           f"cpu server {r['server_cpu']:.2f} client {r['client_cpu']:.2f}  "
@@ -417,16 +454,23 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="run every (clients, order, mode) this many times, interleaved (A B A B)")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--roots", type=Path, nargs="+", default=[ROOT],
+                   help="checkouts whose server to run, interleaved (A B A B) in every round: "
+                        "e.g. a `git archive` of the commit before a change, and this one")
+    p.add_argument("--profile", type=Path, help="profile the server's threads with pyinstrument "
+                   "(pip install pyinstrument): DIR/<clients>-<mode>-<run>/<thread>.txt")
     args = p.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+    print(load_line(), flush=True)
     results = []
-    for clients, _, order, mode in ((c, r, o, m) for c in args.clients for r in range(args.repeats)
-                                    for o in args.orders for m in args.modes):
+    for clients, rep, order, mode, root in (
+            (c, r, o, m, x) for c in args.clients for r in range(args.repeats)
+            for o in args.orders for m in args.modes for x in args.roots):
         with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
             workspace = Path(tmp)
             db_path = workspace / "prefstudio.duckdb"
             seed(db_path, args.tasks, clients, order)
-            proc, port = start_server(workspace, db_path)
+            proc, port = start_server(workspace, db_path, args.profile and
+                                      args.profile / f"{clients}-{mode}-{order}-{rep}", root)
             try:
                 run = asyncio.run(http_run(port, proc.pid, clients, args.seconds, mode))
             finally:
@@ -436,9 +480,9 @@ def main() -> None:
                 run["check"] = verify(db, run["stats"]["ok"])
             if run["stats"]["errors"]:
                 print(f"  first error: {run['stats']['errors'][0]}", file=sys.stderr)
-            results.append(summary(f"http-{mode}", clients, run, order))
+            results.append({**summary(f"http-{mode}", clients, run, order), "root": str(root)})
             report(results[-1])
-        if args.no_floor or (order, mode) != (args.orders[-1], args.modes[-1]):
+        if args.no_floor or root != args.roots[-1] or (order, mode) != (args.orders[-1], args.modes[-1]):
             continue
         with tempfile.TemporaryDirectory(prefix="bench-annotate-") as tmp:
             db_path = Path(tmp) / "prefstudio.duckdb"
@@ -453,6 +497,8 @@ def main() -> None:
     print(f"load average at end: {os.getloadavg()[0]:.2f}", flush=True)
     if len(args.orders) > 1:
         compare_orders(results, args.orders[0])
+    if len(args.roots) > 1 or args.repeats > 1:
+        compare_roots(results, args.roots)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     bad = [r for r in results if r["lost"] or r["extra"] or r["max_labels_per_task"] > 1]

@@ -9,6 +9,12 @@ settings and max_new_tokens in one process:
 Tokens are counted up to and including each response's end-of-sequence token (nothing after
 it), so the batch's padding and the tokens it computes past a finished row count for nothing.
 
+``--sweep 1,2,4,8,16,32 --rounds 3`` is the table of throughput against batch size: every side
+(the loop, then prefstudio at each batch size) runs in a fresh process of its own (model
+loaded, one warm-up call, then the timed call), interleaved: loop, 1, 2, ..., 32, loop, 1, ...
+for --rounds rounds. It prints each side's tokens/s (median [min-max]) and its speed-up over
+the loop of the same round (median [min-max] of the paired ratios), with the load average.
+
 ``--served 1,4,16`` adds a third side: the same model behind a local OpenAI-compatible server
 started here (``bench/openai_server.py``: a minimal /v1/chat/completions that batches the
 requests waiting for it, as vLLM and TGI do), and prefstudio's served generation
@@ -17,12 +23,14 @@ many requests in flight. ``--no-peer`` skips the one-at-a-time loop.
 
     flock /work/heavy.lock python bench/generate.py --n 32 --batch-size 16 --max-new-tokens 128
     flock /work/heavy.lock python bench/generate.py --n 16 --max-new-tokens 64 --served 1,4,16 --no-peer
+    python bench/generate.py --n 32 --max-new-tokens 32 --sweep 1,2,4,8,16,32 --rounds 3 --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -85,6 +93,45 @@ def served(model, tok, name: str, prompts: list[list[dict]], params: SamplingPar
     return sum(tokens), seconds, sum(server.batches) / max(len(server.batches), 1)
 
 
+def one_side(args, prompts, params, side: str) -> dict:
+    """--side: one timed side in this (fresh) process: 'loop' or a batch size."""
+    model, tok = load_policy(args.model, dtype=getattr(torch, args.dtype))
+    warm = SamplingParams(max_new_tokens=4, temperature=0)
+    if side == "loop":
+        one_at_a_time(model, tok, prompts[:1], warm)
+        tokens, seconds = one_at_a_time(model, tok, prompts, params)
+    else:
+        batched(model, tok, prompts[:int(side)], warm, int(side))
+        tokens, seconds = batched(model, tok, prompts, params, int(side))
+    return {"side": side, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def sweep(args) -> None:
+    """Every side in its own process, interleaved over --rounds rounds; the table."""
+    from bench.interleave import load_line, show, spread
+    sides = ["loop", *args.sweep.split(",")]
+    print(load_line(), flush=True)
+    runs: dict[str, list[dict]] = {s: [] for s in sides}
+    passed = [a for a in sys.argv[1:] if a not in ("--sweep", args.sweep, "--rounds", str(args.rounds))]
+    for r in range(args.rounds):
+        for side in sides:
+            out = subprocess.run([sys.executable, __file__, *passed, "--side", side],
+                                 capture_output=True, text=True, check=True)
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            x = runs[side][-1]
+            print(f"round {r} {side:>5}: {x['tokens']} tokens in {x['seconds']:.1f} s = "
+                  f"{x['tokens_per_s']:.1f} tokens/s (load {os.getloadavg()[0]:.2f})", flush=True)
+    print(f"\n| side | tokens/s, median [min-max] over {args.rounds} rounds | speed-up over the loop "
+          f"(paired by round), median [min-max] |\n|---|---|---|")
+    for side in sides:
+        rates = [x["tokens_per_s"] for x in runs[side]]
+        ups = [a / b["tokens_per_s"] for a, b in zip(rates, runs["loop"])]
+        mid, lo, hi = spread(ups)
+        label = "one prompt at a time (transformers loop)" if side == "loop" else f"prefstudio, batch {side}"
+        print(f"| {label} | {show(rates)} | {mid:.2f}x [{lo:.2f}-{hi:.2f}] |")
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -98,12 +145,25 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--served", help="comma list of concurrencies for the served side, e.g. 1,4,16")
     ap.add_argument("--no-peer", action="store_true", help="skip the one-at-a-time loop")
+    ap.add_argument("--sweep", help="comma list of batch sizes: the interleaved table (above)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --sweep")
+    ap.add_argument("--side", help=argparse.SUPPRESS)   # one side of --sweep, in its own process
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's). On a loaded "
+                    "machine use 1: two threads that wait for each other at every op ran the "
+                    "loop at 1 token/s where one thread ran it at 14 (2026-12-06)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.sweep:
+        return sweep(args)
 
     prompts = read_prompts(args.prompts)[:args.n]
-    model, tok = load_policy(args.model, dtype=getattr(torch, args.dtype))
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed)
+    if args.side:
+        print(json.dumps(one_side(args, prompts, params, args.side)))
+        return
+    model, tok = load_policy(args.model, dtype=getattr(torch, args.dtype))
     warm = SamplingParams(max_new_tokens=4, temperature=0)
     one_at_a_time(model, tok, prompts[:1], warm)
     batched(model, tok, prompts[:2], warm, 2)

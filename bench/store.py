@@ -21,6 +21,9 @@
 
 3. Batched generation (tokens/s vs one prompt at a time) lives in bench/generate.py, next
    to the generation code it measures.
+
+4. How cost grows at a million rows and more (pairs at 1M and 10M labels, import at 1M lines,
+   the queue and the server's memory at 1M tasks) is bench/scale.py.
 """
 from __future__ import annotations
 

@@ -74,6 +74,20 @@ def start(tmp_path: Path, seed=None, users=PASSWORDS, **serve_options) -> Server
     return Server(f"http://127.0.0.1:{port}/", db, demo, workspace, studio)
 
 
+def module_server(name: str, **tasks):
+    """A module-scoped pytest fixture: a server on a fresh workspace seeded with ``tasks``
+    (``annotation_data.seed_tasks`` options)."""
+    import pytest
+    from annotation_data import seed_tasks
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        srv = start(tmp_path_factory.mktemp(name), seed=lambda db: seed_tasks(db, **tasks))
+        yield srv
+        srv.close()
+    return server
+
+
 def endpoints(session: requests.Session, url: str) -> dict[str, int]:
     """api_name → fn index, from the app config (needs a logged-in session)."""
     cfg = session.get(url + "config").json()

@@ -359,3 +359,25 @@ def test_a_new_round_from_the_same_model_makes_new_tasks(tiny_lm, tmp_path, db):
     assert len(tasks[0]) == len(tasks[1]) == 2 and not tasks[0] & tasks[1]
     seeds = {json.loads(r["gen_params"])["seed"] for r in db.query("SELECT gen_params FROM responses")}
     assert seeds == {0, 1}
+
+
+def test_fast_top_p_keeps_the_tokens_transformers_keeps():
+    """policy.generate.FastTopP against transformers' TopPLogitsWarper: the same tokens kept,
+    on peaked rows (the top 16 hold the nucleus) and on flat ones (they do not: the full way)."""
+    import torch
+    from transformers import TopPLogitsWarper
+    from policy.generate import FastTopP
+
+    torch.manual_seed(0)
+    peaked = torch.randn(6, 5000, dtype=torch.float64) * 6
+    flat = torch.randn(4, 5000, dtype=torch.float64) * 0.1
+    scores = torch.cat([peaked, flat])
+    ids = torch.zeros(10, 3, dtype=torch.long)
+    for top_p in (0.5, 0.9, 0.95):
+        fast = FastTopP(top_p, k=16)
+        assert (scores[:6].softmax(-1).topk(16).values.sum(-1) >= top_p).any()   # both paths run
+        assert (scores[6:].softmax(-1).topk(16).values.sum(-1) < top_p).all()
+        want = TopPLogitsWarper(top_p=top_p)(ids, scores.clone())
+        got = fast(ids, scores.clone())
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), top_p
+        assert torch.equal(got[~torch.isinf(got)], scores[~torch.isinf(want)])

@@ -50,8 +50,13 @@ def task_id(kind: str, pid: str, response_ids: Sequence[str]) -> str:
     return content_id("task", kind, pid, *sorted(response_ids))
 
 
-def insert_rows(cur, table: str, rows: list[dict]) -> int:
+def insert_rows(cur, table: str, rows: list[dict], fresh: bool = False) -> int:
     """Bulk insert of the rows not stored yet; returns how many were new.
+
+    ``fresh``: the rows are new by construction (random ids: the queue's labels), so they go
+    in with a plain INSERT and a clash on the table's key raises. The anti-join below reads
+    the whole id column of the table, whose cost grows with it (45 ms per insert at a million
+    labels, against 3 ms without it; BENCHMARKS.md, *How cost grows*).
 
     Rows with an ``id`` are new when no stored row has that id (an anti-join: prompts and
     responses have no key to conflict on since schema 4; the first of two rows with one id
@@ -69,8 +74,8 @@ def insert_rows(cur, table: str, rows: list[dict]) -> int:
         rows = list(first.values())
     names = ", ".join(columns)
     # DuckDB answers an INSERT with the number of rows it inserted (ignored ones excluded)
-    new_only = f"ANTI JOIN {table} USING (id)" if "id" in columns else ""
-    insert = f"INSERT INTO {table}" if new_only else f"INSERT OR IGNORE INTO {table}"
+    new_only = f"ANTI JOIN {table} USING (id)" if "id" in columns and not fresh else ""
+    insert = f"INSERT INTO {table}" if new_only or fresh else f"INSERT OR IGNORE INTO {table}"
     if len(rows) <= SMALL_INSERT:
         marks = "(" + ", ".join("?" * len(columns)) + ")"
         return cur.execute(f"{insert} ({names}) SELECT {names} FROM (VALUES "

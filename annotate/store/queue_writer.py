@@ -81,8 +81,8 @@ class QueueWriter:
     @staticmethod
     def _write(cur, ops: list[Pending], dirty: list[str], claims: list[dict]) -> None:
         labels = [op.row for op in ops if op.kind == "label"]
-        if labels:
-            insert_rows(cur, "labels", labels)
+        if labels:   # (fresh: random ids, never stored; a clash would raise, not skip)
+            insert_rows(cur, "labels", labels, fresh=True)
         # an edit points the old label at the new one; an undo (a retract) at a retraction marker
         mark_superseded(cur, [(op.supersedes, op.row["id"] if op.kind == "label" else None)
                               for op in ops if op.kind in ("label", "retract") and op.supersedes])

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from .. import store
+
+SWITCH_INTERVAL_S = 0.001   # how soon a thread waiting for the GIL gets it (Python's default: 5 ms)
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
@@ -34,6 +37,11 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
     # events) after every event, even with monitoring off, as the studio has it: not needed
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+    # The event loop thread is busy while many annotators click; the queue's writer thread
+    # needs the GIL back after each of its DuckDB calls (which release it), and by default a
+    # waiting thread gets it only after 5 ms: several of those waits went into every group
+    # commit, so into every label's answer. 1 ms (BENCHMARKS.md, annotation).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     db = store.Store(db_path)
     demo = studio = None
     try:

@@ -7,6 +7,7 @@ supplies the task id or the order shown: the server knows what it showed.
 """
 # (No `from __future__ import annotations`: Gradio reads every handler's type hints on every
 # call, and hints that are strings cost ~10x more to read than real ones.)
+import asyncio
 import logging
 import string
 import time
@@ -16,7 +17,7 @@ import gradio as gr
 from ..store import StoreError
 from ..store.items import MAX_K
 from . import render
-from .common import frame, keeps_view, notify, private, username
+from .common import claim_next_view, frame, keeps_view, notify, private, username
 from .service import Studio
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,18 @@ class AnnotatorView:
     def wire(self, demo: gr.Blocks) -> None:
         outs = self.task_outputs
         ranks = self.ranks
+        # the "processing" overlay on the task header only: by default Gradio draws it over
+        # each of the ~40 outputs when the click goes out and takes it off each when the
+        # answer comes, which the browser paid for on every label (BENCHMARKS.md)
+        spinner = {"show_progress_on": [self.info]}
         demo.load(self.on_open, outputs=outs, **private("load_task"))
-        self.start.click(self.show_next, outputs=outs, **private("start_annotating"))
+        self.start.click(self.show_next, outputs=outs, **spinner, **private("start_annotating"))
         # a set of inputs arrives as one {component: value} dict (nine rank radios)
         self.submit.click(self.on_submit, {self.state, self.choice, self.margin, self.rationale, *ranks},
-                          outputs=outs, **private("submit"))
-        self.skip.click(self.on_skip, [self.state], outputs=outs, **private("skip"))
-        self.undo.click(self.on_undo, outputs=outs, **private("undo"))
-        self.cancel.click(self.show_next, outputs=outs, **private("cancel_edit"))
+                          outputs=outs, **spinner, **private("submit"))
+        self.skip.click(self.on_skip, [self.state], outputs=outs, **spinner, **private("skip"))
+        self.undo.click(self.on_undo, outputs=outs, **spinner, **private("undo"))
+        self.cancel.click(self.show_next, outputs=outs, **spinner, **private("cancel_edit"))
         mine_outs = [self.mine, self.pick]
         self.refresh.click(self.my_labels, outputs=mine_outs, **private("my_labels"))
         self.tabs.select(self.my_labels, outputs=mine_outs, **private("my_labels_on_tab"))
@@ -206,7 +211,10 @@ class AnnotatorView:
         return self.task_updates(user, self.studio.next_task(user))
 
     @keeps_view
-    def on_submit(self, values: dict, request: gr.Request):
+    async def on_submit(self, values: dict, request: gr.Request):
+        """On the server's event loop, as the API's submit_label: the wait for the label's
+        COMMIT is awaited, not a worker thread blocked (which then fought the event loop for
+        the GIL at every step of the next task's view: BENCHMARKS.md, the browser's round trip)."""
         user = self.studio.require(username(request))
         state, choice, margin = values[self.state], values[self.choice], values[self.margin]
         ranks = [values[self.ranks[slot]] for slot in slots(len(state["shown"]))] if state else []
@@ -228,11 +236,11 @@ class AnnotatorView:
             order = sorted({int(r) for r in given})
             ranking = [[shown[i] for i, r in enumerate(given) if int(r) == level] for level in order]
             margin = None
-        self.studio.submit_label(user, state["task_id"], ranking,
-                                 margin if choice != "tie" else None, values[self.rationale],
-                                 duration_ms=int(1000 * (time.time() - state["opened"])))
+        await asyncio.wrap_future(self.studio.submit_label_later(
+            user, state["task_id"], ranking, margin if choice != "tie" else None,
+            values[self.rationale], duration_ms=int(1000 * (time.time() - state["opened"]))))
         notify("Saved", "已保存", duration=2)
-        return self.task_updates(user, self.studio.next_task(user))
+        return self.task_updates(user, await claim_next_view(self.studio, user))
 
     @keeps_view
     def on_skip(self, state, request: gr.Request):

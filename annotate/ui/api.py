@@ -16,10 +16,9 @@ named events import_file, export_pairs, browse, agreement, set_overlap. Every en
 # call, and hints that are strings cost ~10x more to read than real ones.)
 import asyncio
 
-import anyio
 import gradio as gr
 
-from .common import shows_errors, username
+from .common import claim_next_view, shows_errors, username
 from .service import Studio
 
 
@@ -33,14 +32,7 @@ def add_endpoints(studio: Studio) -> dict:
     async def next_task(request: gr.Request) -> dict | None:
         """Claim the next task: {id, kind, round, prompt (chat messages), responses [{id, text}]
         in the order shown to you, margin_levels}; None when nothing is left for you."""
-        user = username(request)
-        task_id = studio.claim_next(user)
-        if task_id is None:
-            return None
-        view = studio.cached_task_view(user, task_id)
-        if view is None:  # the texts come from the database: off the event loop
-            view = await anyio.to_thread.run_sync(studio.task_view, user, task_id)
-        return view
+        return await claim_next_view(studio, username(request))
 
     @shows_errors
     async def submit_label(task_id: str, ranking: str, margin: str = "", rationale: str = "",

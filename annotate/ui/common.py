@@ -5,6 +5,7 @@ import functools
 import html
 import inspect
 
+import anyio
 import gradio as gr
 import pandas as pd
 
@@ -16,10 +17,47 @@ def username(request: gr.Request | None) -> str | None:
     return getattr(request, "username", None) if request is not None else None
 
 
+async def claim_next_view(studio, user: str) -> dict | None:
+    """``studio.next_task`` for handlers on the event loop: the claim is in memory, the texts
+    usually too (else the database is read in a worker thread). None when nothing is left."""
+    task_id = studio.claim_next(user)
+    if task_id is None:
+        return None
+    view = studio.cached_task_view(user, task_id)
+    if view is None:
+        view = await anyio.to_thread.run_sync(studio.task_view, user, task_id)
+    return view
+
+
 def private(name: str) -> dict:
     """Event options of a UI-only handler: hidden from the API docs, under a ``ui_`` name so it
     never takes a public endpoint's name. (Still reachable over HTTP: it checks roles too.)"""
     return {"api_visibility": "private", "api_name": f"ui_{name}"}
+
+
+def _on_store_error(fn, handle):
+    """``fn`` (sync or ``async def``) with a StoreError it raises given to ``handle(err)``,
+    whose return value (or exception) stands for the handler's."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except StoreError as err:
+                return handle(err)
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StoreError as err:
+            return handle(err)
+    return wrapper
+
+
+def _ui_error(err: StoreError) -> gr.Error:
+    return gr.Error(html.escape(str(err), quote=False), print_exception=False)
 
 
 def shows_errors(fn):
@@ -28,22 +66,9 @@ def shows_errors(fn):
     The message is HTML-escaped (Gradio renders error text as HTML, and messages can quote
     file contents or ids a caller chose). Works for ``async def`` handlers too.
     """
-    if inspect.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def async_wrapper(*args, **kwargs):
-            try:
-                return await fn(*args, **kwargs)
-            except StoreError as err:
-                raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
-        return async_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StoreError as err:
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
-    return wrapper
+    def handle(err: StoreError):
+        raise _ui_error(err) from None
+    return _on_store_error(fn, handle)
 
 
 def keeps_view(fn):
@@ -57,16 +82,12 @@ def keeps_view(fn):
     from .service import Refused
     from .text import bilingual_message
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Refused as err:
-            raise gr.Error(html.escape(str(err), quote=False), print_exception=False) from None
-        except StoreError as err:
-            gr.Warning(bilingual_message(str(err)), duration=6, title="")
-            return gr.skip()  # one skip() leaves every output unchanged
-    return wrapper
+    def handle(err: StoreError):
+        if isinstance(err, Refused):
+            raise _ui_error(err) from None
+        gr.Warning(bilingual_message(str(err)), duration=6, title="")
+        return gr.skip()  # one skip() leaves every output unchanged
+    return _on_store_error(fn, handle)
 
 
 def notify(en: str, zh: str, duration: float = 3) -> None:

@@ -23,6 +23,7 @@ request whatever route serves it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 from gradio.utils import abspath
 from starlette.datastructures import Headers, MutableHeaders
 
+log = logging.getLogger(__name__)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ACTING_GETS = {"/logout", "/logout/"}
 # all a stranger needs: the login page, its static files, and /login; everything else of
@@ -99,8 +101,9 @@ def open_to_strangers(path: str, method: str) -> bool:
 class Guard:
     """ASGI middleware wrapping the whole app (see the module docstring)."""
 
-    def __init__(self, app, *, allowed_origins=(), workspace: Path, admin_check):
+    def __init__(self, app, *, allowed_origins=(), workspace: Path, admin_check, fast_paths=None):
         self.app = app
+        self.fast = fast_paths     # rest.FastPaths: the API's hot routes, answered here
         self.allowed = normalise_origins(allowed_origins)
         self.workspace = Path(workspace).resolve()
         self.is_admin = admin_check  # scope -> True / False / None (no valid session)
@@ -133,7 +136,28 @@ class Guard:
             scope = {**scope, "headers": [(k, v) for k, v in scope["headers"]
                                           if k.lower() != b"accept-encoding"]}
         cors = headers.get("origin") if allowed_sender else None
-        await self.app(scope, receive, _Answer(send, cors, strip_api_info))
+        answer = _Answer(send, cors, strip_api_info)
+        fast = self.fast.match(scope) if self.fast is not None and admin is not None else None
+        if fast is not None:   # (every check above has been made; the handler checks the role)
+            return await self._answer_fast(fast, scope, receive, answer)
+        await self.app(scope, receive, answer)
+
+    async def _answer_fast(self, fast, scope, receive, send) -> None:
+        """A fast path's answer; an error it did not expect is a 500, as Starlette's outermost
+        middleware would make it (and logged)."""
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await fast(scope, receive, tracked, self.app)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await self._refuse(scope, send, 500, "Internal Server Error")
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod

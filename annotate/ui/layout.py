@@ -42,7 +42,8 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
             admin.build()
         annotator.wire(demo)
         admin.wire(demo)
-        handlers = {**add_endpoints(studio), **admin.models.rest_handlers()}
+        api = add_endpoints(studio)   # (the Gradio run route's fast path serves these)
+        handlers = {**api, **admin.models.rest_handlers()}
 
         @shows_errors
         def on_load(request: gr.Request):
@@ -59,6 +60,7 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
         demo.load(None, js=text.ON_LOAD_JS, outputs=lang, **private("restore_language"))
         lang.change(None, lang, js=text.SET_LANG_JS, **private("language"))
     demo.queue(default_concurrency_limit=8)
+    api_routes, fast_paths = rest.routes(handlers, run_names=api)
 
     def check_login(name: str, password: str) -> bool:
         # (tells Gradio the app needs a login; the /login route itself is sessions.login_routes)
@@ -70,14 +72,14 @@ def build_app(db: store.Store, workspace: str | Path, *, allow_origins=(),
                   allowed_paths=[str(studio.exports)], blocked_paths=[str(db.path.resolve()),
                                                                       str(studio.uploads)],
                   max_file_size="200mb", ssr_mode=False, pwa=False,
-                  app_kwargs={"routes": [*login_routes(db, limiter), *rest.routes(handlers)],
+                  app_kwargs={"routes": [*login_routes(db, limiter), *api_routes],
                               "lifespan": _front_door(db, studio.workspace, allow_origins,
-                                                      sessions, limiter)})
+                                                      sessions, limiter, fast_paths)})
     return demo, launch, studio
 
 
 def _front_door(db: store.Store, workspace: Path, allow_origins, sessions: Sessions,
-                limiter: LoginLimiter):
+                limiter: LoginLimiter, fast_paths: rest.FastPaths):
     """Put the studio's sessions and its Guard (guard.py) around the app Gradio built.
 
     Gradio creates the app, with its own CORS layer outermost, inside ``launch``; the server's
@@ -95,7 +97,8 @@ def _front_door(db: store.Store, workspace: Path, allow_origins, sessions: Sessi
         inner = app.middleware_stack or app.build_middleware_stack()
         if not isinstance(inner, Guard):
             app.middleware_stack = Guard(inner, allowed_origins=allow_origins,
-                                         workspace=workspace, admin_check=admin_check)
+                                         workspace=workspace, admin_check=admin_check,
+                                         fast_paths=fast_paths)
         yield
 
     return lifespan
