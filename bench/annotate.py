@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from annotate import store  # noqa: E402
-from bench.interleave import load_line, ratio_line, show  # noqa: E402
+from bench.sides import load_line, paired_ratio_line, show  # noqa: E402
 
 PASSWORD = "bench-password"
 MARGINS = ["significantly", "better", "slightly", "negligibly"]
@@ -424,7 +424,7 @@ def compare_roots(results: list[dict], roots: list[Path]) -> None:
         if root != new:
             continue
         base = groups[(clients, mode, order, old)]
-        print(f"{clients:3d} clients  {mode:10s} " + ratio_line(Path(new).name, Path(old).name, {
+        print(f"{clients:3d} clients  {mode:10s} " + paired_ratio_line(Path(new).name, Path(old).name, {
             "submit p95": ([r["p95_ms"] for r in runs], [r["p95_ms"] for r in base]),
             "labels/s": ([r["labels_per_s"] for r in runs], [r["labels_per_s"] for r in base])}),
             flush=True)

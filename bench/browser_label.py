@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from annotate import store  # noqa: E402
 from bench.annotate import (PASSWORD, annotator, cpu_seconds, login, pct, seed,  # noqa: E402
                             start_server, verify)
-from bench.interleave import load_line, ratio_line, show  # noqa: E402
+from bench.sides import load_line, paired_ratio_line, show  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -205,7 +205,7 @@ def main() -> None:
               f"{show([x['http_submit_p95_ms'] for x in mine], ' ms')}, lost {sum(x['lost'] for x in mine)}")
     if len(args.roots) > 1:
         new, old = ([x for x in rounds if x["root"] == str(r)] for r in (args.roots[-1], args.roots[0]))
-        print(ratio_line(args.roots[-1].name, args.roots[0].name, {
+        print(paired_ratio_line(args.roots[-1].name, args.roots[0].name, {
             "browser p95": ([x["browser_p95_ms"] for x in new], [x["browser_p95_ms"] for x in old]),
             "browser p50": ([x["browser_p50_ms"] for x in new], [x["browser_p50_ms"] for x in old])}))
     if args.json:

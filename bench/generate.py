@@ -108,7 +108,7 @@ def one_side(args, prompts, params, side: str) -> dict:
 
 def sweep(args) -> None:
     """Every side in its own process, interleaved over --rounds rounds; the table."""
-    from bench.interleave import load_line, show, spread
+    from bench.sides import load_line, show, spread
     sides = ["loop", *args.sweep.split(",")]
     print(load_line(), flush=True)
     runs: dict[str, list[dict]] = {s: [] for s in sides}
@@ -126,7 +126,8 @@ def sweep(args) -> None:
     for side in sides:
         rates = [x["tokens_per_s"] for x in runs[side]]
         ups = [a / b["tokens_per_s"] for a, b in zip(rates, runs["loop"])]
-        mid, lo, hi = spread(ups)
+        s = spread(ups)
+        mid, lo, hi = s['median'], s['min'], s['max']
         label = "one prompt at a time (transformers loop)" if side == "loop" else f"prefstudio, batch {side}"
         print(f"| {label} | {show(rates)} | {mid:.2f}x [{lo:.2f}-{hi:.2f}] |")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

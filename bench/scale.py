@@ -41,7 +41,7 @@ import duckdb  # noqa: E402
 
 from annotate import store  # noqa: E402
 from annotate.store.pairs import _label_pairs_sql  # noqa: E402
-from bench.interleave import load_line, show  # noqa: E402
+from bench.sides import load_line, show  # noqa: E402
 
 KEY = ["label_id", "chosen_id", "rejected_id", "rank_gap"]
 # the 8 tie patterns of 3 gaps (bit g set: gap g+1 is a tie) and the 24 orders of 4 positions

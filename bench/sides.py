@@ -83,8 +83,34 @@ def run_rounds(commands: dict[str, Sequence[str]], rounds: int, *, cwd: str | No
 
 
 def spread(values: Sequence[float]) -> dict:
-    """Median, min and max."""
+    """Median, min and max (NaN for each when there is nothing to summarise; NaNs are skipped)."""
+    values = [v for v in values if v == v]
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def load_line() -> str:
+    one, five, fifteen = load_average()
+    return f"load average at start: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
+def show(values: Sequence[float], unit: str = "", digits: int = 1) -> str:
+    """'median 12.3 ms [10.1-14.2] (n=3)'."""
+    s = spread(values)
+    return (f"median {s['median']:.{digits}f}{unit} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+            f" (n={len(values)})")
+
+
+def paired_ratio_line(new: str, old: str, what: dict[str, tuple[list[float], list[float]]]) -> str:
+    """'ratio new/old: p95 median 0.62x [0.55-0.70], labels/s median 1.4x [1.2-1.6]': each
+    measure's per-round ratio (rounds paired in order: A B A B), for benches whose sides are
+    not ``run_rounds`` commands (servers, browsers)."""
+    parts = []
+    for name, (a, b) in what.items():
+        r = spread([x / y for x, y in zip(a, b) if y])
+        parts.append(f"{name} median {r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]")
+    return f"ratio {new}/{old}: " + ", ".join(parts)
 
 
 def summarize(results: dict[str, list[dict]], ours: str) -> dict:
