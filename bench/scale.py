@@ -16,8 +16,10 @@ DuckDB held to --memory-limit so the whole run stays under ~8 GB.
 3. The queue and the server with --queue-sizes N tasks (prompts, 2 responses each, overlap 2)
    and N labels (one per task, 50 annotators): ``prefstudio serve`` on it as its own process;
    one annotator logs in and loops next_task → submit_label over HTTP (the JSON route) for
-   --queue-calls labels: first next_task (the queue's index loaded from the tables), then
-   next_task p50/p95 and submit p50/p95, and the server's peak RSS (VmHWM).
+   --queue-calls labels: first next_task (the studio loads the queue's index from the tables
+   in the background from its start; this call waits for what is left of that load), then
+   next_task p50/p95 and submit p50/p95; then a second annotator who has labelled nothing
+   asks for a first task; and the server's peak RSS (VmHWM).
 
 The pairs queries run --repeats times, the import and each queue server --slow-repeats times
 (median [min-max]).
@@ -170,6 +172,7 @@ def make_queue_store(path: Path, n: int, memory: str) -> None:
     from 50 annotators), and the annotator who will label: all by SQL."""
     with store.Store(path) as db:
         store.add_user(db, "probe", "annotator", "probe-password")
+        store.add_user(db, "newcomer", "annotator", "newcomer-password")
     con = connect(path, memory)
     con.execute(f"""INSERT INTO prompts (id, messages, source)
         SELECT 'P' || i, '[{{"role": "user", "content": "Question ' || i || ': explain recursion briefly."}}]',
@@ -188,14 +191,20 @@ def make_queue_store(path: Path, n: int, memory: str) -> None:
     con.close()
 
 
-async def probe_queue(port: int, calls: int) -> dict:
+async def logged_in(port: int, user: str):
+    from urllib.parse import urlencode
+
     from bench.annotate import Http
     http = Http(port)
     await http.open()
-    from urllib.parse import urlencode
     status, _ = await http.request("POST", "/login", urlencode(
-        {"username": "probe", "password": "probe-password"}).encode(), "application/x-www-form-urlencoded")
+        {"username": user, "password": f"{user}-password"}).encode(), "application/x-www-form-urlencoded")
     assert status == 200, status
+    return http
+
+
+async def probe_queue(port: int, calls: int) -> dict:
+    http = await logged_in(port, "probe")
     nxt, sub = [], []
     for c in range(calls + 1):
         t0 = time.perf_counter()
@@ -209,7 +218,14 @@ async def probe_queue(port: int, calls: int) -> dict:
         assert status == 200, raw
         sub.append(time.perf_counter() - t0)
     http.close()
-    return {"first_next_ms": nxt[0] * 1000, "next": nxt[1:], "submit": sub[1:]}
+    http = await logged_in(port, "newcomer")     # an annotator who has labelled nothing yet
+    t0 = time.perf_counter()
+    status, raw = await http.request("POST", "/api/next_task", b"{}")
+    newcomer = time.perf_counter() - t0
+    assert status == 200, raw
+    http.close()
+    return {"first_next_ms": nxt[0] * 1000, "newcomer_next_ms": newcomer * 1000,
+            "next": nxt[1:], "submit": sub[1:]}
 
 
 def bench_queue(sizes: list[int], calls: int, repeats: int, tmp: Path, memory: str) -> list[dict]:
@@ -239,7 +255,8 @@ def bench_queue(sizes: list[int], calls: int, repeats: int, tmp: Path, memory: s
                      "runs": [{k: v for k, v in r.items() if k not in ("next", "submit")} for r in runs]})
         pick = lambda k: [r[k] for r in runs]  # noqa: E731
         print(f"queue {n:>10,} tasks, {n:,} labels (made in {made:.0f} s): first next_task "
-              f"{show(pick('first_next_ms'), ' ms')}; next_task p50 {show(pick('next_p50_ms'), ' ms')}, "
+              f"{show(pick('first_next_ms'), ' ms')}; a newcomer's first next_task "
+              f"{show(pick('newcomer_next_ms'), ' ms')}; next_task p50 {show(pick('next_p50_ms'), ' ms')}, "
               f"p95 {show(pick('next_p95_ms'), ' ms')}; submit p50 {show(pick('submit_p50_ms'), ' ms')}, "
               f"p95 {show(pick('submit_p95_ms'), ' ms')}; server peak RSS {show(pick('peak_rss_mb'), ' MB', 0)}",
               flush=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,28 @@ def open_to(db, annotator: str, task_id: str) -> bool:
     return annotator not in {r["annotator"] for r in labels} and len(labels) + len(live) < need
 
 
+def taken_by_others(db, name) -> dict[str, int]:
+    """task -> current human labels + live claims of annotators other than ``name``."""
+    taken = {t: n for t, n in current_per_task(db).items()}
+    for c in store.open_claims(db):
+        if c["live"] and c["annotator"] != name:
+            taken[c["task_id"]] = taken.get(c["task_id"], 0) + 1
+    return taken
+
+
+def assert_fewest_first(db, name, tid, step):
+    """A task handed out fresh (not held, not a skipped one coming back) has no more labels +
+    claims of others than any other task open to ``name``: work spreads evenly."""
+    required = {r["id"]: r["required_labels"] for r in db.query("SELECT id, required_labels FROM tasks")}
+    mine = {r["task_id"] for r in db.query("SELECT task_id FROM labels WHERE annotator = ? AND "
+                                           "superseded_by IS NULL AND source = 'human'", [name])}
+    skipped = {r["task_id"] for r in db.query("SELECT task_id FROM skips WHERE annotator = ?", [name])}
+    taken = taken_by_others(db, name)
+    open_to_me = [t for t in required if t not in mine and t not in skipped
+                  and taken.get(t, 0) < required[t]]
+    assert taken.get(tid, 0) == min(taken.get(t, 0) for t in open_to_me), step
+
+
 def test_progress_counts_match_a_count_from_scratch(db):
     """A random mix of every queue action by 5 annotators on 12 tasks of overlap 1-3; after
     each step every annotator's progress equals the count from scratch, and the order of
@@ -135,6 +158,9 @@ def test_progress_counts_match_a_count_from_scratch(db):
             tid = store.next_task(db, name, lease_s=lease)
             if lease and claim is not None and claim["live"] and still_open:
                 assert tid == claim["task_id"], step   # a live claim is shown again
+            elif tid is not None and not db.scalar("SELECT count(*) FROM skips WHERE annotator = ? "
+                                                    "AND task_id = ?", [name, tid]):
+                assert_fewest_first(db, name, tid, step)
             held[name] = tid
         elif action < 0.75:
             store.submit_label(db, name, held[name], ranking(db, held[name]))
@@ -155,6 +181,10 @@ def test_progress_counts_match_a_count_from_scratch(db):
                 store.retract_label(db, mine[0]["label_id"], annotator=name)
         for who in names:
             assert store.queue_progress(db, who) == brute_force_progress(db, who), (step, who)
+        index = db.memo["queue"].index      # the tasks per count of labels + claims (pick skips empty counts)
+        with index.lock:
+            recount = Counter(index.labels[t] + index.live[t] for t in index.required)
+            assert {k: n for k, n in index.by_taken.items() if n} == recount, step
         per_task = current_per_task(db)
         required = {r["id"]: r["required_labels"] for r in db.query("SELECT id, required_labels FROM tasks")}
         assert all(n <= required[t] for t, n in per_task.items()), step
@@ -307,3 +337,43 @@ def test_undo_through_the_queue(db):
     with pytest.raises(store.StoreError, match="already replaced or undone"):
         store.undo_label(db, "ann", out["label_id"])
     assert store.queue_progress(db, "ann") == {"done_today": 0, "done_total": 0, "left": 0}
+
+
+def test_a_task_freed_below_every_other_goes_first(db):
+    """With every task labelled once (overlap 2), a new annotator's pick skips the empty
+    "no labels yet" level without walking every task; a label undone makes that level
+    non-empty again, and the next new annotator must get exactly that task."""
+    ids = seed_tasks(db, pairwise=6)
+    labels = {}
+    for n in range(6):
+        tid = store.next_task(db, f"a{n}")
+        labels[tid] = store.submit_label(db, f"a{n}", tid, ranking(db, tid),
+                                         margin_level="better")["label_id"]
+    assert sorted(labels) == sorted(ids)                 # one label each
+    store.set_required_labels(db, 2, ids)                # the index reloads: every task at 1
+    first = store.next_task(db, "new1")
+    assert first in ids                                  # a task with one label: none has fewer
+    freed = next(t for t in ids if t != first)
+    owner = next(f"a{n}" for n in range(6)
+                 if db.scalar("SELECT count(*) FROM labels WHERE id = ? AND annotator = ?",
+                              [labels[freed], f"a{n}"]))
+    synced = db.memo["queue"].index.synced
+    store.undo_label(db, owner, labels[freed])
+    assert db.memo["queue"].index.synced == db.queue_commits != synced     # no reload
+    assert store.next_task(db, "new2") == freed          # the one task with no label now
+
+
+def test_the_studio_loads_the_queue_at_start(tmp_path):
+    """A started studio loads the queue's index by itself, before any annotator asks."""
+    server = studio_server.start(tmp_path, seed=lambda db: seed_tasks(db, pairwise=3))
+    try:
+        index = None
+        for _ in range(200):
+            index = server.db.memo.get("queue") and server.db.memo["queue"].index
+            if index is not None and index.synced == server.db.queue_commits:
+                break
+            time.sleep(0.05)
+        assert index is not None and index.synced == server.db.queue_commits
+        assert len(index.cycle) == 3 and not index.claims_by        # loaded; nothing claimed
+    finally:
+        server.close()

@@ -145,6 +145,20 @@ def queue(db: Store) -> "Queue":
 _create_lock = threading.Lock()
 
 
+def load_in_background(db: Store) -> threading.Thread:
+    """Load the queue's index now, in a thread (the studio calls this at start): at a million
+    tasks the load takes seconds, which the first annotator after a start would otherwise
+    wait through. A failed load is left for the first queue call to report."""
+    def load() -> None:
+        try:
+            queue(db).index.sync()
+        except Exception:        # (closed meanwhile, or a broken table: the next call says why)
+            pass
+    thread = threading.Thread(target=load, name="queue-load", daemon=True)
+    thread.start()
+    return thread
+
+
 class Queue:
     """One store's queue: its in-memory index and the writer that commits what the index records.
     Every action reads and changes the index under its lock; writes go to the writer."""
@@ -199,7 +213,7 @@ class Queue:
         with ix.lock:
             if t not in ix.required:
                 raise StoreError(f"unknown task id {t!r}")
-            kind, response_ids = ix.kind[t], ix.response_ids[t]
+            kind, response_ids = ix.kind[t], ix.response_ids(t)
         if kind == "ranking" and margin_level:
             raise StoreError("margins are for pairwise tasks; a ranking has none")
         task = {"id": t, "response_ids": response_ids}
@@ -212,7 +226,7 @@ class Queue:
         with ix.lock:
             held = ix.claims_by.get(u)
             held = held if held is not None and held.task_id == t else None
-            if held is None and (t, u) not in ix.history:
+            if held is None and not ix.labelled_before(t, u):
                 raise StoreError(f"task {t!r} was not handed to {u!r}: ask next_task for it")
             if row["duration_ms"] is None and held is not None:
                 row["duration_ms"] = int((now - held.since).total_seconds() * 1000)

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import json
 import threading
 import time
 import zlib
 from collections import Counter, deque
+from itertools import chain, repeat
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .db import Store, StoreError
 from .labels import margin_levels
 from .priorities import queue_orders, ranks_for_queue
+
+EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass
@@ -88,12 +94,22 @@ class QueueIndex:
                     self._load()
 
     def _load(self) -> None:
+        """Read the queue's tables into memory. Column-wise (``fetchnumpy``, ``dict(zip(...))``,
+        ``Counter`` over a column): at a million tasks and labels a row-by-row loop took 30 s,
+        which the first annotator after a start waited through (BENCHMARKS.md, scale)."""
         cur = self.db.cursor()
-        tasks = cur.execute("SELECT id, kind, response_ids, required_labels, round FROM tasks"
-                            ).fetchall()
-        current = cur.execute("""SELECT task_id, annotator, id, created_at::DATE FROM labels
-                                 WHERE superseded_by IS NULL AND source = 'human'""").fetchall()
-        history = cur.execute("SELECT DISTINCT task_id, annotator FROM labels").fetchall()
+        # ORDER BY id: the cycle's ties (same rank and hash) fall in id order (a stable sort)
+        # response_ids as JSON text: one string per task, parsed when a label comes (a tuple
+        # per task made from DuckDB's list column cost 1.7 s at 1M tasks)
+        tasks = cur.execute("SELECT id, kind, to_json(response_ids) AS response_ids, "
+                            "required_labels, round FROM tasks ORDER BY id").fetchnumpy()
+        current = cur.execute("""SELECT l.task_id, l.annotator, l.id,
+                                        l.created_at::DATE - DATE '1970-01-01' AS day
+                                 FROM labels l SEMI JOIN tasks t ON t.id = l.task_id
+                                 WHERE l.superseded_by IS NULL AND l.source = 'human'""").fetchnumpy()
+        past = cur.execute("""SELECT task_id, annotator FROM labels
+                              EXCEPT SELECT task_id, annotator FROM labels
+                                     WHERE superseded_by IS NULL AND source = 'human'""").fetchall()
         skips = cur.execute("SELECT task_id, annotator, skipped_at FROM skips").fetchall()
         if not self._loaded_claims:     # later reloads keep the claims in memory (they lead)
             now = time.time()
@@ -102,22 +118,31 @@ class QueueIndex:
                 self.claims_by[u] = Claim(t, since, now - (dt.datetime.now() - since).total_seconds())
             self._loaded_claims = True
 
-        self.kind = {t: k for t, k, _, _, _ in tasks}
-        self.response_ids = {t: tuple(ids) for t, _, ids, _, _ in tasks}
-        self.required = {t: int(r) for t, _, _, r, _ in tasks}
-        ranks = ranks_for_queue(cur, {t: rnd for t, _, _, _, rnd in tasks}, queue_orders(self.db))
+        ids = tasks["id"].tolist()
+        self.kind = dict(zip(ids, tasks["kind"].tolist()))
+        self.response_json = dict(zip(ids, tasks["response_ids"].tolist()))
+        self.required = dict(zip(ids, tasks["required_labels"].tolist()))
+        ranks = ranks_for_queue(cur, dict(zip(ids, tasks["round"].tolist())),
+                                queue_orders(self.db))
         self.most_required = max(self.required.values(), default=0)
-        self.labels: Counter[str] = Counter()
-        self.labellers: dict[str, set[str]] = {}
-        self.current: dict[tuple[str, str], tuple[str, dt.date]] = {}
-        self.label_of: dict[str, tuple[str, str]] = {}      # current label id -> (task, annotator)
-        self.done_total: Counter[str] = Counter()
+
+        t_col, u_col = current["task_id"].tolist(), current["annotator"].tolist()
+        id_col = current["id"].tolist()
+        day_of = {d: EPOCH + dt.timedelta(days=d) for d in set(current["day"].tolist())}
+        days = [day_of[d] for d in current["day"].tolist()]
+        self.labels: Counter[str] = Counter(t_col)
+        self.current: dict[tuple[str, str], tuple[str, dt.date]] = dict(
+            zip(zip(t_col, u_col), zip(id_col, days)))
+        self.label_of: dict[str, tuple[str, str]] = dict(zip(id_col, zip(t_col, u_col)))
+        self.labellers: dict[str, tuple[str, ...]] = {}     # task -> its current labellers
+        get = self.labellers.get
+        for t, u in zip(t_col, u_col):
+            self.labellers[t] = get(t, ()) + (u,)
+        self.done_total: Counter[str] = Counter(u_col)
         self.done_on: dict[str, Counter] = {}
-        for t, u, label_id, day in current:
-            if t in self.required:
-                self.labels[t] += 1
-                self._record(t, u, label_id, day)
-        self.history = {(t, u) for t, u in history}
+        for (u, day), n in Counter(zip(u_col, days)).items():
+            self.done_on.setdefault(u, Counter())[day] = n
+        self.past = set(past)          # (task, annotator) labelled before, no current label now
         self.skips: dict[str, dict[str, dt.datetime]] = {}
         for t, u, at in skips:
             if t in self.required:
@@ -129,12 +154,15 @@ class QueueIndex:
         for op in self.pending:         # written soon, not yet in the tables
             self.apply(op)
         self._count_open()
-        # ranked tasks first, by rank; the rest (default order, or not ranked yet) by hash
-        unranked = len(ranks)
-        ids = sorted(self.required, key=lambda t: (ranks.get(t, unranked), zlib.crc32(t.encode()), t))
+        # ranked tasks first, by rank; the rest (default order, or not ranked yet) by hash,
+        # ties by id (np.lexsort is stable; ids came sorted)
+        crc = np.fromiter((zlib.crc32(t.encode()) for t in ids), dtype=np.uint32, count=len(ids))
+        rank = np.array([ranks.get(t, len(ranks)) for t in ids] if ranks else [0] * len(ids),
+                        dtype=np.int64)
+        ids = [ids[i] for i in np.lexsort((crc, rank)).tolist()]
         if ids != getattr(self, "cycle", None):
             self.cycle = ids
-            self.position = {t: i for i, t in enumerate(ids)}
+            self.position = dict(zip(ids, range(len(ids))))
         self.ranked = bool(ranks)
         self.cursors: dict[str, dict[int, int]] = {}
         self.extra: dict[str, set[str]] = {}
@@ -142,19 +170,39 @@ class QueueIndex:
 
     def _record(self, t: str, u: str, label_id: str, day: dt.date) -> None:
         """``label_id`` is now u's current label of t (the task's count is kept by the caller)."""
-        self.labellers.setdefault(t, set()).add(u)
+        if u not in self.labellers.get(t, ()):
+            self.labellers[t] = self.labellers.get(t, ()) + (u,)
         self.current[(t, u)] = (label_id, day)
         self.label_of[label_id] = (t, u)
         self.done_total[u] += 1
-        self.done_on.setdefault(u, Counter())[day] += 1
+        on = self.done_on.get(u)
+        if on is None:
+            on = self.done_on[u] = Counter()
+        on[day] += 1
+
+    def response_ids(self, t: str) -> tuple[str, ...]:
+        return tuple(json.loads(self.response_json[t]))
+
+    def labelled_before(self, t: str, u: str) -> bool:
+        """Has ``u`` ever labelled ``t`` (a current label, or one edited away or withdrawn)?"""
+        return (t, u) in self.current or (t, u) in self.past
 
     def _count_open(self) -> None:
-        self.n_open = sum(1 for t in self.required if self.free(t) > 0)
-        self.open_labelled: Counter[str] = Counter()
-        for t, who in self.labellers.items():
-            if self.free(t) > 0:
-                for u in who:
-                    self.open_labelled[u] += 1
+        """``n_open``, ``open_labelled`` and ``by_taken`` from the counts (at load): one pass over
+        the tasks with labels or claims, C-speed counts for the rest."""
+        required, get = self.required, self.labellers.get
+        taken: dict[str, int] = self.labels                  # task -> labels + live claims
+        if self.live:
+            taken = dict(taken)
+            for t, k in self.live.items():
+                taken[t] = taken.get(t, 0) + k
+        self.by_taken: Counter[int] = Counter(taken.values())   # labels + claims -> tasks
+        self.by_taken[0] += len(required) - len(taken)
+        open_taken = [t for t, k in taken.items() if required[t] > k]
+        untaken_open = (len(required) - len(taken) if min(required.values(), default=1) > 0 else
+                        sum(1 for t, r in required.items() if r > 0 and t not in taken))
+        self.n_open = len(open_taken) + untaken_open
+        self.open_labelled: Counter[str] = Counter(chain.from_iterable(map(get, open_taken, repeat(()))))
 
     # -- counting ---------------------------------------------------------------------------
     def free(self, t: str) -> int:
@@ -163,8 +211,10 @@ class QueueIndex:
     def _shift(self, t: str, labels: int = 0, claims: int = 0) -> None:
         """Change a task's label / live-claim counts, keeping the open counts right."""
         was = self.free(t) > 0
+        self.by_taken[self.labels[t] + self.live[t]] -= 1
         self.labels[t] += labels
         self.live[t] += claims
+        self.by_taken[self.labels[t] + self.live[t]] += 1
         now = self.free(t) > 0
         if was != now:
             step = 1 if now else -1
@@ -220,7 +270,8 @@ class QueueIndex:
             self.done_on[u][old[1]] -= 1
             if self.free(t) > 0:
                 self.open_labelled[u] -= 1
-            self.labellers[t].discard(u)
+            self.labellers[t] = tuple(v for v in self.labellers[t] if v != u)
+            self.past.add((t, u))
             self._shift(t, labels=-1)                 # a slot comes free
             return
         held = self.claims_by.get(u)
@@ -241,7 +292,6 @@ class QueueIndex:
             if self.free(t) > 0:
                 self.open_labelled[u] += 1
         self._record(t, u, op.row["id"], op.row["created_at"].date())
-        self.history.add((t, u))
         self.skips.get(u, {}).pop(t, None)
 
     def enqueue(self, op: Pending) -> None:
@@ -293,6 +343,8 @@ class QueueIndex:
                 elif got == level and (best is None or rank(t) < rank(best)):
                     best = t
             c = cursors.get(level, 0)
+            if not any(self.by_taken[k] > 0 for k in range(level + 1)):
+                c = n       # no task has this few labels + claims: a walk would pass them all
             while c < n:
                 got = self.level(self.cycle[(start + c) % n], u)
                 if got is not None and got <= level:

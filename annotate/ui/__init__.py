@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from .. import store
+from ..store.queue import load_in_background
 
 SWITCH_INTERVAL_S = 0.001   # how soon a thread waiting for the GIL gets it (Python's default: 5 ms)
 
@@ -56,6 +57,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 7860,
                                          parse_command=parse_command, max_jobs=max_jobs)
         studio.exports.mkdir(parents=True, exist_ok=True)
         studio.jobs.watch()  # ingest run folders of jobs started from the Jobs tab
+        load_in_background(db)   # the queue's index: not on the first annotator's time
         # _frontend=False skips Gradio's self-check (a HEAD of its own URL with a 3 s timeout,
         # to tell notebooks they need a share link): under a storm of annotators reconnecting
         # to a restarted studio it timed out, and launch raised while the server ran on
