@@ -134,13 +134,13 @@ def save(work: Path, results: dict) -> None:
     (work / "results.json").write_text(json.dumps(results, indent=1))
 
 
-def curves(results: dict, orders) -> dict[str, dict[int, float]]:
-    """Mean accuracy over seeds, per order and number of labels."""
+def curves(results: dict, orders) -> dict[str, dict[int, list[float]]]:
+    """Accuracy per seed, per order and number of labels (the start counts for every order)."""
     out: dict[str, dict[int, list[float]]] = {}
-    for r in results.values():
+    for r in sorted(results.values(), key=lambda r: r["seed"]):
         for order in (orders if r["order"] == "start" else (r["order"],)):
             out.setdefault(order, {}).setdefault(r["labels"], []).append(r["accuracy"])
-    return {o: {n: sum(v) / len(v) for n, v in sorted(c.items())} for o, c in out.items()}
+    return {o: dict(sorted(c.items())) for o, c in out.items()}
 
 
 def labels_to_reach(curve: dict[int, float], target: float) -> int | None:
@@ -148,27 +148,48 @@ def labels_to_reach(curve: dict[int, float], target: float) -> int | None:
 
 
 def report(results: dict, orders, plot: Path | None) -> None:
-    mean = curves(results, orders)
+    """Mean ± standard deviation over seeds per point; the labels each order needs (mean
+    curve) to reach random's final mean accuracy; each order's mean difference to random at
+    the same labels and seed (paired), with its spread over seeds."""
+    import statistics as st
+    runs = curves(results, orders)
+    mean = {o: {n: st.mean(v) for n, v in c.items()} for o, c in runs.items()}
+    sd = {o: {n: st.stdev(v) if len(v) > 1 else 0.0 for n, v in c.items()} for o, c in runs.items()}
     sizes = sorted({n for c in mean.values() for n in c})
-    print(f"\n{'order':<12}" + "".join(f"{n:>8}" for n in sizes) + "   labels to reach random's final")
+    seeds = sorted({r["seed"] for r in results.values()})
+    print(f"\nheld-out accuracy, mean ± sd over seeds {seeds}")
+    print(f"{'order':<12}" + "".join(f"{n:>15}" for n in sizes) + "   labels to reach random's final")
     target = mean.get("random", {}).get(max(mean.get("random", {0: 0})), None)
     for order in orders:
         c = mean.get(order, {})
         reach = labels_to_reach(c, target) if target is not None else None
-        print(f"{order:<12}" + "".join(f"{c[n]:>8.3f}" if n in c else f"{'-':>8}" for n in sizes)
+        print(f"{order:<12}" + "".join(f"{c[n]:>8.3f} ± {sd[order][n]:.3f}" if n in c else f"{'-':>15}"
+                                       for n in sizes)
               + f"   {reach if reach is not None else 'not reached'}")
+    by_seed = {(r["seed"], r["order"], r["labels"]): r["accuracy"] for r in results.values()}
+    for order in orders:
+        if order == "random":
+            continue
+        diffs = [acc - by_seed[(seed, "random", n)] for (seed, o, n), acc in by_seed.items()
+                 if o == order and (seed, "random", n) in by_seed]
+        if diffs:
+            print(f"{order} - random, paired over {len(diffs)} (seed, labels) points: mean "
+                  f"{st.mean(diffs):+.3f}, sd {st.stdev(diffs) if len(diffs) > 1 else 0:.3f}, "
+                  f"{sum(d > 0 for d in diffs)} above, {sum(d < 0 for d in diffs)} below")
     if plot is None:
         return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for order in orders:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, order in enumerate(orders):
         c = mean.get(order, {})
-        ax.plot(list(c), list(c.values()), marker="o", label=order)
-    seeds = sorted({r["seed"] for r in results.values()})
-    ax.set(xlabel="labels", ylabel="held-out accuracy",
-           title=f"Active selection on HH harmless (seeds {', '.join(map(str, seeds))})")
+        shift = (i - (len(orders) - 1) / 2) * 4       # side by side, not on top of each other
+        ax.errorbar([n + shift for n in c], list(c.values()), yerr=[sd[order][n] for n in c],
+                    marker="o", capsize=3, label=order)
+    ax.set(xlabel="labels", ylabel="held-out accuracy (300 pairs)",
+           title=f"Active selection on HH harmless: mean ± sd over seeds {', '.join(map(str, seeds))}")
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend()
     plot.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,15 @@ laws for reward model overoptimization").
             are scored by the proxy here. RLOO is evaluated at several steps (resuming its run
             with a larger ``--max-steps``): the over-optimisation curve, docs/img/loop-overopt.png
 
+``--labels hh`` (issue 14's "HH policy, honestly"): no synthetic annotators and no gold of
+the whole file. The HH pairs are split by prompt into halves A and B (leaving out every pair
+whose dialogue starts with a held-out prompt); A's people's labels are imported into the store
+and train the policy's reward model (the proxy) and DPO (``train dpo --source human``); the
+gold is a reward model trained on B only; RS, RLOO and PPO train on A's single-turn prompts.
+Both reward models' accuracies on the other half's human labels are reported.
+
+    nice -n 10 python bench/loop.py --quick --labels hh --methods dpo,rloo
+
 Prints a table, then one JSON line: ``{"methods": {name: {gold_gain, gold_gain_ci, proxy_gain,
 proxy_gain_ci, kl, win_rate, wall_s, ...}}, "setup": {...}, "curve": [...]}``.
 """
@@ -75,6 +84,10 @@ METHODS = {
     "cai": ["train cai --revisions 1 --max-new-tokens {tokens} --lr {sft_lr} --batch-size 4"
             " --max-steps {rs_steps}"],
 }
+# --labels hh: DPO on the people's own pairs of half A (no judge)
+HH_DPO = ["train dpo --source human --lr {dpo_lr} --beta {dpo_beta} --batch-size 8"
+          " --max-length 320 --max-steps {dpo_steps}"]
+PROMPTED = {"rs", "rloo", "ppo", "rest", "cai"}   # trainers that take --prompts
 DEFAULT_METHODS = ("rs", "dpo", "rloo", "ppo")   # issue 14's four; --quick is timed on them
 CURVE = {"rloo": "rloo_curve"}     # method → the MODES key listing the steps it is scored at
 
@@ -157,7 +170,8 @@ def evaluate(args, ctx: dict, name: str, run_dir: Path, proxy_fn) -> dict:
 def run_method(args, ctx: dict, name: str, proxy_fn) -> tuple[dict, list]:
     values = {**ctx["mode"], "proxy": ctx["proxy"], "k": args.k}
     out = ctx["work"] / "runs" / name
-    lines = [line.format(**values) for line in METHODS[name]]
+    rows = HH_DPO if name == "dpo" and args.labels == "hh" else METHODS[name]
+    lines = [line.format(**values) for line in rows]
     steps = ctx["mode"][CURVE[name]] if name in CURVE else [None]
     start, curve, result = time.perf_counter(), [], None
     for i, line in enumerate(lines):
@@ -167,6 +181,8 @@ def run_method(args, ctx: dict, name: str, proxy_fn) -> tuple[dict, list]:
             continue
         train = [*argv, "--model", args.policy, "--out", str(out), "--seed", str(args.seed),
                  "--db", ctx["db"]]
+        if ctx.get("train_prompts") and argv[1] in PROMPTED:
+            train += ["--prompts", ctx["train_prompts"]]
         for at in (steps if i == len(lines) - 1 else [None]):
             if at is not None:
                 train[train.index("--max-steps") + 1] = str(at)
@@ -223,6 +239,44 @@ def build_setup(args, ctx: dict) -> dict:
     return setup
 
 
+def build_hh_setup(args, ctx: dict) -> dict:
+    """--labels hh: halves A (the policy's labels) and B (the gold's), held-out prompts in
+    neither; the gold trained on B, the proxy on A's labels in the store."""
+    work, log, mode = ctx["work"], ctx["log"], ctx["mode"]
+    lines = [l for l in Path(args.prompt_file).read_text(encoding="utf-8").splitlines() if l.strip()]
+    _, held_p = parts.split_prompts(parts.hh_prompts(Path(args.prompt_file)), 0, mode["heldout"],
+                                    args.seed)
+    half_a, half_b = parts.split_pairs_by_prompt(lines, set(held_p), args.seed)
+    a_file, b_file = work / "pairs-a.jsonl", work / "pairs-b.jsonl"
+    a_file.write_text("".join(l + "\n" for l in half_a), encoding="utf-8")
+    b_file.write_text("".join(l + "\n" for l in half_b), encoding="utf-8")
+    gold_start = time.perf_counter()
+    gold = work / "gold-rm"
+    cli("train", "rm", "--data", str(b_file), "--out", str(gold), *rm_options(args), log=log)
+    ctx["gold"], ctx["gold_s"] = ["--rm", str(gold)], time.perf_counter() - gold_start
+    held_f = parts.write_prompts(work / "heldout-prompts.jsonl", held_p, held_out=True)
+    cli("import", str(held_f), "--format", "prompts", "--held-out", "--db", ctx["db"], log=log)
+    cli("import", str(a_file), "--db", ctx["db"], log=log)
+    train_p = parts.hh_prompts(a_file)
+    ctx["train_prompts"] = str(parts.write_prompts(work / "train-prompts.jsonl", train_p))
+    proxy = work / "proxy-rm"
+    cli("train", "rm", "--db", ctx["db"], "--source", "human", "--out", str(proxy),
+        *rm_options(args), log=log)
+    ctx["proxy"] = str(proxy)
+    acc = {f"{name}_accuracy_on_{half}": cli("eval", "rm", "--model", str(model), "--data",
+                                             str(data), log=log)["accuracy"]
+           for name, model, half, data in (("proxy", proxy, "b", b_file), ("gold", gold, "a", a_file))}
+    print(f"HH halves: A {len(half_a)} pairs (the policy's), B {len(half_b)} (the gold's), "
+          f"{len(held_p)} held-out prompts, {len(train_p)} single-turn training prompts; "
+          f"proxy accuracy on B {acc['proxy_accuracy_on_b']:.3f}, gold on A "
+          f"{acc['gold_accuracy_on_a']:.3f}", flush=True)
+    labels = {"labels": len(half_a), "pairs_a": len(half_a), "pairs_b": len(half_b),
+              "train_prompts": len(train_p), **acc}
+    setup = {"labels": labels, "proxy_accuracy_gold": None, "pairs": 0}
+    (work / "setup.json").write_text(json.dumps(setup))
+    return setup
+
+
 def reuse_setup(source: Path, work: Path, ctx: dict) -> dict:
     """Copy another run's setup (its store, proxy and held-out files) into WORK: more methods on
     the very same labels and proxy. The source's store must not be open in another process."""
@@ -260,6 +314,10 @@ def main() -> None:
     p.add_argument("--rm-base", help="reward-model backbone of gold and proxy (default: the CLI's)")
     p.add_argument("--rm-args", default="", help="extra `train rm` options of gold and proxy "
                                                  "(default none: the default command)")
+    p.add_argument("--labels", choices=("synthetic", "hh"), default="synthetic",
+                   help="synthetic annotators ranking candidates by the gold (default), or the "
+                        "HH file's people: half of its pairs train the policy, the gold is an RM "
+                        "on the other half")
     p.add_argument("--png", default=str(PNG))
     p.add_argument("--setup-from", help="another run's WORKDIR/MODE-seedN: reuse its store, labels "
                                         "and proxy (run more methods on the same setup)")
@@ -273,21 +331,25 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown method {unknown[0]!r}; known: {', '.join(METHODS)}")
 
+    if args.labels == "hh" and (args.setup_from or args.gold):
+        raise SystemExit("--labels hh makes its own gold (an RM on half B) and setup: "
+                         "--gold and --setup-from do not apply")
     t0 = time.perf_counter()
-    work = Path(args.workdir) / f"{mode_name}-seed{args.seed}"
+    work = Path(args.workdir) / f"{mode_name}{'-hh' if args.labels == 'hh' else ''}-seed{args.seed}"
     if work.exists():
         raise SystemExit(f"{work} exists: remove it or give another --workdir / --seed")
     work.mkdir(parents=True)
     log = work / "cli.log"
     ctx = {"work": work, "log": log, "mode": mode, "db": str(work / "studio.duckdb")}
     gold_start = time.perf_counter()
-    ctx["gold"] = gold_reward(args, log)
-    gold_s = time.perf_counter() - gold_start
-
-    if args.setup_from:
-        setup = reuse_setup(Path(args.setup_from), work, ctx)
+    if args.labels == "hh":
+        setup = build_hh_setup(args, ctx)
+        gold_s = ctx["gold_s"]
     else:
-        setup = build_setup(args, ctx)
+        ctx["gold"] = gold_reward(args, log)
+        gold_s = time.perf_counter() - gold_start
+        setup = (reuse_setup(Path(args.setup_from), work, ctx) if args.setup_from
+                 else build_setup(args, ctx))
     labels, proxy_acc, n_pairs = setup["labels"], setup["proxy_accuracy_gold"], setup["pairs"]
     proxy = Path(ctx["proxy"])
     proxy_fn = load_reward_spec(["--rm", str(proxy)], Path(ctx["db"]))
@@ -313,7 +375,8 @@ def main() -> None:
               f"{r['wall_s']:>8.0f}")
     print(json.dumps({
         "methods": results, "curve": curve,
-        "setup": {"mode": mode_name, "gold": " ".join(ctx["gold"]), "policy": args.policy,
+        "setup": {"mode": mode_name, "labels_from": args.labels, "gold": " ".join(ctx["gold"]),
+                  "policy": args.policy,
                   "rm_base": args.rm_base, "rm_args": args.rm_args, "k": args.k,
                   "prompts": mode["prompts"], "heldout": mode["heldout"],
                   "max_new_tokens": mode["tokens"], **labels, "proxy_accuracy_gold": proxy_acc,

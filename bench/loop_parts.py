@@ -44,6 +44,29 @@ def split_prompts(prompts: list[str], n_train: int, n_heldout: int, seed: int) -
     return shuffled[n_heldout:n_heldout + n_train], shuffled[:n_heldout]
 
 
+def first_turn(hh_line: str) -> str:
+    chosen = json.loads(hh_line)["chosen"]
+    return chosen.split("\n\nHuman:", 1)[-1].split("\n\nAssistant:", 1)[0].strip()
+
+
+def split_pairs_by_prompt(lines: list[str], held_out: set[str], seed: int) -> tuple[list, list]:
+    """HH lines → halves A and B with no first human turn in both (so neither reward model
+    has seen the other's prompts), leaving out every dialogue that starts with a held-out
+    prompt; groups are dealt in a seeded order to whichever half has fewer pairs."""
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        turn = first_turn(line)
+        if turn not in held_out:
+            groups.setdefault(turn, []).append(line)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    a: list[str] = []
+    b: list[str] = []
+    for key in keys:
+        (a if len(a) <= len(b) else b).extend(groups[key])
+    return a, b
+
+
 def write_prompts(path: Path, prompts: list[str], held_out: bool = False) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for p in prompts:
