@@ -17,7 +17,8 @@ position bias can be measured without trusting the client.
 
 How it is fast. Only one process can write the database (``db.py``), so the queue's state
 lives in memory in that process: ``QueueIndex`` (``queue_index.py``), loaded from the tables
-on first use and updated by every queue action under one lock. ``next_task`` is a Python
+when the studio starts (``load_in_background``; otherwise on first use) and updated by every
+queue action under one lock. ``next_task`` is a Python
 operation with no SQL, and since the check and the claim happen under that lock, the last
 open slot never goes to two annotators. ``submit_label`` validates in Python, records the
 label in the index and hands the row to one writer thread (``queue_writer.py``), which
