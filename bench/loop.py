@@ -87,7 +87,7 @@ METHODS = {
 # --labels hh: DPO on the people's own pairs of half A (no judge)
 HH_DPO = ["train dpo --source human --lr {dpo_lr} --beta {dpo_beta} --batch-size 8"
           " --max-length 320 --max-steps {dpo_steps}"]
-PROMPTED = {"rs", "rloo", "ppo", "rest", "cai"}   # trainers that take --prompts
+PROMPTED = {"rs", "rloo", "ppo", "cai"}   # `train` kinds that take --prompts (rest is `train rs`)
 DEFAULT_METHODS = ("rs", "dpo", "rloo", "ppo")   # issue 14's four; --quick is timed on them
 CURVE = {"rloo": "rloo_curve"}     # method → the MODES key listing the steps it is scored at
 
