@@ -56,7 +56,8 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("labelled pairs given to `train rm`")
     ax.set_ylabel("accuracy on 300 held-out pairs")
-    ax.set_title(title, fontsize=9)
+    import textwrap
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=8)   # long option lists wrap
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
