@@ -26,10 +26,9 @@ def hh_prompts(path: Path, max_chars: int = 300) -> list[str]:
     one), short ones only, each once, in file order."""
     seen, out = set(), []
     for line in path.read_text(encoding="utf-8").splitlines():
-        chosen = json.loads(line)["chosen"]
-        if chosen.count("\n\nHuman:") != 1:
+        if json.loads(line)["chosen"].count("\n\nHuman:") != 1:
             continue
-        text = chosen.split("\n\nHuman:", 1)[1].split("\n\nAssistant:", 1)[0].strip()
+        text = first_turn(line)
         if text and len(text) <= max_chars and text not in seen:
             seen.add(text)
             out.append(text)

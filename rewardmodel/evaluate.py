@@ -132,7 +132,6 @@ def plot_rewards(r_chosen: torch.Tensor, r_rejected: torch.Tensor, path: str | P
 
 
 @torch.inference_mode()
-@torch.no_grad()
 def evaluate_comparisons(model, comparisons: list[B.Comparison], batch_size: int,
                          share_prompt: bool = True) -> torch.Tensor:
     """Sums over the comparisons: [pairs, correct, -log σ(r_w − r_l), responses, Σr, Σr²].

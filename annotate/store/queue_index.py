@@ -128,8 +128,9 @@ class QueueIndex:
 
         t_col, u_col = current["task_id"].tolist(), current["annotator"].tolist()
         id_col = current["id"].tolist()
-        day_of = {d: EPOCH + dt.timedelta(days=d) for d in set(current["day"].tolist())}
-        days = [day_of[d] for d in current["day"].tolist()]
+        day_col = current["day"].tolist()
+        day_of = {d: EPOCH + dt.timedelta(days=d) for d in set(day_col)}     # few distinct days
+        days = [day_of[d] for d in day_col]
         self.labels: Counter[str] = Counter(t_col)
         self.current: dict[tuple[str, str], tuple[str, dt.date]] = dict(
             zip(zip(t_col, u_col), zip(id_col, days)))
@@ -170,8 +171,9 @@ class QueueIndex:
 
     def _record(self, t: str, u: str, label_id: str, day: dt.date) -> None:
         """``label_id`` is now u's current label of t (the task's count is kept by the caller)."""
-        if u not in self.labellers.get(t, ()):
-            self.labellers[t] = self.labellers.get(t, ()) + (u,)
+        who = self.labellers.get(t, ())
+        if u not in who:
+            self.labellers[t] = who + (u,)
         self.current[(t, u)] = (label_id, day)
         self.label_of[label_id] = (t, u)
         self.done_total[u] += 1
