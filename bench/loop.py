@@ -108,13 +108,21 @@ MODES = {
 }
 
 
+STAGE_SECONDS: list[tuple[str, float]] = []   # (command, wall seconds) of every CLI call
+
+
 def cli(*args: str, log: Path) -> dict | None:
-    """Run ``python app.py ARGS --json`` (the real CLI); its JSON line, or exit on failure."""
+    """Run ``python app.py ARGS --json`` (the real CLI); its JSON line, or exit on failure.
+    Each call's wall time goes into cli.log and STAGE_SECONDS (where --quick's time goes)."""
     cmd = [sys.executable, "app.py", *args, "--json"]
     with open(log, "a", encoding="utf-8") as f:
         f.write("$ " + shlex.join(cmd[1:]) + "\n")
+        f.flush()
+        start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True)
-        f.write(proc.stdout)
+        seconds = time.perf_counter() - start
+        STAGE_SECONDS.append((" ".join(args[:2]), round(seconds, 1)))
+        f.write(proc.stdout + f"# {seconds:.1f} s\n")
     if proc.returncode != 0:
         sys.stderr.write(log.read_text()[-3000:])
         raise SystemExit(f"failed (exit {proc.returncode}): {shlex.join(cmd[1:])}; log {log}")
@@ -382,7 +390,7 @@ def main() -> None:
                   "max_new_tokens": mode["tokens"], **labels, "proxy_accuracy_gold": proxy_acc,
                   "proxy_eval_pairs": n_pairs, "gold_train_s": gold_s, "setup_s": setup_s,
                   "seed": args.seed},
-        "wall_s": time.perf_counter() - t0, "workdir": str(work)}))
+        "stages_s": STAGE_SECONDS, "wall_s": time.perf_counter() - t0, "workdir": str(work)}))
 
 
 if __name__ == "__main__":

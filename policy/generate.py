@@ -11,7 +11,8 @@ from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+from transformers import RepetitionPenaltyLogitsProcessor, TopKLogitsWarper
+from transformers.cache_utils import Cache, DynamicLayer
 
 from harness.chat import render_chat
 
@@ -49,31 +50,111 @@ class Rollout:
         return self.input_ids[:, self.prompt_len:]
 
 
-class FastTopP(LogitsProcessor):
-    """Nucleus (top-p) filtering (Holtzman et al. 2020, "The Curious Case of Neural Text
-    Degeneration") as transformers' ``TopPLogitsWarper`` does it, without sorting the whole
-    vocabulary at every step: a token is kept when the probability mass ranked above it is
-    below ``top_p``. The ``k`` most likely tokens decide that whenever they hold ``top_p`` of
-    the mass; a row where they do not (a very flat distribution) is filtered the full way.
-    The same tokens are kept (up to ties in rounding); sorting 49,152 logits for a batch of 32
-    took 307 ms a step on one core, the top 256 18 ms (BENCHMARKS.md, generation)."""
+def nucleus(probs: torch.Tensor, top_p: float, k: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nucleus of top-p sampling (Holtzman et al. 2020, "The Curious Case of Neural Text
+    Degeneration"): the smallest set of most likely tokens whose probability reaches ``top_p``.
+    A token is in it when the mass ranked above it is below ``top_p`` (the first always is).
 
-    def __init__(self, top_p: float, k: int = 256):
-        self.top_p, self.k = float(top_p), k
-        self.full = TopPLogitsWarper(top_p=top_p)
+        probs  [B, V]  ->  index [B, W], weight [B, W]: candidate token ids and their
+                           probabilities, 0 outside the nucleus (draw with multinomial(weight))
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        top, index = scores.softmax(-1).topk(min(self.k, scores.shape[-1]), dim=-1)
-        above = top.cumsum(-1) - top                    # the mass ranked above each token
-        keep = above < self.top_p
+    Only the ``k`` most likely tokens are ranked (W = k) when they hold ``top_p`` of the mass,
+    as they almost always do; a row where they do not (a very flat distribution) is sorted in
+    full and W widens to its nucleus. Sorting 49,152 probabilities for 32 rows took 307 ms a
+    step on one core, the top 256 18 ms; drawing among W tokens instead of V saves another
+    30 ms a step (BENCHMARKS.md, generation). The kept tokens are transformers'
+    ``TopPLogitsWarper``'s, up to ties in rounding (tests/test_generate.py)."""
+    def kept(sorted_probs: torch.Tensor) -> torch.Tensor:        # [b, w] sorted descending
+        above = sorted_probs.cumsum(-1) - sorted_probs           # mass ranked above each token
+        keep = above < top_p
         keep[:, 0] = True
-        out = torch.full_like(scores, -float("inf"))
-        out.scatter_(1, index, scores.gather(1, index).masked_fill(~keep, -float("inf")))
-        uncovered = top.sum(-1) < self.top_p            # the nucleus reaches past the top k
-        if uncovered.any():
-            rows = uncovered.nonzero().flatten()
-            out[rows] = self.full(input_ids[rows], scores[rows])
-        return out
+        return sorted_probs * keep
+    top, index = probs.topk(min(k, probs.shape[-1]), dim=-1)    # [B, k]
+    weight = kept(top)
+    flat = (top.sum(-1) < top_p).nonzero().flatten()             # the nucleus reaches past k
+    if len(flat):
+        full, full_index = probs[flat].sort(-1, descending=True)  # [b, V]
+        full_weight = kept(full)
+        width = max(int((full_weight > 0).sum(-1).max()), index.shape[1])
+        pad = width - index.shape[1]
+        index = torch.nn.functional.pad(index, (0, pad))
+        weight = torch.nn.functional.pad(weight, (0, pad))
+        index[flat], weight[flat] = full_index[:, :width], full_weight[:, :width]
+    return index, weight
+
+
+class _GrowingLayer(DynamicLayer):
+    """A KV-cache layer with room reserved for the tokens still to come: each step writes its
+    key and value in place instead of copying the whole cache (transformers' DynamicLayer does
+    ``torch.cat`` every step: 0.95 s of 12.5 s at batch 32, BENCHMARKS.md)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        B, H, L, D = keys.shape
+        self.key_buffer = keys.new_empty(B, H, L + room, D)
+        self.value_buffer = values.new_empty(B, values.shape[1], L + room, values.shape[-1])
+        self.key_buffer[:, :, :L], self.value_buffer[:, :, :L] = keys, values
+        self.keys, self.values = self.key_buffer[:, :, :L], self.value_buffer[:, :, :L]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        L, n = self.keys.shape[-2], key_states.shape[-2]
+        self.key_buffer[:, :, L:L + n] = key_states
+        self.value_buffer[:, :, L:L + n] = value_states
+        self.keys, self.values = self.key_buffer[:, :, :L + n], self.value_buffer[:, :, :L + n]
+        return self.keys, self.values
+
+
+def _prefill(model, input_ids, attention_mask, room: int, rows_per_call: int = 8):
+    """Run the prompts through the model: (logits of each prompt's last token [B, V], a cache
+    with ``room`` more places). Prompts go ``rows_per_call`` at a time, each group cut to its
+    own longest prompt, so the short prompts of a left-padded batch do not pay for the long
+    one's padding (sorted batches keep each group's lengths close); the groups' keys and
+    values are then left-padded to the batch's width (masked, as padding always is)."""
+    B, P = input_ids.shape
+    lengths = attention_mask.sum(-1)                                        # [B]
+    order = lengths.argsort()
+    logits = None
+    keys: list[list] = []
+    for g in range(0, B, rows_per_call):
+        rows = order[g:g + rows_per_call]
+        width = int(lengths[rows].max())
+        ids, mask = input_ids[rows, P - width:], attention_mask[rows, P - width:]
+        out = model(input_ids=ids, attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
+                    logits_to_keep=1)
+        if logits is None:
+            logits = out.logits.new_empty(B, out.logits.shape[-1])
+        logits[rows] = out.logits[:, -1]
+        keys.append((rows, width, [(layer.keys, layer.values) for layer in out.cache.layers]))
+    layers = []
+    for i in range(len(keys[0][2])):
+        k0, v0 = keys[0][2][i]
+        k = k0.new_zeros(B, k0.shape[1], P, k0.shape[-1])
+        v = v0.new_zeros(B, v0.shape[1], P, v0.shape[-1])
+        for rows, width, kv in keys:
+            k[rows, :, P - width:], v[rows, :, P - width:] = kv[i]
+        layers.append(_GrowingLayer(k, v, room))
+    return logits, Cache(layers=layers)
+
+
+def _next_tokens(scores: torch.Tensor, sequences: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """One token per row from the last position's logits [B, V] -> [B]: repetition penalty
+    (Keskar et al. 2019) and top-k as transformers' processors apply them, then temperature
+    and a draw from the top-p nucleus (greedy when temperature is 0)."""
+    scores = scores.float()
+    if params.repetition_penalty != 1.0:
+        scores = RepetitionPenaltyLogitsProcessor(params.repetition_penalty)(sequences, scores)
+    if params.temperature <= 0:
+        return scores.argmax(-1)
+    scores = scores / params.temperature
+    if params.top_k:
+        scores = TopKLogitsWarper(params.top_k)(sequences, scores)
+    probs = scores.softmax(-1)
+    if params.top_p is None or params.top_p >= 1:
+        return torch.multinomial(probs, 1).squeeze(1)
+    index, weight = nucleus(probs, params.top_p)
+    return index.gather(1, torch.multinomial(weight, 1)).squeeze(1)
 
 
 def _eos_ids(model, tok) -> list[int]:
@@ -86,28 +167,42 @@ def _eos_ids(model, tok) -> list[int]:
 
 @torch.no_grad()
 def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rollout:
-    """One response per prompt, sampled in one batch (greedy when temperature == 0)."""
+    """One response per prompt, sampled in one batch (greedy when temperature == 0).
+
+    The decode loop is our own rather than ``model.generate``: the same model calls and the
+    same distribution, minus three costs ``generate`` pays at batch 32 on a CPU (profiled in
+    BENCHMARKS.md): the prefill of padding, a KV cache copied every step, and a draw over the
+    whole vocabulary when top-p keeps a few hundred tokens."""
     texts = [render_chat(tok, messages) for messages in prompts]
     tok.padding_side, tok.truncation_side = "left", "left"
     enc = tok(texts, return_tensors="pt", padding=True, truncation=True,
               max_length=params.max_prompt_tokens, add_special_tokens=False)
-    eos_ids = _eos_ids(model, tok)
-    greedy = params.temperature <= 0
+    eos_ids = torch.tensor(_eos_ids(model, tok))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(eos_ids[0])
     was_training = model.training
     model.eval()
-    nucleus = not greedy and params.top_p is not None and params.top_p < 1
-    out = model.generate(
-        **enc, max_new_tokens=params.max_new_tokens, do_sample=not greedy,
-        temperature=None if greedy else params.temperature,
-        top_p=None, top_k=None if greedy else (params.top_k or None),
-        # (after temperature and top-k, where transformers puts its own top-p)
-        logits_processor=LogitsProcessorList([FastTopP(params.top_p)] if nucleus else []),
-        repetition_penalty=params.repetition_penalty, eos_token_id=eos_ids,
-        pad_token_id=tok.pad_token_id, use_cache=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]                     # [B, P]
+    B, P = ids.shape
+    logits, cache = _prefill(model, ids, mask, room=params.max_new_tokens)
+    position = mask.sum(-1, keepdim=True)                                   # [B, 1] next position
+    done = torch.zeros(B, dtype=torch.bool)
+    new: list[torch.Tensor] = []                                            # R tensors of [B]
+    for step in range(params.max_new_tokens):
+        sequences = torch.cat([ids, *(t[:, None] for t in new)], 1) \
+            if params.repetition_penalty != 1.0 else ids
+        token = _next_tokens(logits, sequences, params).masked_fill(done, pad_id)
+        new.append(token)
+        done |= torch.isin(token, eos_ids)
+        if done.all() or step == params.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype)], 1)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                       cache=cache, use_cache=True).logits[:, -1]
+        position = position + 1
     model.train(was_training)
-    P = enc["input_ids"].shape[1]
-    response = out[:, P:]                                                    # [B, R]
-    is_eos = torch.isin(response, torch.tensor(eos_ids))
+    response = torch.stack(new, 1) if new else ids.new_zeros(B, 0)          # [B, R]
+    out = torch.cat([ids, response], 1)
+    is_eos = torch.isin(response, eos_ids)
     # tokens after the first EOS are padding; the EOS itself belongs to the response
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0
     response_mask = ~after_eos
@@ -115,7 +210,7 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
     attention = torch.cat([enc["attention_mask"], response_mask.long()], dim=1)
     full_mask = torch.cat([torch.zeros_like(enc["attention_mask"]), response_mask.long()], dim=1)
     # decode without the EOS: an end token need not be a special token the tokenizer skips
-    decoded = tok.batch_decode(response.masked_fill(~response_mask | is_eos, tok.pad_token_id),
+    decoded = tok.batch_decode(response.masked_fill(~response_mask | is_eos, pad_id),
                                skip_special_tokens=True)
     return Rollout(input_ids=out, attention_mask=attention, response_mask=full_mask, prompt_len=P,
                    texts=[t.strip() for t in decoded], finished=finished)

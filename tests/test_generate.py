@@ -15,6 +15,7 @@ from annotate.runlog import read_records, read_run
 from policy.candidates import GenerateConfig, generate_candidates
 from policy.generate import SamplingParams, generate, sample
 from policy.lm import load_policy
+from harness.chat import render_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = [{"role": "user", "content": "hi"}]
@@ -62,6 +63,22 @@ def test_left_padded_batch_gives_the_same_greedy_output_as_one_prompt_alone(lm):
         assert batch.response_ids[row, :n].tolist() == alone.response_ids[0, :n].tolist()
         assert int(batch.response_mask[row].sum()) == n
         assert batch.texts[row] == alone.texts[0]
+
+
+def test_own_decode_loop_matches_transformers_generate_when_greedy(lm):
+    """sample's decode loop (prefill in groups of 8 cut to their own longest prompt, the KV
+    cache written in place) against ``model.generate`` on the same left-padded batch: 11
+    prompts of different lengths, so the prefill runs as two groups of different widths."""
+    model, tok = lm
+    prompts = [[{"role": "user", "content": "word " * n}] for n in range(1, 23, 2)]
+    roll = sample(model, tok, prompts, greedy(10))
+    enc = tok([render_chat(tok, m) for m in prompts], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    want = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)
+    mask = roll.response_mask[:, roll.prompt_len:].bool()
+    assert roll.response_ids.shape[1] == want.shape[1] - enc["input_ids"].shape[1] == 10
+    assert torch.equal(roll.response_ids[mask], want[:, enc["input_ids"].shape[1]:][mask])
 
 
 def test_tokens_after_eos_are_masked_and_not_decoded(tiny_policy):
@@ -361,23 +378,32 @@ def test_a_new_round_from_the_same_model_makes_new_tasks(tiny_lm, tmp_path, db):
     assert seeds == {0, 1}
 
 
-def test_fast_top_p_keeps_the_tokens_transformers_keeps():
-    """policy.generate.FastTopP against transformers' TopPLogitsWarper: the same tokens kept,
-    on peaked rows (the top 16 hold the nucleus) and on flat ones (they do not: the full way)."""
+def test_nucleus_keeps_the_tokens_transformers_keeps():
+    """policy.generate.nucleus against transformers' TopPLogitsWarper: the same tokens kept
+    with their probabilities, on peaked rows (the top 16 hold the nucleus) and on flat ones
+    (they do not: sorted in full, and the candidates widen past 16)."""
     import torch
     from transformers import TopPLogitsWarper
-    from policy.generate import FastTopP
+    from policy.generate import nucleus
 
     torch.manual_seed(0)
     peaked = torch.randn(6, 5000, dtype=torch.float64) * 6
     flat = torch.randn(4, 5000, dtype=torch.float64) * 0.1
     scores = torch.cat([peaked, flat])
+    probs = scores.softmax(-1)
     ids = torch.zeros(10, 3, dtype=torch.long)
     for top_p in (0.5, 0.9, 0.95):
-        fast = FastTopP(top_p, k=16)
-        assert (scores[:6].softmax(-1).topk(16).values.sum(-1) >= top_p).any()   # both paths run
-        assert (scores[6:].softmax(-1).topk(16).values.sum(-1) < top_p).all()
-        want = TopPLogitsWarper(top_p=top_p)(ids, scores.clone())
-        got = fast(ids, scores.clone())
-        assert torch.equal(torch.isinf(got), torch.isinf(want)), top_p
-        assert torch.equal(got[~torch.isinf(got)], scores[~torch.isinf(want)])
+        assert (probs[:6].topk(16).values.sum(-1) >= top_p).any()   # both paths run
+        assert (probs[6:].topk(16).values.sum(-1) < top_p).all()
+        want = ~torch.isinf(TopPLogitsWarper(top_p=top_p)(ids, scores.clone()))   # [B, V]
+        index, weight = nucleus(probs, top_p, k=16)
+        assert index.shape[1] > 16                                 # the flat rows widened it
+        got = torch.zeros_like(want)
+        got.scatter_(1, index, weight > 0)
+        assert torch.equal(got, want), top_p
+        assert torch.equal(weight[weight > 0], probs.gather(1, index)[weight > 0])
+    # a draw only ever lands in the nucleus
+    want = ~torch.isinf(TopPLogitsWarper(top_p=0.5)(ids, scores.clone()))
+    index, weight = nucleus(probs, 0.5, k=16)
+    drawn = index.gather(1, torch.multinomial(weight.float(), 200, replacement=True))
+    assert want.gather(1, drawn).all()
