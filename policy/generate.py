@@ -97,6 +97,11 @@ class _GrowingLayer(DynamicLayer):
         self.key_buffer[:, :, :L], self.value_buffer[:, :, :L] = keys, values
         self.keys, self.values = self.key_buffer[:, :, :L], self.value_buffer[:, :, :L]
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        L = self.keys.shape[-2]
+        self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+        self.keys, self.values = self.key_buffer[:, :, :L], self.value_buffer[:, :, :L]
+
     def update(self, key_states, value_states, *args, **kwargs):
         L, n = self.keys.shape[-2], key_states.shape[-2]
         self.key_buffer[:, :, L:L + n] = key_states
@@ -170,9 +175,10 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
     """One response per prompt, sampled in one batch (greedy when temperature == 0).
 
     The decode loop is our own rather than ``model.generate``: the same model calls and the
-    same distribution, minus three costs ``generate`` pays at batch 32 on a CPU (profiled in
-    BENCHMARKS.md): the prefill of padding, a KV cache copied every step, and a draw over the
-    whole vocabulary when top-p keeps a few hundred tokens."""
+    same distribution, minus four costs ``generate`` pays at batch 32 on a CPU (profiled in
+    BENCHMARKS.md): the prefill of padding, a KV cache copied every step, a draw over the
+    whole vocabulary when top-p keeps a few hundred tokens, and forward passes for rows that
+    have already ended (dropped from the batch once a quarter of it has)."""
     texts = [render_chat(tok, messages) for messages in prompts]
     tok.padding_side, tok.truncation_side = "left", "left"
     enc = tok(texts, return_tensors="pt", padding=True, truncation=True,
@@ -184,19 +190,29 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
     ids, mask = enc["input_ids"], enc["attention_mask"]                     # [B, P]
     B, P = ids.shape
     logits, cache = _prefill(model, ids, mask, room=params.max_new_tokens)
-    position = mask.sum(-1, keepdim=True)                                   # [B, 1] next position
+    position = mask.sum(-1, keepdim=True)                                   # [A, 1] next position
+    rows = torch.arange(B)                     # [A] the batch rows the model still runs
     done = torch.zeros(B, dtype=torch.bool)
     new: list[torch.Tensor] = []                                            # R tensors of [B]
     for step in range(params.max_new_tokens):
-        sequences = torch.cat([ids, *(t[:, None] for t in new)], 1) \
-            if params.repetition_penalty != 1.0 else ids
-        token = _next_tokens(logits, sequences, params).masked_fill(done, pad_id)
+        sequences = torch.cat([ids, *(t[:, None] for t in new)], 1)[rows] \
+            if params.repetition_penalty != 1.0 else ids[rows]
+        drawn = _next_tokens(logits, sequences, params).masked_fill(done[rows], pad_id)  # [A]
+        token = torch.full((B,), pad_id, dtype=ids.dtype)
+        token[rows] = drawn
         new.append(token)
-        done |= torch.isin(token, eos_ids)
+        done[rows] |= torch.isin(drawn, eos_ids)
         if done.all() or step == params.max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype)], 1)
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+        finished = done[rows]
+        if finished.sum() * 4 >= len(rows):
+            # a quarter of the rows have ended: stop running them (copying the cache once
+            # costs less than a quarter of a batch's forward passes from here on)
+            keep = (~finished).nonzero().flatten()
+            rows, drawn, mask, position = rows[keep], drawn[keep], mask[keep], position[keep]
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype)], 1)
+        logits = model(input_ids=drawn[:, None], attention_mask=mask, position_ids=position,
                        cache=cache, use_cache=True).logits[:, -1]
         position = position + 1
     model.train(was_training)

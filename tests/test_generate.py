@@ -71,14 +71,30 @@ def test_own_decode_loop_matches_transformers_generate_when_greedy(lm):
     prompts of different lengths, so the prefill runs as two groups of different widths."""
     model, tok = lm
     prompts = [[{"role": "user", "content": "word " * n}] for n in range(1, 23, 2)]
-    roll = sample(model, tok, prompts, greedy(10))
     enc = tok([render_chat(tok, m) for m in prompts], return_tensors="pt", padding=True,
               add_special_tokens=False)
-    want = model.generate(**enc, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id,
-                          eos_token_id=tok.eos_token_id)
-    mask = roll.response_mask[:, roll.prompt_len:].bool()
-    assert roll.response_ids.shape[1] == want.shape[1] - enc["input_ids"].shape[1] == 10
-    assert torch.equal(roll.response_ids[mask], want[:, enc["input_ids"].shape[1]:][mask])
+    P = enc["input_ids"].shape[1]
+    eos = model.generation_config.eos_token_id
+    try:
+        for extra_eos in ([], None):
+            if extra_eos is None:
+                # rows end at different steps: a token some rows' greedy answers contain and
+                # others do not becomes an end token, so a quarter or more of the rows leave
+                # the batch while the others run on
+                free = sample(model, tok, prompts, greedy(10)).response_ids
+                rows_with = {int(t): int((free == t).any(-1).sum()) for t in free.unique()}
+                extra_eos = [next(t for t, n in sorted(rows_with.items()) if 3 <= n <= 8)]
+            model.generation_config.eos_token_id = [tok.eos_token_id, *extra_eos]
+            roll = sample(model, tok, prompts, greedy(10))
+            want = model.generate(**enc, max_new_tokens=10, do_sample=False,
+                                  pad_token_id=tok.pad_token_id,
+                                  eos_token_id=[tok.eos_token_id, *extra_eos])[:, P:]
+            mask = roll.response_mask[:, roll.prompt_len:].bool()
+            assert roll.response_ids.shape == want.shape
+            assert torch.equal(roll.response_ids[mask], want[mask])
+        assert 3 <= sum(roll.finished) <= 8                  # some ended, the others ran on
+    finally:
+        model.generation_config.eos_token_id = eos
 
 
 def test_tokens_after_eos_are_masked_and_not_decoded(tiny_policy):
