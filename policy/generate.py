@@ -125,9 +125,11 @@ def _prefill(model, input_ids, attention_mask, room: int, rows_per_call: int = 8
         rows = order[g:g + rows_per_call]
         width = int(lengths[rows].max())
         ids, mask = input_ids[rows, P - width:], attention_mask[rows, P - width:]
+        # the last position by index, not logits_to_keep=1: its slice is a strided view that
+        # torch multiplies with the [V, H] output matrix expanded per row (73 ms, not 36)
         out = model(input_ids=ids, attention_mask=mask,
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
-                    logits_to_keep=1)
+                    logits_to_keep=torch.tensor([width - 1]))
         if logits is None:
             logits = out.logits.new_empty(B, out.logits.shape[-1])
         logits[rows] = out.logits[:, -1]
