@@ -6,6 +6,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (the README's command) runs two workers on a 2-core machine: one torch
+    # thread each, and in every CLI process a test starts, or they fight over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -16,6 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED_DATA = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
                    ROOT.parent / "shared" / "data")
 HH_FILE = SHARED_DATA / "hh-harmless-1500.jsonl"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with `slow` tests (minutes on the real models) first: under `pytest -n 2 --dist
+    loadfile` each worker then starts on a long file and the short ones fill in at the end,
+    instead of one worker grinding a long file alone while the other sits idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)   # stable: order kept within
 
 
 @pytest.fixture(scope="session")
