@@ -120,7 +120,7 @@ def _prefill(model, input_ids, attention_mask, room: int, rows_per_call: int = 8
     lengths = attention_mask.sum(-1)                                        # [B]
     order = lengths.argsort()
     logits = None
-    keys: list[list] = []
+    groups: list[tuple] = []   # (rows, width, [(keys, values) per layer]) of each call
     for g in range(0, B, rows_per_call):
         rows = order[g:g + rows_per_call]
         width = int(lengths[rows].max())
@@ -133,19 +133,20 @@ def _prefill(model, input_ids, attention_mask, room: int, rows_per_call: int = 8
         if logits is None:
             logits = out.logits.new_empty(B, out.logits.shape[-1])
         logits[rows] = out.logits[:, -1]
-        keys.append((rows, width, [(layer.keys, layer.values) for layer in out.cache.layers]))
+        groups.append((rows, width, [(layer.keys, layer.values) for layer in out.cache.layers]))
     layers = []
-    for i in range(len(keys[0][2])):
-        k0, v0 = keys[0][2][i]
+    for i in range(len(groups[0][2])):
+        k0, v0 = groups[0][2][i]
         k = k0.new_zeros(B, k0.shape[1], P, k0.shape[-1])
         v = v0.new_zeros(B, v0.shape[1], P, v0.shape[-1])
-        for rows, width, kv in keys:
+        for rows, width, kv in groups:
             k[rows, :, P - width:], v[rows, :, P - width:] = kv[i]
         layers.append(_GrowingLayer(k, v, room))
     return logits, Cache(layers=layers)
 
 
-def _next_tokens(scores: torch.Tensor, sequences: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+def _next_tokens(scores: torch.Tensor, sequences: torch.Tensor | None, params: SamplingParams
+                 ) -> torch.Tensor:
     """One token per row from the last position's logits [B, V] -> [B]: repetition penalty
     (Keskar et al. 2019) and top-k as transformers' processors apply them, then temperature
     and a draw from the top-p nucleus (greedy when temperature is 0)."""
@@ -195,14 +196,15 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
     position = mask.sum(-1, keepdim=True)                                   # [A, 1] next position
     rows = torch.arange(B)                     # [A] the batch rows the model still runs
     done = torch.zeros(B, dtype=torch.bool)
-    new: list[torch.Tensor] = []                                            # R tensors of [B]
+    out = torch.full((B, P + params.max_new_tokens), pad_id, dtype=ids.dtype)   # [B, P + R]
+    out[:, :P] = ids
+    steps = 0
     for step in range(params.max_new_tokens):
-        sequences = torch.cat([ids, *(t[:, None] for t in new)], 1)[rows] \
-            if params.repetition_penalty != 1.0 else ids[rows]
-        drawn = _next_tokens(logits, sequences, params).masked_fill(done[rows], pad_id)  # [A]
-        token = torch.full((B,), pad_id, dtype=ids.dtype)
-        token[rows] = drawn
-        new.append(token)
+        # the token history only the repetition penalty reads (the buffer is filled in place)
+        history = out[rows, :P + step] if params.repetition_penalty != 1.0 else None
+        drawn = _next_tokens(logits, history, params).masked_fill(done[rows], pad_id)  # [A]
+        out[rows, P + step] = drawn
+        steps = step + 1
         done[rows] |= torch.isin(drawn, eos_ids)
         if done.all() or step == params.max_new_tokens - 1:
             break
@@ -218,8 +220,8 @@ def sample(model, tok, prompts: list[list[dict]], params: SamplingParams) -> Rol
                        cache=cache, use_cache=True).logits[:, -1]
         position = position + 1
     model.train(was_training)
-    response = torch.stack(new, 1) if new else ids.new_zeros(B, 0)          # [B, R]
-    out = torch.cat([ids, response], 1)
+    out = out[:, :P + steps]                 # the steps run: all rows ended before the last
+    response = out[:, P:]                                                   # [B, R]
     is_eos = torch.isin(response, eos_ids)
     # tokens after the first EOS are padding; the EOS itself belongs to the response
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0

@@ -97,6 +97,34 @@ def test_own_decode_loop_matches_transformers_generate_when_greedy(lm):
         model.generation_config.eos_token_id = eos
 
 
+def test_own_decode_loop_applies_the_repetition_penalty_as_transformers_does(lm):
+    """The penalty reads every token so far (prompt padding included, as in ``generate``),
+    also after finished rows have left the batch."""
+    import dataclasses
+    model, tok = lm
+    prompts = [[{"role": "user", "content": "word " * n}] for n in range(1, 23, 2)]
+    enc = tok([render_chat(tok, m) for m in prompts], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    params = dataclasses.replace(greedy(12), repetition_penalty=1.8)
+    plain = sample(model, tok, prompts, greedy(12)).response_ids
+    eos = model.generation_config.eos_token_id
+    free = sample(model, tok, prompts, params).response_ids
+    assert not torch.equal(free, plain)                       # the penalty changes the answers
+    rows_with = {int(t): int((free == t).any(-1).sum()) for t in free.unique()}
+    extra = next(t for t, n in sorted(rows_with.items()) if 3 <= n <= 8)
+    try:
+        model.generation_config.eos_token_id = [tok.eos_token_id, extra]
+        roll = sample(model, tok, prompts, params)
+        want = model.generate(**enc, max_new_tokens=12, do_sample=False, repetition_penalty=1.8,
+                              pad_token_id=tok.pad_token_id,
+                              eos_token_id=[tok.eos_token_id, extra])[:, enc["input_ids"].shape[1]:]
+    finally:
+        model.generation_config.eos_token_id = eos
+    mask = roll.response_mask[:, roll.prompt_len:].bool()
+    assert roll.response_ids.shape == want.shape and 3 <= sum(roll.finished) <= 8
+    assert torch.equal(roll.response_ids[mask], want[mask])
+
+
 def test_tokens_after_eos_are_masked_and_not_decoded(tiny_policy):
     model, tok = load_policy(str(tiny_policy))
     free = sample(model, tok, [SHORT, LONG], greedy(12))
