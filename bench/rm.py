@@ -49,6 +49,7 @@ ABLATIONS = {
     "prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"},       # harness/fused_lora.py
     "prefstudio-full-last-layer": {"PREFSTUDIO_FULL_LAST_LAYER": "1"},  # rewardmodel/last_layer.py
     "prefstudio-no-trim": {"PREFSTUDIO_HEAP_TRIM": "0"},              # harness/heap.py
+    "prefstudio-no-heap": {"PREFSTUDIO_HEAP_TRIM": "0", "PREFSTUDIO_HEAP_MMAP": "0"},  # glibc's defaults
 }
 
 

@@ -37,7 +37,10 @@ _LIBC = _libc()
 
 
 def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Serve blocks of ``threshold`` bytes and more by mmap, for the rest of the process."""
+    """Serve blocks of ``threshold`` bytes and more by mmap, for the rest of the process.
+    ``PREFSTUDIO_HEAP_MMAP=0`` leaves glibc's own (drifting) threshold (benchmarks)."""
+    if os.environ.get("PREFSTUDIO_HEAP_MMAP", "1") == "0":
+        return False
     return bool(_LIBC and _LIBC.mallopt(M_MMAP_THRESHOLD, int(threshold)))
 
 
