@@ -65,15 +65,23 @@ def test_left_padded_batch_gives_the_same_greedy_output_as_one_prompt_alone(lm):
         assert batch.texts[row] == alone.texts[0]
 
 
-def test_own_decode_loop_matches_transformers_generate_when_greedy(lm):
+@pytest.mark.parametrize("penalty", [1.0, 1.8], ids=["plain", "repetition-penalty"])
+def test_own_decode_loop_matches_transformers_generate_when_greedy(lm, penalty):
     """sample's decode loop (prefill in groups of 8 cut to their own longest prompt, the KV
     cache written in place) against ``model.generate`` on the same left-padded batch: 11
-    prompts of different lengths, so the prefill runs as two groups of different widths."""
+    prompts of different lengths, so the prefill runs as two groups of different widths. With
+    a repetition penalty the loop must read every token so far (prompt padding included, as
+    ``generate`` does), also after finished rows have left the batch."""
+    import dataclasses
     model, tok = lm
     prompts = [[{"role": "user", "content": "word " * n}] for n in range(1, 23, 2)]
     enc = tok([render_chat(tok, m) for m in prompts], return_tensors="pt", padding=True,
               add_special_tokens=False)
     P = enc["input_ids"].shape[1]
+    params = dataclasses.replace(greedy(10), repetition_penalty=penalty)
+    if penalty != 1.0:   # the penalty changes the answers, or this case tests nothing
+        assert not torch.equal(sample(model, tok, prompts, params).response_ids,
+                               sample(model, tok, prompts, greedy(10)).response_ids)
     eos = model.generation_config.eos_token_id
     try:
         for extra_eos in ([], None):
@@ -81,13 +89,13 @@ def test_own_decode_loop_matches_transformers_generate_when_greedy(lm):
                 # rows end at different steps: a token some rows' greedy answers contain and
                 # others do not becomes an end token, so a quarter or more of the rows leave
                 # the batch while the others run on
-                free = sample(model, tok, prompts, greedy(10)).response_ids
+                free = sample(model, tok, prompts, params).response_ids
                 rows_with = {int(t): int((free == t).any(-1).sum()) for t in free.unique()}
                 extra_eos = [next(t for t, n in sorted(rows_with.items()) if 3 <= n <= 8)]
             model.generation_config.eos_token_id = [tok.eos_token_id, *extra_eos]
-            roll = sample(model, tok, prompts, greedy(10))
+            roll = sample(model, tok, prompts, params)
             want = model.generate(**enc, max_new_tokens=10, do_sample=False,
-                                  pad_token_id=tok.pad_token_id,
+                                  repetition_penalty=penalty, pad_token_id=tok.pad_token_id,
                                   eos_token_id=[tok.eos_token_id, *extra_eos])[:, P:]
             mask = roll.response_mask[:, roll.prompt_len:].bool()
             assert roll.response_ids.shape == want.shape
@@ -95,34 +103,6 @@ def test_own_decode_loop_matches_transformers_generate_when_greedy(lm):
         assert 3 <= sum(roll.finished) <= 8                  # some ended, the others ran on
     finally:
         model.generation_config.eos_token_id = eos
-
-
-def test_own_decode_loop_applies_the_repetition_penalty_as_transformers_does(lm):
-    """The penalty reads every token so far (prompt padding included, as in ``generate``),
-    also after finished rows have left the batch."""
-    import dataclasses
-    model, tok = lm
-    prompts = [[{"role": "user", "content": "word " * n}] for n in range(1, 23, 2)]
-    enc = tok([render_chat(tok, m) for m in prompts], return_tensors="pt", padding=True,
-              add_special_tokens=False)
-    params = dataclasses.replace(greedy(12), repetition_penalty=1.8)
-    plain = sample(model, tok, prompts, greedy(12)).response_ids
-    eos = model.generation_config.eos_token_id
-    free = sample(model, tok, prompts, params).response_ids
-    assert not torch.equal(free, plain)                       # the penalty changes the answers
-    rows_with = {int(t): int((free == t).any(-1).sum()) for t in free.unique()}
-    extra = next(t for t, n in sorted(rows_with.items()) if 3 <= n <= 8)
-    try:
-        model.generation_config.eos_token_id = [tok.eos_token_id, extra]
-        roll = sample(model, tok, prompts, params)
-        want = model.generate(**enc, max_new_tokens=12, do_sample=False, repetition_penalty=1.8,
-                              pad_token_id=tok.pad_token_id,
-                              eos_token_id=[tok.eos_token_id, extra])[:, enc["input_ids"].shape[1]:]
-    finally:
-        model.generation_config.eos_token_id = eos
-    mask = roll.response_mask[:, roll.prompt_len:].bool()
-    assert roll.response_ids.shape == want.shape and 3 <= sum(roll.finished) <= 8
-    assert torch.equal(roll.response_ids[mask], want[mask])
 
 
 def test_tokens_after_eos_are_masked_and_not_decoded(tiny_policy):
