@@ -38,11 +38,12 @@ from torch import nn
 HEADS = ("classifier", "score", "lm_head")
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10, threads: int | None = None) -> float:
-    """fp32 FLOP/s of the best of ``repeats`` n×n matrix products (one warm-up first)."""
+def matmul_peak(n: int = 2048, repeats: int = 10, threads: int | None = None,
+                dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of the best of ``repeats`` n×n matrix products in ``dtype`` (one warm-up first)."""
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(repeats):
@@ -133,19 +134,43 @@ def dpo_flops_per_pair(s: Shape, pairs: list[tuple[int, int, int]]) -> float:
     return total / len(pairs)
 
 
-def mfu_lines(flops_per_sample: float, peak: float, summary: dict) -> list[str]:
+def matmul_peaks(threads: int | None = None) -> dict[str, float]:
+    """{"fp32": FLOP/s, "bf16": FLOP/s}: each side's MFU is taken against the peak of the
+    precision its matrix products ran in."""
+    return {"fp32": matmul_peak(threads=threads),
+            "bf16": matmul_peak(threads=threads, dtype=torch.bfloat16)}
+
+
+def side_precision(side: str) -> str:
+    """The precision of a benchmark side's matrix products: ``trl-bf16`` and ``*-fp32`` say it;
+    prefstudio's own default (``precision=auto``) is bf16 where this machine makes it fast."""
+    if side.endswith("-bf16"):
+        return "bf16"
+    if side.endswith("-fp32") or side.startswith("trl"):
+        return "fp32"
+    from harness.precision import resolve
+    return resolve("auto", torch.device("cpu"))
+
+
+def mfu_lines(flops_per_sample: float, peaks: dict[str, float], summary: dict) -> list[str]:
     """One line per side of a ``sides.summarize`` summary: its MFU at its median throughput
     per wall second and, when measured, per second of its own CPU time (what it would reach
-    on a machine of its own: the fraction of the time it did run)."""
-    lines = [f"model FLOPs per sample {flops_per_sample / 1e9:.2f} GFLOP; fp32 matmul peak "
-             f"{peak / 1e9:.0f} GFLOP/s with {torch.get_num_threads()} thread(s), the sides' "
-             "(best of this run's repeats)"]
+    on a machine of its own: the fraction of the time it did run), against the matmul peak of
+    the side's precision (``side_precision``)."""
+    lines = [f"model FLOPs per sample {flops_per_sample / 1e9:.2f} GFLOP; matmul peak "
+             + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+             + f" with {torch.get_num_threads()} thread(s), the sides' (best of this run's repeats)"]
     for side, s in summary["sides"].items():
+        kind = side_precision(side)
+        peak = peaks[kind]
         wall = flops_per_sample * s["samples_per_s"]["median"]
-        line = f"MFU {side}: {100 * wall / peak:.1f} % of wall time ({wall / 1e9:.1f} GFLOP/s)"
+        line = (f"MFU {side} ({kind}): {100 * wall / peak:.1f} % of wall time "
+                f"({wall / 1e9:.1f} GFLOP/s)")
         if "samples_per_cpu_s" in s:
             cpu = flops_per_sample * s["samples_per_cpu_s"]["median"]
             line += f", {100 * cpu / peak:.1f} % of its CPU time"
+        if kind != "fp32":
+            line += f"; {100 * wall / peaks['fp32']:.1f} % of the fp32 peak"
         lines.append(line)
     return lines
 
@@ -157,9 +182,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = ap.parse_args()
     import os
-    peak = matmul_peak(args.matrix, args.repeats, args.threads)
-    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s ({args.matrix}x{args.matrix}, best of "
-          f"{args.repeats}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f})")
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peak = matmul_peak(args.matrix, args.repeats, args.threads, dtype)
+        print(f"{name} matmul peak: {peak / 1e9:.1f} GFLOP/s ({args.matrix}x{args.matrix}, best of "
+              f"{args.repeats}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

@@ -69,21 +69,24 @@ def dpo_pairs(args) -> list:
     raise SystemExit(f"only {len(chosen)} pairs of {args.data} fit the length limits")
 
 
-def dpo_prefstudio(args, pairs, out: Path) -> dict:
+def dpo_prefstudio(args, pairs, out: Path, precision: str = "auto") -> dict:
     from policy.dpo import DPOConfig, train_dpo
     from harness.lora import LoraSettings
 
     config = DPOConfig(model=args.model, lr=args.lr, beta=0.1, batch_size=args.batch,
                        max_steps=args.steps, save_every=0, log_every=1, seed=0,
                        max_prompt_len=args.max_prompt_len, max_response_len=args.max_response_len,
-                       lora=LoraSettings(r=16, alpha=32))
+                       lora=LoraSettings(r=16, alpha=32), precision=precision)
     train_dpo(config, pairs, out)
     from annotate.runlog import read_metrics
     losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
     return {"first": losses[0], "last": losses[-1]}
 
 
-def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False) -> dict:
+def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False,
+            bf16: bool = False) -> dict:
+    """TRL's DPOTrainer; ``bf16``: its mixed precision (the Trainer's autocast), the
+    counterpart of prefstudio's default on a CPU with AMX."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -102,7 +105,7 @@ def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False) -> dic
     config = DPOConfig(output_dir=str(out), per_device_train_batch_size=args.batch,
                        max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
                        warmup_steps=0, beta=0.1, loss_type=["sigmoid"], max_length=None,
-                       gradient_checkpointing=gradient_checkpointing, bf16=False, use_cpu=True,
+                       gradient_checkpointing=gradient_checkpointing, bf16=bf16, use_cpu=True,
                        report_to="none", save_strategy="no", logging_steps=1, seed=0,
                        dataloader_num_workers=0, disable_tqdm=True)
     trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
@@ -260,6 +263,8 @@ SIDES = {
         "prefstudio": dpo_prefstudio,
         "trl": dpo_trl,
         "trl+gc": lambda args, pairs, out: dpo_trl(args, pairs, out, gradient_checkpointing=True),
+        "trl-bf16": lambda args, pairs, out: dpo_trl(args, pairs, out, bf16=True),
+        "prefstudio-fp32": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "fp32"),
     },
     "ppo": {
         "prefstudio": ppo_prefstudio,
@@ -336,11 +341,12 @@ def parent(part: str, args, argv: list[str]) -> None:
           "time end to end (load, tokenize, reference, train, save)")
     notes = None
     if part == "dpo":
-        from mfu import dpo_flops_per_pair, matmul_peak, mfu_lines, model_shape
+        from mfu import dpo_flops_per_pair, matmul_peaks, mfu_lines, model_shape
         shape = model_shape(args.model, 16, "all-linear", causal_lm=True)
-        flops, peak = dpo_flops_per_pair(shape, dpo_lengths(args, rows)), matmul_peak(threads=args.threads)
+        flops, peak = dpo_flops_per_pair(shape, dpo_lengths(args, rows)), matmul_peaks(threads=args.threads)
         notes = lambda summary: mfu_lines(flops, peak, summary)
-    summary = sides.report(results, ours, labels={"trl": "TRL"}, load_at_start=load, notes=notes,
+    summary = sides.report(results, ours, labels={"trl": "TRL", "trl-bf16": "TRL bf16"},
+                           load_at_start=load, notes=notes,
                            extra=lambda r: f"{metric} {r['first']:.3f} -> {r['last']:.3f}")
     print("JSON " + json.dumps({"part": part, "load_at_start": load,
                                 "config": {k: v for k, v in vars(args).items()

@@ -95,7 +95,7 @@ def lora_targets(args) -> str | None:
     return None if args.lora_targets == "peft-default" else args.lora_targets
 
 
-def run_prefstudio(args, data, kind) -> dict:
+def run_prefstudio(args, data, kind, precision: str = "auto") -> dict:
     from rewardmodel.train import RMConfig, train
 
     with tempfile.TemporaryDirectory() as out:
@@ -104,7 +104,8 @@ def run_prefstudio(args, data, kind) -> dict:
                           lora_targets=lora_targets(args),
                           max_steps=args.steps, lr=args.lr, scheduler="cosine",
                           warmup_ratio=args.warmup / args.steps, eval_fraction=0,
-                          eval_every=10**9, save_every=0, log_every=10, use_margin=False, seed=0)
+                          eval_every=10**9, save_every=0, log_every=10, use_margin=False, seed=0,
+                          precision=precision)
         summary = train(config, data)
     result = {"samples_per_s": summary["samples_per_s"], "seconds": summary["seconds"],
               "final_loss": summary["final_loss"]}
@@ -114,10 +115,11 @@ def run_prefstudio(args, data, kind) -> dict:
     return result
 
 
-def run_trl(args, data, kind, lengths: list[int] | None = None) -> dict:
+def run_trl(args, data, kind, lengths: list[int] | None = None, bf16: bool = False) -> dict:
     """TRL's RewardTrainer; with ``lengths`` (each pair's longer sequence) its Trainer's own
     length grouping (``train_sampling_strategy="group_by_length"``, the counterpart of
-    prefstudio's length-bucketed batches)."""
+    prefstudio's length-bucketed batches); ``bf16``: its mixed precision (``bf16=True``, the
+    Trainer's autocast), the counterpart of prefstudio's default on a CPU with AMX."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
@@ -139,6 +141,7 @@ def run_trl(args, data, kind, lengths: list[int] | None = None) -> dict:
                               lr_scheduler_type="cosine", warmup_steps=args.warmup,
                               logging_steps=10, save_strategy="no", eval_strategy="no",
                               report_to="none", use_cpu=True, seed=0, max_length=args.max_length,
+                              bf16=bf16,
                               disable_dropout=True, max_grad_norm=1.0, dataloader_num_workers=0,
                               eos_token="[SEP]" if kind == "encoder" else None,
                               **({"train_sampling_strategy": "group_by_length",
@@ -169,8 +172,11 @@ def child(args) -> None:
     torch.manual_seed(0)
     if args.side == "trl+group-by-length":
         result = run_trl(args, data, plan["kind"], plan["trl_lengths"])
+    elif args.side.startswith("trl"):
+        result = run_trl(args, data, plan["kind"], bf16=args.side == "trl-bf16")
     else:
-        result = (run_trl if args.side == "trl" else run_prefstudio)(args, data, plan["kind"])
+        result = run_prefstudio(args, data, plan["kind"],
+                                precision="fp32" if args.side == "prefstudio-fp32" else "auto")
     result.update(side=args.side, pairs=len(data.pairs), peak_rss_mb=peak_rss_mb(),
                   threads=torch.get_num_threads())
     sides.emit(result)
@@ -193,13 +199,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, help="torch threads on both sides (default: torch's)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (bench/sides.py)")
     ap.add_argument("--sides", default="trl,prefstudio",
-                    help="sides, in the order each round runs them: trl, trl+group-by-length, "
-                         "prefstudio, and "
+                    help="sides, in the order each round runs them: trl, trl-bf16 (its mixed "
+                         "precision), trl+group-by-length, prefstudio, prefstudio-fp32 (mixed "
+                         "precision off), and "
                          f"prefstudio with a speed-up switched off ({', '.join(ABLATIONS)})")
     ap.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
                     "prefstudio runs as the side 'baseline'")
-    ap.add_argument("--side", choices=["prefstudio", "trl", "trl+group-by-length", "baseline",
-                                       *ABLATIONS],
+    ap.add_argument("--side", choices=["prefstudio", "prefstudio-fp32", "trl", "trl-bf16",
+                                       "trl+group-by-length", "baseline", *ABLATIONS],
                     help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -221,12 +228,13 @@ def main() -> None:
     print(f"backbone {args.backbone}, {ours['pairs']} pairs (dropped {dropped} "
           f"longer than {args.max_length} tokens), batch {args.batch_size}, {args.steps} steps, "
           f"LoRA r={args.lora_r} on {args.lora_targets}, {ours['threads']} threads")
-    from mfu import matmul_peak, mfu_lines, model_shape, rm_flops_per_pair
+    from mfu import matmul_peaks, mfu_lines, model_shape, rm_flops_per_pair
     shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
     flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
-    peak = matmul_peak(threads=args.threads)
+    peak = matmul_peaks(threads=args.threads)
     summary = sides.report(results, "prefstudio",
-                           labels={"trl": "TRL", "trl+group-by-length": "TRL group_by_length"}, load_at_start=load,
+                           labels={"trl": "TRL", "trl-bf16": "TRL bf16",
+                                   "trl+group-by-length": "TRL group_by_length"}, load_at_start=load,
                            extra=lambda r: f"final loss {r['final_loss']:.4f}",
                            notes=lambda summary: mfu_lines(flops, peak, summary))
     print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,

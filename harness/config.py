@@ -22,6 +22,7 @@ class TrainSettings:
     max_steps: int | None = 100             # optimizer steps
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False    # recompute activations in backward: less memory, slower
+    precision: str = "auto"                 # auto | fp32 | bf16 (harness/precision.py: mixed precision)
     seed: int = 0
     log_every: int = 1
     save_every: int = 50                    # checkpoint every N steps (and always at the end)
@@ -59,6 +60,8 @@ class TrainSettings:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be at least 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
 
 
 def build_config(cls: type[TrainSettings], options: dict[str, Any],

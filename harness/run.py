@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from annotate.runlog import RunLog
 
-from . import fused_lora, heap
+from . import fused_lora, heap, precision
 from .config import TrainSettings
 
 CHECKPOINT_DIR = "checkpoint"
@@ -112,8 +112,11 @@ class TrainingRun:
         self.dir = Path(out_dir)
         # Without a GPU, processes started by `accelerate launch --multi_gpu` (torchrun) must be
         # told to use CPU DDP (gloo); otherwise each would silently train alone.
-        self.accelerator = Accelerator(cpu=not (torch.cuda.is_available()
-                                                or torch.backends.mps.is_available()))
+        gpu = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else None
+        self.precision = precision.resolve(config.precision, torch.device(gpu or "cpu"))
+        if self.precision == "bf16" and gpu is None:
+            precision.bound_kernel_caches()
+        self.accelerator = Accelerator(cpu=gpu is None)
         self.is_main = self.accelerator.is_main_process
         self._on_cpu = self.accelerator.device.type == "cpu"
         if self._on_cpu:  # freed activations go back to the OS (heap.py: why)
@@ -134,11 +137,18 @@ class TrainingRun:
         warmup_steps += int(warmup_ratio * self.total_steps)
         self.scheduler = make_schedule(optimizer, schedule, warmup_steps, self.total_steps)
         fused_lora.install(model)   # peft's LoRA layers in two GEMMs (fused_lora.py: why)
+        self._undo_autocast = lambda: None
+        if self.precision == "bf16":   # autocast around the forward; weights, optimizer fp32
+            if self._on_cpu:
+                precision.attention_in_fp32(model)
+            self._undo_autocast = precision.autocast_forward(model, self.accelerator.device.type)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0                      # optimizer steps done
         self.state: dict[str, Any] = {}    # trainer-specific, JSON, saved with every checkpoint
         self._data_pos: dict[str, Any] = {}    # {"key", "epoch", "batch"} of the current data
         self.resumed = saved is not None
+        self.log.log(f"precision {self.precision} (config: {config.precision}), "
+                     f"device {self.accelerator.device}")
         if saved is not None:
             self._load_checkpoint(saved)
             self.log.log(f"resumed from step {self.step}")
@@ -151,6 +161,9 @@ class TrainingRun:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.bar.close()
+        # the model leaves the run as it came: no autocast around its forward any more
+        self._undo_autocast()
+        fused_lora.drop_copies(self.unwrapped)
         if exc is not None:
             self.log.fail(exc)
 
@@ -324,7 +337,7 @@ class TrainingRun:
         self.save_checkpoint()
         if save is not None:
             self.on_main(save)
-        self.log.finish("done", steps=self.step, **summary)
+        self.log.finish("done", steps=self.step, precision=self.precision, **summary)
         self.accelerator.wait_for_everyone()
         return self.dir
 

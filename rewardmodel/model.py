@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from harness import hub
+from harness import hub, precision
 from harness.lora import LoraSettings
 
 from . import last_layer
@@ -76,6 +76,9 @@ class RewardModel(nn.Module):
         self.pad_id = _pad_id(tokenizer)
         # encoders: the last layer computes only the [CLS] position the head reads (last_layer.py)
         self._cls_layer = (last_layer.install(model) if kind == "encoder" else None,)  # not a submodule
+        # under mixed precision the scalar reward is still computed in fp32: bf16 keeps ~3
+        # significant digits, and close pairs would tie (harness/precision.py)
+        precision.fp32_forward(_head(model))
         self._shared = False  # True when the backbone belongs to another model (on_backbone)
         # {"mean", "std", "n", "on"} of its rewards, measured when it was trained (rm.json)
         self.reward_stats: dict | None = None

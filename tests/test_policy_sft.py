@@ -79,9 +79,12 @@ def test_sft_loss_goes_down_and_the_policy_learns_the_replies(tiny_policy, tmp_p
     run = read_run(out)
     assert run["status"] == "done" and run["kind"] == "sft" and run["config"]["packing"] is True
     model, tok = load_policy(str(out))
-    roll = sample(model, tok, [[{"role": "user", "content": "hello"}]],
+    roll = sample(model, tok, [[{"role": "user", "content": "write a poem"}],
+                               [{"role": "user", "content": "hello"}]],
                   SamplingParams(max_new_tokens=6, temperature=0))
     assert roll.texts[0].startswith("zebra quokka zebra")
+    # "hello" has two replies in the data (CHAT's and a zebra chat's): either, learned whole
+    assert roll.texts[1].startswith(("zebra quokka zebra", "hi how are you")), roll.texts
 
 
 def test_read_chats_names_the_line_and_field(tmp_path):

