@@ -141,18 +141,20 @@ def matmul_peaks(threads: int | None = None) -> dict[str, float]:
             "bf16": matmul_peak(threads=threads, dtype=torch.bfloat16)}
 
 
-def side_precision(side: str) -> str:
-    """The precision of a benchmark side's matrix products: ``trl-bf16`` and ``*-fp32`` say it;
-    prefstudio's own default (``precision=auto``) is bf16 where this machine makes it fast."""
+def side_precision(side: str, ours: str = "fp32") -> str:
+    """The precision of a benchmark side's matrix products: ``*-bf16`` and ``*-fp32`` say it,
+    TRL's default is fp32, prefstudio's sides run the stage's default ``ours`` (fp32, bf16,
+    or auto: bf16 where this machine makes it fast)."""
     if side.endswith("-bf16"):
         return "bf16"
     if side.endswith("-fp32") or side.startswith("trl"):
         return "fp32"
     from harness.precision import resolve
-    return resolve("auto", torch.device("cpu"))
+    return resolve(ours, torch.device("cpu"))
 
 
-def mfu_lines(flops_per_sample: float, peaks: dict[str, float], summary: dict) -> list[str]:
+def mfu_lines(flops_per_sample: float, peaks: dict[str, float], summary: dict,
+              ours: str = "fp32") -> list[str]:
     """One line per side of a ``sides.summarize`` summary: its MFU at its median throughput
     per wall second and, when measured, per second of its own CPU time (what it would reach
     on a machine of its own: the fraction of the time it did run), against the matmul peak of
@@ -161,7 +163,7 @@ def mfu_lines(flops_per_sample: float, peaks: dict[str, float], summary: dict) -
              + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
              + f" with {torch.get_num_threads()} thread(s), the sides' (best of this run's repeats)"]
     for side, s in summary["sides"].items():
-        kind = side_precision(side)
+        kind = side_precision(side, ours)
         peak = peaks[kind]
         wall = flops_per_sample * s["samples_per_s"]["median"]
         line = (f"MFU {side} ({kind}): {100 * wall / peak:.1f} % of wall time "

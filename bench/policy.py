@@ -69,7 +69,7 @@ def dpo_pairs(args) -> list:
     raise SystemExit(f"only {len(chosen)} pairs of {args.data} fit the length limits")
 
 
-def dpo_prefstudio(args, pairs, out: Path, precision: str = "auto") -> dict:
+def dpo_prefstudio(args, pairs, out: Path, precision: str = "fp32") -> dict:
     from policy.dpo import DPOConfig, train_dpo
     from harness.lora import LoraSettings
 
@@ -264,7 +264,7 @@ SIDES = {
         "trl": dpo_trl,
         "trl+gc": lambda args, pairs, out: dpo_trl(args, pairs, out, gradient_checkpointing=True),
         "trl-bf16": lambda args, pairs, out: dpo_trl(args, pairs, out, bf16=True),
-        "prefstudio-fp32": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "fp32"),
+        "prefstudio-bf16": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "bf16"),
     },
     "ppo": {
         "prefstudio": ppo_prefstudio,

@@ -236,7 +236,7 @@ def main() -> None:
                            labels={"trl": "TRL", "trl-bf16": "TRL bf16",
                                    "trl+group-by-length": "TRL group_by_length"}, load_at_start=load,
                            extra=lambda r: f"final loss {r['final_loss']:.4f}",
-                           notes=lambda summary: mfu_lines(flops, peak, summary))
+                           notes=lambda summary: mfu_lines(flops, peak, summary, ours="auto"))
     print("JSON " + json.dumps({"args": vars(args), "dropped_too_long": dropped,
                               "load_at_start": load, "results": results, "summary": summary}))
 

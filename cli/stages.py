@@ -85,6 +85,10 @@ TRAIN = {
             type=int),
         opt("--gradient-checkpointing", TRAIN_KINDS, "recompute activations in the backward "
             "pass (less memory, slower)", action="store_true"),
+        opt("--precision", TRAIN_KINDS, "matrix products in bf16 (weights, optimizer, attention "
+            "on CPUs and heads fp32), fp32, or auto: bf16 where the hardware makes it fast (CPUs "
+            "with AMX, GPUs); default auto for rm, fp32 for the policy stages",
+            choices=["auto", "fp32", "bf16"]),
     ],
     "preference data filters": FILTERS,
     "reward model": [

@@ -32,7 +32,7 @@ def run(args) -> None:
 
 # Options of `train sft|rs|dpo|ppo|rloo|rrhf` that map onto the stage's config fields.
 POLICY_OPTIONS = ("lr", "batch_size", "grad_accum", "seed", "save_every", "lora_r",
-                  "gradient_checkpointing",
+                  "gradient_checkpointing", "precision",
                   "packing", "beta", "loss", "margin_scale", "reference", "k", "rounds",
                   "select", "top_fraction", "min_reward", "max_new_tokens", "temperature",
                   "kl_target", "critic", "ppo_epochs", "minibatch_size", "sft_weight",

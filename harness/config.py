@@ -22,7 +22,7 @@ class TrainSettings:
     max_steps: int | None = 100             # optimizer steps
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False    # recompute activations in backward: less memory, slower
-    precision: str = "auto"                 # auto | fp32 | bf16 (harness/precision.py: mixed precision)
+    precision: str = "fp32"                 # fp32 | bf16 | auto: bf16 where fast (harness/precision.py)
     seed: int = 0
     log_every: int = 1
     save_every: int = 50                    # checkpoint every N steps (and always at the end)

@@ -142,3 +142,16 @@ def fp32_forward(module: torch.nn.Module) -> torch.nn.Module:
 
     module.forward = forward_fp32
     return module
+
+
+def fp32_output_heads(model: torch.nn.Module) -> int:
+    """Language-model heads in fp32 (``fp32_forward``): log-probabilities come from logits,
+    and bf16 logits (~3 significant digits: steps of 0.06 at 16) would put noise of that size
+    on every token's log-prob, and on DPO's and PPO's log-ratios. Returns how many."""
+    from transformers import PreTrainedModel
+
+    heads = {id(h): h for m in model.modules() if isinstance(m, PreTrainedModel)
+             for h in [m.get_output_embeddings()] if isinstance(h, torch.nn.Module)}
+    for head in heads.values():
+        fp32_forward(head)
+    return len(heads)

@@ -141,6 +141,7 @@ class TrainingRun:
         if self.precision == "bf16":   # autocast around the forward; weights, optimizer fp32
             if self._on_cpu:
                 precision.attention_in_fp32(model)
+            precision.fp32_output_heads(model)
             self._undo_autocast = precision.autocast_forward(model, self.accelerator.device.type)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0                      # optimizer steps done

@@ -72,6 +72,9 @@ class RMConfig(TrainSettings):
     bucket: bool = True                 # length-bucketed batches
     share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
     log_every: int = 1                  # a metrics line per step: the studio's progress moves
+    # bf16 matrix products where the hardware makes them fast (AMX CPUs, GPUs), else fp32:
+    # the same 5-fold CV accuracy, 1.9x the speed on this CPU (harness/precision.py)
+    precision: str = "auto"
     resume: bool = True                 # continue from <out>/checkpoint when it exists
 
     RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset({
@@ -103,7 +106,8 @@ class RMConfig(TrainSettings):
                    "eval_every": opt("eval_every", None), "save_every": opt("save_every", None),
                    "patience": opt("patience", None), "center_coef": opt("center", None),
                    "kind": opt("rm_kind", None), "out": opt("out", None),
-                   "gradient_checkpointing": opt("gradient_checkpointing", None)}
+                   "gradient_checkpointing": opt("gradient_checkpointing", None),
+                   "precision": opt("precision", None)}
         if opt("full_finetune", False):
             options["lora_r"] = 0
         if opt("lora_targets", None):

@@ -156,3 +156,41 @@ def test_the_reward_head_is_computed_in_fp32_under_autocast(tiny_bert):
         rewards = rm(**batch)
     assert dtypes == [(torch.float32, torch.float32)] and rewards.dtype == torch.float32
     assert rewards[0] != rewards[1]
+
+
+def test_the_precision_option_reaches_every_stage_and_bad_values_are_refused(tmp_path):
+    from cli import parse_command
+    from cli.train import policy_config
+    from rewardmodel.train import RMConfig
+
+    rm = lambda *extra: RMConfig.from_args(parse_command(
+        ["train", "rm", "--data", "f.jsonl", "--out", str(tmp_path), *extra]))
+    assert rm().precision == "auto"                       # the reward model: bf16 where fast
+    assert rm("--precision", "fp32").precision == "fp32"
+    dpo = lambda *extra: policy_config(parse_command(
+        ["train", "dpo", "--data", "f.jsonl", "--out", str(tmp_path), *extra]))
+    assert dpo("--precision", "bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="invalid choice: 'fp16'"):
+        parse_command(["train", "rm", "--data", "f", "--out", "o", "--precision", "fp16"])
+
+
+def test_a_bf16_reward_model_learns_what_an_fp32_one_learns_and_the_run_says_which(tiny_bert, tmp_path):
+    """The same tiny training in both precisions: both learn the marker preference, and
+    run.json records the precision the run used (``auto`` resolved)."""
+    from annotate.runlog import read_metrics, read_run
+    from rm_synthetic import marker_data
+    from rewardmodel.evaluate import evaluate
+    from rewardmodel.model import RewardModel
+    from rewardmodel.train import RMConfig, train
+
+    results = {}
+    for prec in ("fp32", "bf16"):
+        out = tmp_path / prec
+        config = RMConfig(out=str(out), base=str(tiny_bert), max_length=48, lora_r=8, lr=1e-2,
+                          batch_size=8, epochs=2, eval_every=20, log_every=5, precision=prec)
+        train(config, marker_data(300, seed=1, rankings=40))
+        losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
+        assert losses[-1] < 0.5 * losses[0], (prec, losses)
+        assert read_run(out)["summary"]["precision"] == prec
+        results[prec] = evaluate(RewardModel.load(out), marker_data(200, seed=99))["accuracy"]
+    assert results["bf16"] >= 0.95 and results["fp32"] >= 0.95, results
