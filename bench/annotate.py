@@ -285,7 +285,9 @@ async def login(port: int, user: str, mode: str) -> Http:
 
 
 async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict, rng, mode: str,
-                    stop: asyncio.Event | None = None):
+                    stop: asyncio.Event | None = None, think: float = 0.0):
+    """next_task → submit_label in a loop; ``think`` > 0: a pause after each label, drawn
+    from an exponential distribution with that mean in seconds (a person reading the task)."""
     await http.open()
     try:
         while time.perf_counter() < until and not (stop and stop.is_set()):
@@ -307,6 +309,12 @@ async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict,
                 continue
             lat["submit_label"].append(time.perf_counter() - t0)
             stats["ok"][user] = stats["ok"].get(user, 0) + 1
+            if think > 0:
+                pause = min(rng.expovariate(1 / think), max(until - time.perf_counter(), 0))
+                try:
+                    await asyncio.wait_for((stop or asyncio.Event()).wait(), timeout=pause)
+                except asyncio.TimeoutError:
+                    pass
     finally:
         http.close()
 

@@ -6,7 +6,8 @@ fresh `prefstudio serve` process. --pages of the accounts log in through the stu
 page in headless Chromium (Playwright, /usr/bin/chromium; one browser context each) and label
 --labels tasks each: pick "A is better" and a margin, then Submit. The other accounts are the
 HTTP clients of bench/annotate.py (--mode rest | run | call), looping next_task → submit_label
-without pause until the pages are done.
+without pause (or pausing --think-time seconds on average after each label, as people do)
+until the pages are done.
 
 The round trip is timed inside the page: ``performance.now()`` just before the Submit button's
 click, then a MutationObserver on the task header waits for a new task id, and one
@@ -122,7 +123,8 @@ async def browser_annotator(browser, url: str, user: str, labels: int, times: li
         await context.close()
 
 
-async def one_round(port: int, pid: int, clients: int, pages: int, labels: int, mode: str) -> dict:
+async def one_round(port: int, pid: int, clients: int, pages: int, labels: int, mode: str,
+                    think: float = 0.0) -> dict:
     from playwright.async_api import async_playwright
     url = f"http://127.0.0.1:{port}/"
     lat = {"next_task": [], "submit_label": []}
@@ -137,7 +139,7 @@ async def one_round(port: int, pid: int, clients: int, pages: int, labels: int, 
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         server0, start = cpu_seconds(pid), time.perf_counter()
         background = [asyncio.create_task(annotator(http, u, float("inf"), lat, stats,
-                                                    random.Random(i), mode, stop))
+                                                    random.Random(i), mode, stop, think))
                       for i, (http, u) in enumerate(zip(sessions, users[pages:]))]
         try:
             await asyncio.gather(*[browser_annotator(browser, url, u, labels, browser_times,
@@ -158,6 +160,9 @@ def main() -> None:
     ap.add_argument("--labels", type=int, default=40, help="labels per page")
     ap.add_argument("--mode", default="rest", choices=["rest", "run", "call"],
                     help="the HTTP annotators' route (bench/annotate.py)")
+    ap.add_argument("--think-time", type=float, default=0.0,
+                    help="the HTTP annotators' mean pause after each label, in seconds (0: flat "
+                         "out, a stress load; people comparing two replies take several seconds)")
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--roots", type=Path, nargs="+", default=[ROOT],
@@ -177,7 +182,7 @@ def main() -> None:
                                           args.profile / f"{rep}-{root.name}", root)
                 try:
                     r = asyncio.run(one_round(port, proc.pid, args.clients, args.pages,
-                                              args.labels, args.mode))
+                                              args.labels, args.mode, args.think_time))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)

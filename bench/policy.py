@@ -69,7 +69,7 @@ def dpo_pairs(args) -> list:
     raise SystemExit(f"only {len(chosen)} pairs of {args.data} fit the length limits")
 
 
-def dpo_prefstudio(args, pairs, out: Path, precision: str = "fp32") -> dict:
+def dpo_prefstudio(args, pairs, out: Path, precision: str = "auto") -> dict:
     from policy.dpo import DPOConfig, train_dpo
     from harness.lora import LoraSettings
 
@@ -264,7 +264,7 @@ SIDES = {
         "trl": dpo_trl,
         "trl+gc": lambda args, pairs, out: dpo_trl(args, pairs, out, gradient_checkpointing=True),
         "trl-bf16": lambda args, pairs, out: dpo_trl(args, pairs, out, bf16=True),
-        "prefstudio-bf16": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "bf16"),
+        "prefstudio-fp32": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "fp32"),
     },
     "ppo": {
         "prefstudio": ppo_prefstudio,
@@ -344,7 +344,7 @@ def parent(part: str, args, argv: list[str]) -> None:
         from mfu import dpo_flops_per_pair, matmul_peaks, mfu_lines, model_shape
         shape = model_shape(args.model, 16, "all-linear", causal_lm=True)
         flops, peak = dpo_flops_per_pair(shape, dpo_lengths(args, rows)), matmul_peaks(threads=args.threads)
-        notes = lambda summary: mfu_lines(flops, peak, summary)
+        notes = lambda summary: mfu_lines(flops, peak, summary, ours="auto")
     summary = sides.report(results, ours, labels={"trl": "TRL", "trl-bf16": "TRL bf16"},
                            load_at_start=load, notes=notes,
                            extra=lambda r: f"{metric} {r['first']:.3f} -> {r['last']:.3f}")

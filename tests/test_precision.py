@@ -169,7 +169,10 @@ def test_the_precision_option_reaches_every_stage_and_bad_values_are_refused(tmp
     assert rm("--precision", "fp32").precision == "fp32"
     dpo = lambda *extra: policy_config(parse_command(
         ["train", "dpo", "--data", "f.jsonl", "--out", str(tmp_path), *extra]))
-    assert dpo("--precision", "bf16").precision == "bf16"
+    assert dpo().precision == "auto"                      # measured: same margins, 1.3x
+    assert dpo("--precision", "fp32").precision == "fp32"
+    sft = policy_config(parse_command(["train", "sft", "--data", "f.jsonl", "--out", str(tmp_path)]))
+    assert sft.precision == "fp32"                        # the other stages: not measured yet
     with pytest.raises(ValueError, match="invalid choice: 'fp16'"):
         parse_command(["train", "rm", "--data", "f", "--out", "o", "--precision", "fp16"])
 
