@@ -6,7 +6,9 @@
 Both sides train the same backbone with the same LoRA settings (r, alpha, no dropout, the same
 target modules: every linear layer as in the default recipe, or peft's default for the
 architecture; the head trained in full), the same pairs, batch size, learning-rate schedule
-and number of optimizer steps, fp32 on the CPU. Each side runs in a fresh process (so peak
+and number of optimizer steps, on the CPU: prefstudio in its default precision (``auto``: bf16
+matrix products on a CPU with AMX, else fp32; side ``prefstudio-fp32`` forces fp32), TRL in
+fp32 (its default; side ``trl-bf16``: its ``bf16=True`` autocast). Each side runs in a fresh process (so peak
 RSS is its own) and reports samples (pairs) per second of the training loop, peak RSS and the
 final logged loss; the sides run interleaved for ``--rounds`` rounds (``bench/sides.py``) and
 the parent prints medians, spreads and the ratios.

@@ -11,12 +11,7 @@ from harness.config import TrainSettings
 from test_fused_lora import Net, outputs_and_grads
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest: tiny models, one thread
 
 
 def autocast_bf16():
