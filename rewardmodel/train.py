@@ -73,7 +73,7 @@ class RMConfig(TrainSettings):
     share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
     log_every: int = 1                  # a metrics line per step: the studio's progress moves
     # bf16 matrix products where the hardware makes them fast (AMX CPUs, GPUs), else fp32:
-    # the same 5-fold CV accuracy, 1.9x the speed on this CPU (harness/precision.py)
+    # the same 5-fold CV accuracy, 1.8x the speed on an AMX CPU (harness/precision.py)
     precision: str = "auto"
     resume: bool = True                 # continue from <out>/checkpoint when it exists
 
