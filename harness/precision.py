@@ -4,17 +4,21 @@ The recipe is the usual one for GPUs (Micikevicius et al. 2018, "Mixed Precision
 bfloat16 needs no loss scaling): the trained weights, their gradients and the optimizer state
 stay fp32; inside the forward pass ``torch.autocast`` runs the matrix products in bfloat16
 (each rounded operand, an fp32 accumulator). On a CPU with AMX tiles (Intel Sapphire Rapids
-and later) a bfloat16 GEMM is ~10x an fp32 one (1,136 vs 112 GFLOP/s on one thread of the
-benchmark machine), so ``precision="auto"`` picks it there and on GPUs that support it, and
-keeps fp32 everywhere else (AVX-512 without AMX emulates bfloat16 no faster than fp32).
+and later) a bfloat16 GEMM is 6-10x an fp32 one (976-1,136 vs 112-163 GFLOP/s on one thread
+of the benchmark machine), so ``precision="auto"`` picks it there and on GPUs that support it,
+and keeps fp32 everywhere else (CPUs without AMX were not measured faster in bfloat16).
 
-Two CPU-specific details keep the gain:
+What keeps the gain, and the numbers right:
 
-* attention runs in fp32 (``sdpa_fp32`` below): PyTorch's CPU flash-attention kernel is
-  2.3x *slower* in bfloat16 than in fp32 (forward + backward, 16 x 12 heads x 160 tokens:
-  108 vs 48 ms), so q, k, v are upcast around it;
+* attention runs in fp32 on the CPU (``sdpa_fp32`` below): PyTorch's CPU flash-attention
+  kernel is 2.3x *slower* in bfloat16 than in fp32 (forward + backward, 16 x 12 heads x 160
+  tokens: 108 vs 48 ms), so q, k, v are upcast around it;
 * the frozen base weights of fused LoRA layers keep a cached bfloat16 copy
-  (``harness/fused_lora.py``), instead of being cast at every forward and backward.
+  (``harness/fused_lora.py``), instead of being cast at every forward and backward;
+* oneDNN's per-shape kernel caches are kept small (``bound_kernel_caches``), or the process
+  grows with every new batch length;
+* the reward head and LM heads stay fp32 (``fp32_forward``): a reward or a log-prob needs more
+  than bfloat16's ~3 significant digits.
 """
 from __future__ import annotations
 
@@ -136,7 +140,8 @@ def fp32_forward(module: torch.nn.Module) -> torch.nn.Module:
 
     def forward_fp32(*args, **kwargs):
         up = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
-        device = next((t.device.type for t in args if isinstance(t, torch.Tensor)), "cpu")
+        device = next((t.device.type for t in (*args, *kwargs.values())
+                       if isinstance(t, torch.Tensor)), "cpu")
         with torch.autocast(device, enabled=False):
             return forward(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
 
