@@ -222,8 +222,10 @@ def test_trained_model_keeps_its_reward_scale_and_a_normalized_ensemble_uses_it(
     assert helpful.reward_stats == stats
     assert stats["on"] == "training sample" and stats["n"] == 240
     r = helpful.score(prompts, responses)
-    assert stats["mean"] == pytest.approx(r.mean().item(), abs=1e-4)
-    assert stats["std"] == pytest.approx(r.std(unbiased=False).item(), rel=1e-3)
+    # measured in the run's precision (bf16 products where they are fast, harness/precision.py),
+    # scored here in fp32: equal up to bf16 rounding, a small fraction of the spread
+    assert stats["std"] == pytest.approx(r.std(unbiased=False).item(), rel=1e-2)
+    assert stats["mean"] == pytest.approx(r.mean().item(), abs=1e-2 * stats["std"])
 
     safety = load_scorer(two_rms / "safety")
     config = tmp_path / "normalized.json"
