@@ -309,12 +309,15 @@ async def annotator(http: Http, user: str, until: float, lat: dict, stats: dict,
                 continue
             lat["submit_label"].append(time.perf_counter() - t0)
             stats["ok"][user] = stats["ok"].get(user, 0) + 1
-            if think > 0:
+            if think > 0:   # ends early when the run stops
                 pause = min(rng.expovariate(1 / think), max(until - time.perf_counter(), 0))
-                try:
-                    await asyncio.wait_for((stop or asyncio.Event()).wait(), timeout=pause)
-                except asyncio.TimeoutError:
-                    pass
+                if stop is None:
+                    await asyncio.sleep(pause)
+                else:
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=pause)
+                    except asyncio.TimeoutError:
+                        pass
     finally:
         http.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.config import PRECISIONS
+
 from .common import CliError
 
 RM, SFT, RS, DPO, PPO, RLOO = "rm", "sft", "rs", "dpo", "ppo", "rloo"
@@ -88,7 +90,7 @@ TRAIN = {
         opt("--precision", TRAIN_KINDS, "matrix products in bf16 (weights, optimizer, attention "
             "on CPUs and heads fp32), fp32, or auto: bf16 where the hardware makes it fast (CPUs "
             "with AMX, GPUs); default auto for rm and dpo, fp32 for the other stages",
-            choices=["auto", "fp32", "bf16"]),
+            choices=list(PRECISIONS)),
     ],
     "preference data filters": FILTERS,
     "reward model": [

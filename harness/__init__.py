@@ -8,6 +8,8 @@
 ``packing``  several responses behind one copy of their prompt, in one row
 ``hub``      where weights come from (default names, the GGUF cache, folders, hub ids)
 ``heap``     freed activation memory back to the OS during CPU training
+``fused_lora``  peft's LoRA layers in two matrix products
+``precision``   mixed precision: bf16 products where the hardware makes them fast
 
 It sits below ``rewardmodel`` and ``policy`` and imports nothing of ours but ``annotate``.
 """

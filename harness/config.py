@@ -11,6 +11,8 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+PRECISIONS = ("auto", "fp32", "bf16")   # TrainSettings.precision (harness/precision.py)
+
 
 @dataclass
 class TrainSettings:
@@ -60,8 +62,9 @@ class TrainSettings:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be at least 1")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
+                             f"not {self.precision!r}")
 
 
 def build_config(cls: type[TrainSettings], options: dict[str, Any],

@@ -87,8 +87,9 @@ def _cast_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return copy
 
 
-def _fusable(layer, x: torch.Tensor, args, kwargs) -> str | None:
-    """The active adapter's name when ``LoraLinear`` computes exactly what peft would."""
+def _fusable(layer, x: torch.Tensor, args, kwargs, autocast: torch.dtype | None) -> str | None:
+    """The active adapter's name when ``LoraLinear`` computes exactly what peft would
+    (``autocast``: the autocast dtype in force, or None)."""
     if args or kwargs or layer.disable_adapters or layer.merged:
         return None
     active = [a for a in layer.active_adapters if a in layer.lora_A]
@@ -102,7 +103,7 @@ def _fusable(layer, x: torch.Tensor, args, kwargs) -> str | None:
             or layer.lora_A[name].bias is not None or layer.lora_B[name].bias is not None
             or base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad)
             or layer.lora_A[name].weight.dtype != base.weight.dtype
-            or x.dtype not in (base.weight.dtype, _autocast_dtype(x))):
+            or x.dtype not in (base.weight.dtype, autocast)):
         return None
     return name
 
@@ -129,11 +130,12 @@ def _frozen_weights(base: nn.Linear, dtype: torch.dtype | None):
 
 
 def _fused_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    name = _fusable(layer, x, args, kwargs)
+    autocast = _autocast_dtype(x)
+    name = _fusable(layer, x, args, kwargs, autocast)
     if name is None:
         return type(layer).forward(layer, x, *args, **kwargs)
     base = layer.get_base_layer()
-    weight, bias = _frozen_weights(base, _autocast_dtype(x))
+    weight, bias = _frozen_weights(base, autocast)
     with torch.autocast(x.device.type, enabled=False):   # the dtypes are chosen above
         return LoraLinear.apply(x, weight, bias, layer.lora_A[name].weight,
                                 layer.lora_B[name].weight, float(layer.scaling[name]))

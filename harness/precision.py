@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from .config import PRECISIONS
 FP32_ATTENTION = "sdpa_fp32"   # the attention implementation name registered below
 
 
