@@ -177,8 +177,8 @@ def child(args) -> None:
     elif args.side.startswith("trl"):
         result = run_trl(args, data, plan["kind"], bf16=args.side == "trl-bf16")
     else:
-        result = run_prefstudio(args, data, plan["kind"],
-                                precision="fp32" if args.side == "prefstudio-fp32" else "auto")
+        precision = {"prefstudio-fp32": "fp32", "prefstudio-bf16": "bf16"}.get(args.side, "auto")
+        result = run_prefstudio(args, data, plan["kind"], precision=precision)
     result.update(side=args.side, pairs=len(data.pairs), peak_rss_mb=peak_rss_mb(),
                   threads=torch.get_num_threads())
     sides.emit(result)
@@ -202,12 +202,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (bench/sides.py)")
     ap.add_argument("--sides", default="trl,prefstudio",
                     help="sides, in the order each round runs them: trl, trl-bf16 (its mixed "
-                         "precision), trl+group-by-length, prefstudio, prefstudio-fp32 (mixed "
-                         "precision off), and "
+                         "precision), trl+group-by-length, prefstudio, prefstudio-fp32 / "
+                         "prefstudio-bf16 (precision forced), and "
                          f"prefstudio with a speed-up switched off ({', '.join(ABLATIONS)})")
     ap.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
                     "prefstudio runs as the side 'baseline'")
-    ap.add_argument("--side", choices=["prefstudio", "prefstudio-fp32", "trl", "trl-bf16",
+    ap.add_argument("--side", choices=["prefstudio", "prefstudio-fp32", "prefstudio-bf16", "trl",
+                                       "trl-bf16",
                                        "trl+group-by-length", "baseline", *ABLATIONS],
                     help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
@@ -225,15 +226,17 @@ def main() -> None:
         commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
                            sys.executable, __file__, "--side", side, "--plan", plan.name,
                            *sys.argv[1:]] for side in args.sides.split(",")}
+        from mfu import matmul_peaks
+        peak_before = matmul_peaks(threads=args.threads)
         results = sides.run_rounds(commands, args.rounds)
     ours = results["prefstudio"][0]
     print(f"backbone {args.backbone}, {ours['pairs']} pairs (dropped {dropped} "
           f"longer than {args.max_length} tokens), batch {args.batch_size}, {args.steps} steps, "
           f"LoRA r={args.lora_r} on {args.lora_targets}, {ours['threads']} threads")
-    from mfu import matmul_peaks, mfu_lines, model_shape, rm_flops_per_pair
+    from mfu import mfu_lines, model_shape, rm_flops_per_pair
     shape = model_shape(args.backbone, args.lora_r, lora_targets(args), causal_lm=kind == "decoder")
     flops = rm_flops_per_pair(shape, lengths, causal=kind == "decoder")
-    peak = matmul_peaks(threads=args.threads)
+    peak = matmul_peaks(threads=args.threads, before=peak_before)
     summary = sides.report(results, "prefstudio",
                            labels={"trl": "TRL", "trl-bf16": "TRL bf16",
                                    "trl+group-by-length": "TRL group_by_length"}, load_at_start=load,

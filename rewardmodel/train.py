@@ -72,8 +72,8 @@ class RMConfig(TrainSettings):
     bucket: bool = True                 # length-bucketed batches
     share_prompt: bool = True           # decoders: a comparison's responses share one prompt pass
     log_every: int = 1                  # a metrics line per step: the studio's progress moves
-    # bf16 matrix products where the hardware makes them fast (AMX CPUs, GPUs), else fp32:
-    # the same 5-fold CV accuracy, 1.8x the speed on an AMX CPU (harness/precision.py)
+    # bf16 matrix products where the hardware makes them fast (CPUs with AMX or AVX-512 BF16,
+    # GPUs), else fp32: the same 5-fold CV accuracy, 1.6-1.8x the speed (harness/precision.py)
     precision: str = "auto"
     resume: bool = True                 # continue from <out>/checkpoint when it exists
 
