@@ -7,7 +7,8 @@ batch size and number of optimizer steps, the sides interleaved for ``--rounds``
 (``bench/sides.py``); the parent prints each side's median and spread, one ratio line per
 peer (``ratio prefstudio/TRL: throughput median …``), for DPO the model FLOPs utilisation
 (``bench/mfu.py``), then one JSON line with everything. Parts: ``dpo`` (vs TRL's DPOTrainer), ``ppo``
-(vs TRL's experimental PPOTrainer) and ``rloo`` (vs prefstudio's own PPO):
+(vs TRL's experimental PPOTrainer), ``rloo`` (vs prefstudio's own PPO) and ``sft`` (vs TRL's
+SFTTrainer, on the DPO pairs' chosen replies):
 
     flock /work/heavy.lock python bench/policy.py ppo --prompts 32 --batch 8 --steps 4 \
         --max-prompt-len 48 --max-response-len 24
@@ -116,6 +117,54 @@ def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False,
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"first": losses[0], "last": losses[-1]}
 
+
+# --- SFT ------------------------------------------------------------------------------------
+# The same HH pairs as DPO; each side learns the chosen reply after its prompt (TRL: a
+# conversational prompt-completion dataset, so its loss is on the completion only; prefstudio:
+# the same chat, its assistant turns labelled — the earlier ones of a multi-turn prompt too, so
+# prefstudio's LM head sees a few more positions than the completion alone).
+
+def sft_prefstudio(args, pairs, out: Path, precision: str | None = None) -> dict:
+    from policy.sft import SFTConfig, chats_from_pairs, train_sft
+    from harness.lora import LoraSettings
+
+    config = SFTConfig(model=args.model, lr=args.lr, batch_size=args.batch, max_steps=args.steps,
+                       save_every=0, log_every=1, seed=0, lora=LoraSettings(r=16, alpha=32),
+                       **({"precision": precision} if precision else {}))
+    train_sft(config, chats_from_pairs(pairs), out)
+    from annotate.runlog import read_metrics
+    losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
+    return {"first": losses[0], "last": losses[-1]}
+
+
+def sft_trl(args, pairs, out: Path, bf16: bool = False) -> dict:
+    """TRL's SFTTrainer on the prompt-completion form of the pairs (loss on the completion)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from harness.hub import resolve
+
+    folder = resolve(args.model)
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    data = Dataset.from_list([{"prompt": p.prompt,
+                               "completion": [{"role": "assistant", "content": p.chosen}]}
+                              for p in pairs])
+    config = SFTConfig(output_dir=str(out), per_device_train_batch_size=args.batch,
+                       max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
+                       warmup_steps=0, max_length=None, bf16=bf16, use_cpu=True,
+                       report_to="none", save_strategy="no", logging_steps=1, seed=0,
+                       dataloader_num_workers=0, disable_tqdm=True)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
+                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                                target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer.train()
+    trainer.save_model(str(out / "adapter"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"first": losses[0], "last": losses[-1]}
 
 
 # --- PPO and RLOO ---------------------------------------------------------------------------
@@ -265,6 +314,14 @@ SIDES = {
         "trl+gc": lambda args, pairs, out: dpo_trl(args, pairs, out, gradient_checkpointing=True),
         "trl-bf16": lambda args, pairs, out: dpo_trl(args, pairs, out, bf16=True),
         "prefstudio-fp32": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "fp32"),
+        "prefstudio-bf16": lambda args, pairs, out: dpo_prefstudio(args, pairs, out, "bf16"),
+    },
+    "sft": {
+        "prefstudio": sft_prefstudio,
+        "trl": sft_trl,
+        "trl-bf16": lambda args, pairs, out: sft_trl(args, pairs, out, bf16=True),
+        "prefstudio-fp32": lambda args, pairs, out: sft_prefstudio(args, pairs, out, "fp32"),
+        "prefstudio-bf16": lambda args, pairs, out: sft_prefstudio(args, pairs, out, "bf16"),
     },
     "ppo": {
         "prefstudio": ppo_prefstudio,
@@ -278,15 +335,17 @@ SIDES = {
 # otherwise count in each side's peak RSS) and hands the children a plain JSON file.
 DATA = {"dpo": lambda args: [vars(p) for p in dpo_pairs(args)], "ppo": rl_prompts,
         "rloo": rl_prompts}
+DATA["sft"] = DATA["dpo"]
 LOAD = {"dpo": lambda rows: [PairExample(**r) for r in rows], "ppo": list, "rloo": list}
+LOAD["sft"] = LOAD["dpo"]
 
 
 # prefstudio with one of its speed-ups switched off, to measure what each one gains
 ABLATIONS = {"prefstudio-unfused-lora": {"PREFSTUDIO_FUSED_LORA": "0"},   # harness/fused_lora.py
              "prefstudio-no-trim": {"PREFSTUDIO_HEAP_TRIM": "0"}}              # harness/heap.py
-for _part in ("dpo", "ppo"):
+for _part in ("dpo", "sft", "ppo"):
     SIDES[_part].update({name: SIDES[_part]["prefstudio"] for name in (*ABLATIONS, "baseline")})
-OURS = {"dpo": "prefstudio", "ppo": "prefstudio", "rloo": "rloo"}
+OURS = {"dpo": "prefstudio", "sft": "prefstudio", "ppo": "prefstudio", "rloo": "rloo"}
 
 
 def child(part: str, side: str, args) -> None:
@@ -334,16 +393,20 @@ def parent(part: str, args, argv: list[str]) -> None:
     commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
                        sys.executable, __file__, part, "--child", side, "--data-file",
                        str(data_file), *argv] for side in names}
+    from mfu import matmul_peaks
+    peak_before = matmul_peaks(threads=args.threads) if part == "dpo" else None
     results = sides.run_rounds(commands, args.rounds, cwd=str(ROOT))
-    data = f"{args.pairs} pairs" if part == "dpo" else f"{args.prompts} prompts"
-    metric = "loss" if part == "dpo" else "reward"
+    data = f"{args.pairs} pairs" if part in ("dpo", "sft") else f"{args.prompts} prompts"
+    metric = "loss" if part in ("dpo", "sft") else "reward"
     print(f"{part}: {data}, batch {args.batch}, {args.steps} steps, model {args.model}; "
-          "time end to end (load, tokenize, reference, train, save)")
+          "time end to end (load, tokenize, " + ("reference, " if part == "dpo" else "")
+          + "train, save)")
     notes = None
     if part == "dpo":
-        from mfu import dpo_flops_per_pair, matmul_peaks, mfu_lines, model_shape
+        from mfu import dpo_flops_per_pair, mfu_lines, model_shape
         shape = model_shape(args.model, 16, "all-linear", causal_lm=True)
-        flops, peak = dpo_flops_per_pair(shape, dpo_lengths(args, rows)), matmul_peaks(threads=args.threads)
+        flops = dpo_flops_per_pair(shape, dpo_lengths(args, rows))
+        peak = matmul_peaks(threads=args.threads, before=peak_before)
         notes = lambda summary: mfu_lines(flops, peak, summary, ours="auto")
     summary = sides.report(results, ours, labels={"trl": "TRL", "trl-bf16": "TRL bf16"},
                            load_at_start=load, notes=notes,

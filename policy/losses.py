@@ -24,15 +24,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token negative log-likelihood:  L_t = −log π(x_{t+1} | x_≤t), 0 where the label is
-    ``IGNORE``. Supervised fine-tuning on demonstrations (Ouyang et al. 2022, §3.5 "SFT").
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token negative log-likelihood:  L_t = −log π(x_{t+1} | x_≤t), for each position t
+    whose next token is labelled (the others never reach the LM head). Supervised fine-tuning
+    on demonstrations (Ouyang et al. 2022, §3.5 "SFT").
 
-    logits: [B, T, V], labels: [B, T] → [B, T−1]
+    logits: [N, V] at the N positions that predict a labelled token, targets: [N] → [N]
     """
-    targets = labels[:, 1:]
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
-                           ignore_index=IGNORE, reduction="none").view(targets.shape)
+    return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,

@@ -112,12 +112,22 @@ def collate(rows: list[dict], pad_id: int) -> dict:
 
 
 def sft_loss(model, batch: dict) -> tuple[torch.Tensor, int]:
-    """The batch's mean ``token_nll`` over its labelled tokens: (loss, labelled tokens)."""
+    """The batch's mean ``token_nll`` over its labelled tokens: (loss, labelled tokens).
+
+    Only the positions that predict a labelled token reach the LM head (a fifth of SmolLM2's
+    FLOPs per token): the forward pass (through ``model``, so DDP sees it) returns the final
+    hidden states, and the frozen head runs on the picked ones, not on prompts and padding.
+    """
     kwargs = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {
         "attention_mask": batch["attention_mask"]}
-    logits = model(input_ids=batch["input_ids"], use_cache=False, **kwargs).logits  # [B, T, V]
-    n = int((batch["labels"][:, 1:] != IGNORE).sum())
-    return token_nll(logits, batch["labels"]).sum() / max(n, 1), n
+    out = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=1,
+                output_hidden_states=True, **kwargs)
+    targets = batch["labels"][:, 1:]                                                # [B, T−1]
+    keep = targets != IGNORE
+    picked = out.hidden_states[-1][:, :-1][keep]                                   # [N, H]
+    head = getattr(model, "module", model).get_output_embeddings()
+    n = int(keep.sum())
+    return token_nll(head(picked), targets[keep]).sum() / max(n, 1), n
 
 
 def build_examples(tok, chats: Sequence[Sequence[dict]], max_len: int,

@@ -67,6 +67,22 @@ def test_packing_gives_the_same_loss_as_padding(tiny_lm):
     assert loss_packed.item() == pytest.approx(loss_plain.item(), rel=1e-5)
 
 
+def test_sft_loss_is_the_mean_nll_of_the_labelled_tokens(tiny_lm):
+    """The LM head runs on the labelled positions only; the loss is still the mean next-token
+    NLL over them, as computed from the full [B, T, V] logits."""
+    model, tok = load_policy(str(tiny_lm))
+    chats = [CHAT, CHAT[:2]]
+    batch = collate(build_examples(tok, chats, max_len=64), tok.pad_token_id)
+    with torch.no_grad():
+        loss, n = sft_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    full = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(),
+                                             ignore_index=IGNORE, reduction="sum")
+    assert n == int((targets != IGNORE).sum()) == 11 + 5
+    assert loss.item() == pytest.approx(full.item() / n, rel=1e-5)
+
+
 def test_sft_loss_goes_down_and_the_policy_learns_the_replies(tiny_policy, tmp_path):
     chats = [[{"role": "user", "content": q}, {"role": "assistant", "content": "zebra quokka zebra"}]
              for q in ["hello", "tell me a story", "write a poem", "what is the sun"]]
