@@ -124,12 +124,14 @@ def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False,
 # the same chat, its assistant turns labelled — the earlier ones of a multi-turn prompt too, so
 # prefstudio's LM head sees a few more positions than the completion alone).
 
-def sft_prefstudio(args, pairs, out: Path, precision: str | None = None) -> dict:
+def sft_prefstudio(args, pairs, out: Path, precision: str | None = None,
+                   gradient_checkpointing: bool = False) -> dict:
     from policy.sft import SFTConfig, chats_from_pairs, train_sft
     from harness.lora import LoraSettings
 
     config = SFTConfig(model=args.model, lr=args.lr, batch_size=args.batch, max_steps=args.steps,
                        save_every=0, log_every=1, seed=0, lora=LoraSettings(r=16, alpha=32),
+                       gradient_checkpointing=gradient_checkpointing,
                        **({"precision": precision} if precision else {}))
     train_sft(config, chats_from_pairs(pairs), out)
     from annotate.runlog import read_metrics
@@ -138,7 +140,9 @@ def sft_prefstudio(args, pairs, out: Path, precision: str | None = None) -> dict
 
 
 def sft_trl(args, pairs, out: Path, bf16: bool = False) -> dict:
-    """TRL's SFTTrainer on the prompt-completion form of the pairs (loss on the completion)."""
+    """TRL's SFTTrainer on the prompt-completion form of the pairs (loss on the completion),
+    with its defaults: gradient checkpointing on, a chunked NLL (prefstudio's counterpart:
+    side ``prefstudio+gc``)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -322,6 +326,8 @@ SIDES = {
         "trl-bf16": lambda args, pairs, out: sft_trl(args, pairs, out, bf16=True),
         "prefstudio-fp32": lambda args, pairs, out: sft_prefstudio(args, pairs, out, "fp32"),
         "prefstudio-bf16": lambda args, pairs, out: sft_prefstudio(args, pairs, out, "bf16"),
+        "prefstudio+gc": lambda args, pairs, out: sft_prefstudio(args, pairs, out,
+                                                                 gradient_checkpointing=True),
     },
     "ppo": {
         "prefstudio": ppo_prefstudio,

@@ -89,7 +89,8 @@ TRAIN = {
             "pass (less memory, slower)", action="store_true"),
         opt("--precision", TRAIN_KINDS, "matrix products in bf16 (weights, optimizer, attention "
             "on CPUs and heads fp32), fp32, or auto: bf16 where the hardware makes it fast (CPUs "
-            "with AMX or AVX-512 BF16, GPUs); default auto for rm and dpo, fp32 for the other stages",
+            "with AMX or AVX-512 BF16, GPUs); default auto for rm, dpo and sft, fp32 for the "
+            "other stages",
             choices=list(PRECISIONS)),
     ],
     "preference data filters": FILTERS,
