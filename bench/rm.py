@@ -208,8 +208,7 @@ def main() -> None:
     ap.add_argument("--baseline", help="a checkout (e.g. a worktree of an older commit) whose "
                     "prefstudio runs as the side 'baseline'")
     ap.add_argument("--side", choices=["prefstudio", "prefstudio-fp32", "prefstudio-bf16", "trl",
-                                       "trl-bf16",
-                                       "trl+group-by-length", "baseline", *ABLATIONS],
+                                       "trl-bf16", "trl+group-by-length", "baseline", *ABLATIONS],
                     help=argparse.SUPPRESS)
     ap.add_argument("--plan", help=argparse.SUPPRESS)
     args = ap.parse_args()
