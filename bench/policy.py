@@ -79,42 +79,59 @@ def dpo_prefstudio(args, pairs, out: Path, precision: str = "auto") -> dict:
                        max_prompt_len=args.max_prompt_len, max_response_len=args.max_response_len,
                        lora=LoraSettings(r=16, alpha=32), precision=precision)
     train_dpo(config, pairs, out)
-    from annotate.runlog import read_metrics
-    losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
-    return {"first": losses[0], "last": losses[-1]}
+    return prefstudio_losses(out)
 
 
 def dpo_trl(args, pairs, out: Path, gradient_checkpointing: bool = False,
             bf16: bool = False) -> dict:
     """TRL's DPOTrainer; ``bf16``: its mixed precision (the Trainer's autocast), the
-    counterpart of prefstudio's default on a CPU with AMX."""
+    counterpart of prefstudio's default on a CPU with bf16 instructions."""
+    from trl import DPOConfig, DPOTrainer
+
+    rows = [{"prompt": p.prompt, "chosen": [{"role": "assistant", "content": p.chosen}],
+             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
+    config = DPOConfig(**trl_arguments(args, out, bf16), beta=0.1, loss_type=["sigmoid"],
+                       gradient_checkpointing=gradient_checkpointing)
+    return trl_train(DPOTrainer, config, rows, args, out)
+
+
+def trl_arguments(args, out: Path, bf16: bool) -> dict:
+    """The training arguments every TRL side shares (the sizes and schedule of prefstudio's)."""
+    return dict(output_dir=str(out), per_device_train_batch_size=args.batch,
+                max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
+                warmup_steps=0, max_length=None, bf16=bf16, use_cpu=True, report_to="none",
+                save_strategy="no", logging_steps=1, seed=0, dataloader_num_workers=0,
+                disable_tqdm=True)
+
+
+def trl_train(trainer_class, config, rows: list[dict], args, out: Path) -> dict:
+    """Train ``trainer_class`` (a TRL trainer) on ``rows`` with the same LoRA as prefstudio's
+    sides, save the adapter; the first and last logged loss."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
 
     from harness.hub import resolve
 
     folder = resolve(args.model)
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    data = Dataset.from_list([{"prompt": p.prompt,
-                               "chosen": [{"role": "assistant", "content": p.chosen}],
-                               "rejected": [{"role": "assistant", "content": p.rejected}]}
-                              for p in pairs])
-    config = DPOConfig(output_dir=str(out), per_device_train_batch_size=args.batch,
-                       max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
-                       warmup_steps=0, beta=0.1, loss_type=["sigmoid"], max_length=None,
-                       gradient_checkpointing=gradient_checkpointing, bf16=bf16, use_cpu=True,
-                       report_to="none", save_strategy="no", logging_steps=1, seed=0,
-                       dataloader_num_workers=0, disable_tqdm=True)
-    trainer = DPOTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer = trainer_class(model=model, args=config, train_dataset=Dataset.from_list(rows),
+                            processing_class=tok,
+                            peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                                   target_modules="all-linear",
+                                                   task_type="CAUSAL_LM"))
     trainer.train()
     trainer.save_model(str(out / "adapter"))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"first": losses[0], "last": losses[-1]}
+
+
+def prefstudio_losses(out: Path) -> dict:
+    """The first and last logged loss of a prefstudio run folder."""
+    from annotate.runlog import read_metrics
+    losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
     return {"first": losses[0], "last": losses[-1]}
 
 
@@ -134,41 +151,18 @@ def sft_prefstudio(args, pairs, out: Path, precision: str | None = None,
                        gradient_checkpointing=gradient_checkpointing,
                        **({"precision": precision} if precision else {}))
     train_sft(config, chats_from_pairs(pairs), out)
-    from annotate.runlog import read_metrics
-    losses = [m["value"] for m in read_metrics(out) if m["name"] == "loss"]
-    return {"first": losses[0], "last": losses[-1]}
+    return prefstudio_losses(out)
 
 
 def sft_trl(args, pairs, out: Path, bf16: bool = False) -> dict:
     """TRL's SFTTrainer on the prompt-completion form of the pairs (loss on the completion),
     with its defaults: gradient checkpointing on, a chunked NLL (prefstudio's counterpart:
     side ``prefstudio+gc``)."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from harness.hub import resolve
-
-    folder = resolve(args.model)
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    data = Dataset.from_list([{"prompt": p.prompt,
-                               "completion": [{"role": "assistant", "content": p.chosen}]}
-                              for p in pairs])
-    config = SFTConfig(output_dir=str(out), per_device_train_batch_size=args.batch,
-                       max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
-                       warmup_steps=0, max_length=None, bf16=bf16, use_cpu=True,
-                       report_to="none", save_strategy="no", logging_steps=1, seed=0,
-                       dataloader_num_workers=0, disable_tqdm=True)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tok,
-                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                                target_modules="all-linear", task_type="CAUSAL_LM"))
-    trainer.train()
-    trainer.save_model(str(out / "adapter"))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"first": losses[0], "last": losses[-1]}
+    rows = [{"prompt": p.prompt, "completion": [{"role": "assistant", "content": p.chosen}]}
+            for p in pairs]
+    return trl_train(SFTTrainer, SFTConfig(**trl_arguments(args, out, bf16)), rows, args, out)
 
 
 # --- PPO and RLOO ---------------------------------------------------------------------------
