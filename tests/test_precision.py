@@ -174,7 +174,10 @@ def test_the_precision_option_reaches_every_stage_and_bad_values_are_refused(tmp
     assert dpo().precision == "auto"                      # measured: same margins, 1.3x
     assert dpo("--precision", "fp32").precision == "fp32"
     sft = policy_config(parse_command(["train", "sft", "--data", "f.jsonl", "--out", str(tmp_path)]))
-    assert sft.precision == "fp32"                        # the other stages: not measured yet
+    assert sft.precision == "auto"                        # measured: the same held-out NLL
+    rs = policy_config(parse_command(["train", "rs", "--prompts", "p.jsonl", "--rm", "r",
+                                      "--out", str(tmp_path)]))
+    assert rs.precision == "fp32"                         # the other stages: not measured yet
     with pytest.raises(ValueError, match="invalid choice: 'fp16'"):
         parse_command(["train", "rm", "--data", "f", "--out", "o", "--precision", "fp16"])
 
