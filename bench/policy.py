@@ -388,7 +388,8 @@ def parent(part: str, args, argv: list[str]) -> None:
     for side in names:
         if side not in SIDES[part]:
             raise SystemExit(f"unknown side {side!r} for {part}; known: {', '.join(SIDES[part])}")
-    ours = OURS[part] if OURS[part] in names else names[0]
+    ours = OURS[part] if OURS[part] in names else next(   # else the first of prefstudio's sides
+        (n for n in names if n.startswith(("prefstudio", "rloo"))), names[0])
     envs = {**ABLATIONS, "baseline": {sides.CODE_ROOT: args.baseline}}
     commands = {side: ["env", *(f"{k}={v}" for k, v in envs.get(side, {}).items()),
                        sys.executable, __file__, part, "--child", side, "--data-file",
